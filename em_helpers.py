@@ -342,11 +342,10 @@ def _cmm_init(Y, n_components, feature_sizes, init, init_weights, rng):
             [rng.dirichlet(_np.ones(size), size=n_components) for size in feature_sizes], axis=1)
     else:
         probs = init
+    if _np.ndim(probs) == 2 and _np.shape(probs)[0] != n_components:
+        raise ValueError(f"init must have {n_components} rows (n_components), got {_np.shape(probs)[0]}")
     weights = _np.full(n_components, 1.0 / n_components) if init_weights is None else init_weights
-    weights, probs = _check_cmm_params(weights, probs, feature_sizes, n_columns, name="init")
-    if probs.shape[0] != n_components:
-        raise ValueError(f"init must have {n_components} rows (n_components), got {probs.shape[0]}")
-    return weights, probs
+    return _check_cmm_params(weights, probs, feature_sizes, n_columns, name="init")
 
 
 def _cmm_history_entry(iteration, weights, probs, log_lik, alpha):
