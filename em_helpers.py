@@ -1,14 +1,1039 @@
-"""EM for mixture models: the helper module of this project.
+"""EM for mixture models: the one helper module of this project.
 
 Read top to bottom, it follows the course's order:
 
-1. loading the data (``load_image``)
-2. the E-step (``e_step``: hard assignment by Euclidean distance)
-3. the M-step (``m_step``: means, covariances, weights; missing cells handled)
-4. the EM loop (``run_em``, ``EMResult``)
-5. metrics against the true labels
-6. plotting helpers shared by the notebooks
+1. Loading the data: ``load_image`` reads a scan (any plausible CSV layout) into ``(X, y)``.
+2. The E-step: ``e_step`` (hard assignment by Euclidean distance, the simulation questions),
+   ``log_gaussian_density`` and ``e_step_soft`` (Gaussian responsibilities).
+3. The M-step: ``m_step`` (means, covariances, weights; missing cells through expected
+   sufficient statistics).
+4. The EM loop: ``run_em`` returning an ``EMResult``.
+5. Metrics against the true labels: ``match_labels``, ``align_to_truth``, ``clustering_scores``.
+6. Plotting helpers shared by the notebooks: ``plot_clusters``, ``covariance_ellipse``.
+
+Conventions used everywhere:
+
+* ``X`` has shape ``(N, d)``: one row per point; a missing cell is ``NaN``.
+* Component-first arrays: ``means`` ``(K, d)``, ``covariances`` ``(K, d, d)``, ``weights``
+  ``(K,)`` and the assignment / responsibility matrix ``R`` of shape ``(K, N)``, where
+  ``R[k, n]`` is the share of point ``n`` given to component ``k``. The statement asks for a
+  "3 x 600" array but then speaks of ``R_ij`` as "the i-th data in the j-th distribution"; we
+  keep the 3 x 600 shape, so the *row* is the distribution and the *column* the point.
+* Nothing here modifies the caller's arrays.
 """
+
+from __future__ import annotations
+
+import csv
+import warnings
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy import linalg
+from scipy.optimize import linear_sum_assignment
+from scipy.special import logsumexp
+
+CLASS_NAMES = ("background", "normal tissue", "tumour")
+N_COORDINATES = 2  # the course's scans are two-dimensional
+_MISSING_TOKENS = {"", "nan", "na", "n/a", "null", "none", "?"}
+
+
+class EMConvergenceWarning(UserWarning):
+    """Raised as a warning when ``run_em`` stops at ``max_iter`` without converging."""
+
+
+# ---------------------------------------------------------------------------------------------
+# 1. Loading the data
+# ---------------------------------------------------------------------------------------------
+
+def load_image(path, n_components=3):
+    """Read a scan from a CSV file into points and their true labels.
+
+    The file holds ``N`` two-dimensional points, ``N / n_components`` per class, concatenated in
+    class order, so the true label of a point is given by its position. Accepted layouts: ``N x 2``
+    or ``2 x N``; with or without a header row (or header column for ``2 x N``); with or without
+    a leading index column (``0..N-1`` or ``1..N``); separated by commas, semicolons, tabs or
+    spaces. Empty cells (or ``NaN``/``NA``) are missing values. A row with nothing observed is
+    kept, because its position carries its label.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The CSV file.
+    n_components : int, default 3
+        Number of classes; ``N`` must be a multiple of it.
+
+    Returns
+    -------
+    X : ndarray of shape (N, 2), float
+        The points, ``NaN`` where a cell is missing.
+    y : ndarray of shape (N,), int
+        The true class of each point: ``0`` for the first ``N / n_components`` rows, and so on.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` does not exist.
+    ValueError
+        If the file cannot be read as a table of numbers in one of the layouts above; the
+        message names the file, what was found and what was expected.
+    """
+    path = Path(path)
+    n_components = _check_int(n_components, "n_components", minimum=1)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file (expected a CSV file of 2-D points)")
+    table = _read_text_table(path)
+    values = _table_to_points(table, path)
+    n_points = values.shape[0]
+    if n_points < n_components or n_points % n_components:
+        raise ValueError(
+            f"{path}: found {n_points} points, expected a positive multiple of "
+            f"n_components={n_components} (equal blocks of points, one block per class)")
+    y = np.repeat(np.arange(n_components), n_points // n_components)
+    return values, y
+
+
+def _read_text_table(path):
+    """Read every cell of a delimited text file as a stripped string (no type guessing)."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (UnicodeDecodeError, OSError) as exc:
+        raise ValueError(f"{path}: cannot be read as a text file ({exc})") from None
+    lines = [line for line in text.splitlines() if line.strip()]
+    if not lines:
+        raise ValueError(f"{path}: the file is empty (expected 2-D points, one per row)")
+    first = lines[0]
+    sep = next((s for s in (",", ";", "\t") if s in first), None)
+    try:
+        if sep is None:  # whitespace-separated
+            rows = [line.split() for line in lines]
+        else:
+            rows = list(csv.reader(lines, delimiter=sep))
+    except csv.Error as exc:
+        raise ValueError(f"{path}: not a readable CSV file ({exc})") from None
+    widths = {len(row) for row in rows}
+    if len(widths) != 1:
+        counts = pd.Series([len(row) for row in rows]).value_counts()
+        odd = next(i for i, row in enumerate(rows) if len(row) != counts.index[0])
+        raise ValueError(
+            f"{path}: rows have different numbers of fields (line {odd + 1} has "
+            f"{len(rows[odd])}, most have {counts.index[0]}); expected a rectangular table")
+    return pd.DataFrame(rows).apply(lambda col: col.str.strip())
+
+
+def _parse_numbers(cells):
+    """Parse a string frame: floats, NaN for missing tokens; also return the unparseable mask."""
+    missing = cells.apply(lambda col: col.str.lower().isin(_MISSING_TOKENS))
+    numbers = cells.apply(pd.to_numeric, errors="coerce").astype(float)
+    bad = numbers.isna() & ~missing
+    return numbers, bad
+
+
+def _is_index(column):
+    """True if ``column`` is 0..n-1 or 1..n exactly."""
+    n = len(column)
+    return bool(np.all(np.isfinite(column))) and (
+        np.array_equal(column, np.arange(n)) or np.array_equal(column, np.arange(1, n + 1)))
+
+
+def _table_to_points(table, path):
+    """Turn a table of strings into an (N, 2) float array, detecting the layout."""
+    numbers, bad = _parse_numbers(table)
+    # A header row / header column is a first row / column with text in it.
+    if bad.iloc[0].any():
+        numbers, bad = numbers.iloc[1:], bad.iloc[1:]
+    if numbers.shape[1] > 1 and bad.iloc[:, 0].any() and numbers.shape[0] <= N_COORDINATES + 1:
+        numbers, bad = numbers.iloc[:, 1:], bad.iloc[:, 1:]  # names of the rows of a 2 x N file
+    if bad.to_numpy().any():
+        r, c = np.argwhere(bad.to_numpy())[0]
+        value = table.loc[numbers.index[r], numbers.columns[c]]
+        raise ValueError(
+            f"{path}: text {value!r} in a numeric cell (row {numbers.index[r] + 1}, column "
+            f"{numbers.columns[c] + 1}); expected numbers or empty cells")
+    values = numbers.to_numpy(dtype=float)
+    if values.size == 0:
+        raise ValueError(f"{path}: no data rows (found only a header)")
+    if values.shape[0] < values.shape[1]:  # 2 x N (or 3 x N with an index row)
+        values = values.T
+    if values.shape[1] == N_COORDINATES + 1 and _is_index(values[:, 0]):
+        values = values[:, 1:]
+    if values.shape[1] != N_COORDINATES:
+        raise ValueError(
+            f"{path}: found a {values.shape[0]} x {values.shape[1]} table of numbers, expected "
+            f"{N_COORDINATES} coordinates per point (N x {N_COORDINATES} or {N_COORDINATES} x N, "
+            "optionally with a header and an index column)")
+    if np.isinf(values).any():
+        r, c = np.argwhere(np.isinf(values))[0]
+        raise ValueError(
+            f"{path}: infinite value at point {r + 1}, coordinate {c + 1}; expected finite "
+            "numbers or empty cells")
+    all_missing = np.isnan(values).all(axis=0)
+    if all_missing.any():
+        raise ValueError(
+            f"{path}: coordinate {int(np.argmax(all_missing)) + 1} is missing in every row; "
+            "expected at least one observed value per coordinate")
+    return values
+
+
+# ---------------------------------------------------------------------------------------------
+# Input checks shared by the steps below
+# ---------------------------------------------------------------------------------------------
+
+def _check_int(value, name, minimum=None):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ValueError(f"{name} must be an integer, got {value!r}")
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return int(value)
+
+
+def _check_points(X, name="X"):
+    """Return X as a float (N, d) array (a new array), NaN allowed, inf not."""
+    try:
+        X = np.array(X, dtype=float)  # a copy: the caller's array is never touched
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{name} must be a numeric array of shape (N, d): {exc}") from None
+    if X.ndim != 2 or X.shape[0] == 0 or X.shape[1] == 0:
+        raise ValueError(f"{name} must have shape (N, d) with N, d >= 1, got shape {X.shape}")
+    if np.isinf(X).any():
+        raise ValueError(f"{name} contains infinite values; use NaN for missing cells")
+    if np.isnan(X).all(axis=0).any():
+        raise ValueError(f"{name} has a column with every value missing")
+    return X
+
+
+def _check_means(means, d, name="means"):
+    means = np.array(means, dtype=float)
+    if means.ndim != 2 or means.shape[1] != d or means.shape[0] == 0:
+        raise ValueError(f"{name} must have shape (K, {d}), got shape {means.shape}")
+    if not np.isfinite(means).all():
+        raise ValueError(f"{name} must be finite")
+    return means
+
+
+def _check_covariances(covariances, K, d, name="covariances"):
+    covariances = np.array(covariances, dtype=float)
+    if covariances.shape != (K, d, d):
+        raise ValueError(f"{name} must have shape ({K}, {d}, {d}), got {covariances.shape}")
+    if not np.isfinite(covariances).all():
+        raise ValueError(f"{name} must be finite")
+    if not np.allclose(covariances, covariances.transpose(0, 2, 1)):
+        raise ValueError(f"{name} must be symmetric")
+    return covariances
+
+
+def _check_weights(weights, K, name="weights"):
+    weights = np.array(weights, dtype=float)
+    if weights.shape != (K,):
+        raise ValueError(f"{name} must have shape ({K},), got {weights.shape}")
+    if not np.isfinite(weights).all() or (weights < 0).any():
+        raise ValueError(f"{name} must be finite and non-negative")
+    if not np.isclose(weights.sum(), 1.0, atol=1e-8):
+        raise ValueError(f"{name} must sum to 1, they sum to {weights.sum():.6g}")
+    return weights
+
+
+def _check_resp(R, N, name="R"):
+    R = np.array(R, dtype=float)
+    if R.ndim != 2 or R.shape[1] != N:
+        raise ValueError(f"{name} must have shape (K, N) with N={N} points, got {R.shape}")
+    if not np.isfinite(R).all() or (R < 0).any():
+        raise ValueError(f"{name} must be finite and non-negative")
+    col_sums = R.sum(axis=0)
+    if not np.allclose(col_sums, 1.0, atol=1e-6):
+        n = int(np.argmax(np.abs(col_sums - 1.0)))
+        raise ValueError(
+            f"{name} must have columns summing to 1 (one distribution per point); column {n} "
+            f"sums to {col_sums[n]:.6g}")
+    return R
+
+
+def _missing_patterns(X):
+    """Group rows by which coordinates are observed.
+
+    Returns a list of ``(observed, rows)``: a boolean (d,) mask and the row indices that share it.
+    """
+    observed = ~np.isnan(X)
+    if observed.all():
+        return [(np.ones(X.shape[1], dtype=bool), np.arange(X.shape[0]))]
+    patterns, inverse = np.unique(observed, axis=0, return_inverse=True)
+    inverse = inverse.ravel()
+    return [(pattern, np.flatnonzero(inverse == i)) for i, pattern in enumerate(patterns)]
+
+
+# ---------------------------------------------------------------------------------------------
+# 2. The E-step
+# ---------------------------------------------------------------------------------------------
+
+def _squared_distances(X, means):
+    """Squared Euclidean distances (N, K), over observed coordinates scaled by d / d_observed.
+
+    Uses ||x||^2 - 2 x.mu + ||mu||^2 (one matrix product, no (N, K, d) temporary). Rows with
+    nothing observed get NaN.
+    """
+    observed = ~np.isnan(X)
+    if observed.all():
+        sq = np.einsum("nd,nd->n", X, X)[:, None] - 2.0 * (X @ means.T)
+        sq += np.einsum("kd,kd->k", means, means)[None, :]
+        return np.maximum(sq, 0.0)
+    X0 = np.where(observed, X, 0.0)
+    mask = observed.astype(float)
+    sq = np.einsum("nd,nd->n", X0, X0)[:, None] - 2.0 * (X0 @ means.T) + mask @ (means ** 2).T
+    n_obs = mask.sum(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        sq = np.maximum(sq, 0.0) * (X.shape[1] / n_obs)[:, None]
+    sq[n_obs == 0] = np.nan
+    return sq
+
+
+def _assign(X, means):
+    """Nearest-mean labels (N,) and each point's squared distance to its mean (N,).
+
+    Ties go to the lowest component index. A row with nothing observed goes to the component
+    holding the most points (distance 0).
+    """
+    sq = _squared_distances(X, means)
+    empty_rows = np.isnan(sq[:, 0])
+    if not empty_rows.any():
+        labels = np.argmin(sq, axis=1)
+        return labels, sq[np.arange(len(labels)), labels]
+    labels = np.zeros(X.shape[0], dtype=np.intp)
+    labels[~empty_rows] = np.argmin(sq[~empty_rows], axis=1)
+    counts = np.bincount(labels[~empty_rows], minlength=means.shape[0])
+    labels[empty_rows] = int(np.argmax(counts))
+    dist = np.zeros(X.shape[0])
+    dist[~empty_rows] = sq[~empty_rows, labels[~empty_rows]]
+    return labels, dist
+
+
+def _one_hot(labels, n_components):
+    R = np.zeros((n_components, labels.shape[0]), dtype=np.int64)
+    R[labels, np.arange(labels.shape[0])] = 1
+    return R
+
+
+def e_step(X, means):
+    """Hard E-step: assign every point to the distribution with the nearest mean.
+
+    Parameters
+    ----------
+    X : array-like of shape (N, d)
+        The points; ``NaN`` marks a missing cell. The distance then runs over the observed
+        coordinates and is scaled by ``d / d_observed``, so that it stays comparable with the
+        distances of complete rows. A row with nothing observed goes to the component that holds
+        the most points.
+    means : array-like of shape (K, d)
+        The current means.
+
+    Returns
+    -------
+    R : ndarray of shape (K, N), int
+        One-hot assignment: ``R[k, n] == 1`` if and only if point ``n`` is assigned to
+        distribution ``k``. Ties go to the lowest ``k``.
+    """
+    X = _check_points(X)
+    means = _check_means(means, X.shape[1])
+    labels, _ = _assign(X, means)
+    return _one_hot(labels, means.shape[0])
+
+
+def _cholesky(covariances):
+    """Lower Cholesky factors (K, d, d), with a clear error for a non-PD covariance."""
+    chol = np.empty_like(covariances)
+    for k, cov in enumerate(covariances):
+        try:
+            chol[k] = linalg.cholesky(cov, lower=True)
+        except linalg.LinAlgError:
+            raise ValueError(
+                f"covariances[{k}] is not positive definite; increase reg_covar") from None
+    return chol
+
+
+def _log_gaussian_complete(X, means, chol):
+    """ln N(x_n; mu_k, L_k L_k^T) for complete rows: (K, N)."""
+    K, d = means.shape
+    out = np.empty((K, X.shape[0]))
+    for k in range(K):
+        z = linalg.solve_triangular(chol[k], (X - means[k]).T, lower=True, check_finite=False)
+        log_det = 2.0 * np.log(np.diag(chol[k])).sum()
+        out[k] = -0.5 * (d * np.log(2 * np.pi) + log_det + np.einsum("dn,dn->n", z, z))
+    return out
+
+
+def log_gaussian_density(X, means, covariances):
+    """Log density of every point under every Gaussian component.
+
+    Missing cells are marginalised out: a row observed on the coordinates ``o`` is scored by
+    ``N(x_o; mu_o, Sigma_oo)``; a row with nothing observed scores 0 (probability 1).
+
+    Parameters
+    ----------
+    X : array-like of shape (N, d)
+    means : array-like of shape (K, d)
+    covariances : array-like of shape (K, d, d), positive definite
+
+    Returns
+    -------
+    log_prob : ndarray of shape (K, N)
+        ``log_prob[k, n] = ln N(x_n; mu_k, Sigma_k)``.
+    """
+    X = _check_points(X)
+    means = _check_means(means, X.shape[1])
+    covariances = _check_covariances(covariances, means.shape[0], X.shape[1])
+    return _log_gaussian(X, means, covariances)
+
+
+def _log_gaussian(X, means, covariances):
+    K = means.shape[0]
+    out = np.zeros((K, X.shape[0]))
+    for obs, rows in _missing_patterns(X):
+        if not obs.any():
+            continue  # nothing observed: density of the empty marginal is 1
+        sub_cov = covariances[:, obs][:, :, obs]
+        out[:, rows] = _log_gaussian_complete(X[np.ix_(rows, obs)], means[:, obs],
+                                              _cholesky(sub_cov))
+    return out
+
+
+def e_step_soft(X, means, covariances, weights):
+    """Soft E-step: posterior responsibilities of a Gaussian mixture, in log space.
+
+    Parameters
+    ----------
+    X : array-like of shape (N, d)
+        ``NaN`` marks a missing cell (marginalised out).
+    means : array-like of shape (K, d)
+    covariances : array-like of shape (K, d, d)
+    weights : array-like of shape (K,), summing to 1
+
+    Returns
+    -------
+    R : ndarray of shape (K, N)
+        ``R[k, n] = p(z_n = k | x_n)``; each column sums to 1.
+    log_lik : float
+        The total log-likelihood ``sum_n ln p(x_n)`` under these parameters.
+    """
+    X = _check_points(X)
+    means = _check_means(means, X.shape[1])
+    K = means.shape[0]
+    covariances = _check_covariances(covariances, K, X.shape[1])
+    weights = _check_weights(weights, K)
+    return _soft_assign(X, means, covariances, weights)
+
+
+def _soft_assign(X, means, covariances, weights):
+    with np.errstate(divide="ignore"):
+        weighted = _log_gaussian(X, means, covariances) + np.log(weights)[:, None]
+    log_norm = logsumexp(weighted, axis=0)
+    return np.exp(weighted - log_norm[None, :]), float(log_norm.sum())
+
+
+def log_likelihood(X, means, covariances, weights):
+    """Total log-likelihood ``sum_n ln sum_k pi_k N(x_n; mu_k, Sigma_k)`` (missing cells
+    marginalised out). Same arguments as ``e_step_soft``."""
+    return e_step_soft(X, means, covariances, weights)[1]
+
+
+# ---------------------------------------------------------------------------------------------
+# 3. The M-step
+# ---------------------------------------------------------------------------------------------
+
+class MStepResult(tuple):
+    """``(means, covariances, weights)``, unpackable as a 3-tuple, plus ``reseeded``: the
+    components that were empty and were re-seeded (an empty tuple if none)."""
+
+    def __new__(cls, means, covariances, weights, reseeded=()):
+        self = super().__new__(cls, (means, covariances, weights))
+        self.reseeded = tuple(reseeded)
+        return self
+
+    means = property(lambda self: self[0])
+    covariances = property(lambda self: self[1])
+    weights = property(lambda self: self[2])
+
+
+def _reseed_empty(X, R, counts):
+    """Give every empty component the point farthest from its current assigned mean.
+
+    Like scikit-learn's KMeans: the point that is worst explained moves to the empty
+    component, which then holds it alone. Returns the new R and the re-seeded components.
+    """
+    empty = np.flatnonzero(counts <= 10 * np.finfo(float).eps * max(X.shape[0], 1))
+    if empty.size == 0:
+        return R, ()
+    R = R.copy()
+    filled = np.where(np.isnan(X), np.nanmean(X, axis=0), X)
+    full = np.setdiff1d(np.arange(R.shape[0]), empty)
+    means = (R[full] @ filled) / R[full].sum(axis=1, keepdims=True)
+    owner = full[np.argmax(R[full], axis=0)]
+    dist = ((filled - means[np.searchsorted(full, owner)]) ** 2).sum(axis=1)
+    for k, n in zip(empty, np.argsort(-dist, kind="stable")):
+        R[:, n] = 0.0
+        R[k, n] = 1.0
+    return R, tuple(int(k) for k in empty)
+
+
+def _available_case_parameters(X, R, counts):
+    """Per-component means and covariances from the observed cells only (no imputation).
+
+    Used to start the conditional expectations when no current parameters are given. A
+    coordinate that a component never observes falls back to the overall observed mean/variance.
+    """
+    K, d = R.shape[0], X.shape[1]
+    observed = ~np.isnan(X)
+    X0 = np.where(observed, X, 0.0)
+    w_obs = R @ observed  # (K, d): weight of observed cells
+    with np.errstate(invalid="ignore", divide="ignore"):
+        means = (R @ X0) / w_obs
+    means = np.where(w_obs > 0, means, np.nanmean(X, axis=0))
+    covs = np.empty((K, d, d))
+    for k in range(K):
+        centred = np.where(observed, X - means[k], 0.0)
+        weighted = R[k][:, None] * centred
+        pair_w = (R[k][:, None] * observed).T @ observed  # (d, d) weight of pairs seen together
+        with np.errstate(invalid="ignore", divide="ignore"):
+            cov = (weighted.T @ centred) / pair_w
+        fallback = np.diag(np.nanvar(X, axis=0))
+        cov = np.where(pair_w > 0, cov, fallback)
+        # pairwise estimates need not be PD: shrink the off-diagonal until they are
+        diag = np.sqrt(np.maximum(np.diag(cov), 0.0))
+        corr_bound = np.outer(diag, diag)
+        cov = np.clip(cov, -0.99 * corr_bound, 0.99 * corr_bound)
+        np.fill_diagonal(cov, np.maximum(diag ** 2, np.nanvar(X, axis=0) * 1e-3 + 1e-12))
+        covs[k] = cov
+    return means, covs
+
+
+def _conditional_fill(X_rows, obs, mean, cov):
+    """E[x | x_obs] and Cov[x | x_obs] for rows that share the observed mask ``obs``.
+
+    Returns the filled rows (n, d) and the (d, d) conditional covariance (zero on observed
+    coordinates), which is the same for every row of the pattern.
+    """
+    mis = ~obs
+    filled = X_rows.copy()
+    cond_cov = np.zeros_like(cov)
+    if not obs.any():
+        filled[:] = mean
+        cond_cov[:] = cov
+        return filled, cond_cov
+    s_oo = cov[np.ix_(obs, obs)]
+    s_mo = cov[np.ix_(mis, obs)]
+    gain = linalg.solve(s_oo, s_mo.T, assume_a="pos").T  # Sigma_mo Sigma_oo^-1
+    filled[:, mis] = mean[mis] + (X_rows[:, obs] - mean[obs]) @ gain.T
+    cond_cov[np.ix_(mis, mis)] = cov[np.ix_(mis, mis)] - gain @ s_mo.T
+    return filled, cond_cov
+
+
+def _weighted_gaussian_fit(X, R, counts, reg_covar):
+    """Closed-form means and covariances of complete data: (K, d), (K, d, d)."""
+    means = (R @ X) / counts[:, None]
+    K, d = means.shape
+    covs = np.empty((K, d, d))
+    for k in range(K):
+        diff = X - means[k]
+        covs[k] = (R[k][:, None] * diff).T @ diff / counts[k]
+        covs[k].flat[:: d + 1] += reg_covar
+    return means, covs
+
+
+def _expected_statistics_fit(X, R, counts, means_cur, covs_cur, reg_covar):
+    """M-step with missing cells: expected sufficient statistics under the current parameters.
+
+    For component k, a row's missing cells are replaced by E[x_m | x_o, k] and the outer product
+    gains the conditional covariance Cov[x_m | x_o, k]; then the usual weighted formulas apply.
+    """
+    K, d = R.shape[0], X.shape[1]
+    patterns = _missing_patterns(X)
+    means = np.empty((K, d))
+    covs = np.empty((K, d, d))
+    for k in range(K):
+        filled = np.empty_like(X)
+        extra = np.zeros((d, d))  # sum_n r_nk Cov[x_n | x_o, k]
+        for obs, rows in patterns:
+            filled[rows], cond_cov = _conditional_fill(X[rows], obs, means_cur[k], covs_cur[k])
+            extra += R[k, rows].sum() * cond_cov
+        means[k] = R[k] @ filled / counts[k]
+        diff = filled - means[k]
+        covs[k] = ((R[k][:, None] * diff).T @ diff + extra) / counts[k]
+        covs[k] = 0.5 * (covs[k] + covs[k].T)
+        covs[k].flat[:: d + 1] += reg_covar
+    return means, covs
+
+
+def m_step(X, R, means=None, covariances=None, reg_covar=1e-6):
+    """M-step: the weighted maximum-likelihood means, covariances and weights.
+
+    For component ``k`` with ``N_k = sum_n R[k, n]``:
+    ``mu_k = sum_n R[k, n] x_n / N_k``,
+    ``Sigma_k = sum_n R[k, n] (x_n - mu_k)(x_n - mu_k)^T / N_k + reg_covar I`` and
+    ``pi_k = N_k / N``.
+
+    With missing cells this is the M-step of EM for incomplete data: each row's missing cells
+    are replaced by their conditional expectation given its observed cells under component
+    ``k``'s *current* Gaussian, and the conditional covariance is added to the scatter. No row is
+    dropped.
+
+    Parameters
+    ----------
+    X : array-like of shape (N, d)
+        ``NaN`` marks a missing cell.
+    R : array-like of shape (K, N)
+        Hard (one-hot) assignments or soft responsibilities; every column sums to 1.
+    means, covariances : array-like of shape (K, d) and (K, d, d), optional
+        The current parameters, used only for the conditional expectations of missing cells.
+        When absent, available-case estimates (from the observed cells of each component) are
+        used instead.
+    reg_covar : float, default 1e-6
+        Added to every covariance's diagonal so that it stays positive definite.
+
+    Returns
+    -------
+    MStepResult
+        Unpacks as ``means (K, d), covariances (K, d, d), weights (K,)``; its ``reseeded``
+        attribute lists the components that received no points: each was re-seeded with the
+        point farthest from its assigned mean (so nothing is NaN).
+    """
+    X = _check_points(X)
+    R = _check_resp(R, X.shape[0])
+    K, d = R.shape[0], X.shape[1]
+    if not (np.isfinite(reg_covar) and reg_covar >= 0):
+        raise ValueError(f"reg_covar must be a non-negative number, got {reg_covar!r}")
+    R, reseeded = _reseed_empty(X, R, R.sum(axis=1))
+    counts = R.sum(axis=1)
+    if not np.isnan(X).any():
+        new_means, new_covs = _weighted_gaussian_fit(X, R, counts, reg_covar)
+    else:
+        if (means is None) != (covariances is None):
+            raise ValueError("give both means and covariances (the current parameters) or neither")
+        if means is None:
+            means, covariances = _available_case_parameters(X, R, counts)
+        else:
+            means = _check_means(means, d)
+            if means.shape[0] != K:
+                raise ValueError(f"means has {means.shape[0]} components but R has {K}")
+            covariances = _check_covariances(covariances, K, d)
+        new_means, new_covs = _expected_statistics_fit(X, R, counts, means, covariances,
+                                                       reg_covar)
+    return MStepResult(new_means, new_covs, counts / X.shape[0], reseeded)
+
+
+# ---------------------------------------------------------------------------------------------
+# 4. The EM loop
+# ---------------------------------------------------------------------------------------------
+
+@dataclass
+class EMResult:
+    """The outcome of ``run_em``.
+
+    Attributes
+    ----------
+    means : ndarray (K, d)
+    covariances : ndarray (K, d, d)
+    weights : ndarray (K,)
+    resp : ndarray (K, N)
+        Final assignment (hard: one-hot) or responsibilities (soft), from a last E-step with the
+        final parameters.
+    labels : ndarray (N,)
+        ``argmax`` of ``resp`` over components.
+    n_iter : int
+        EM iterations (E-step + M-step) performed.
+    converged : bool
+    objective : float
+        Of the final parameters: within-cluster sum of squares (hard, lower is better) or total
+        log-likelihood (soft, higher is better).
+    history : list of dict
+        Entry ``t`` holds the parameters after ``t`` M-steps (entry 0: the start) under keys
+        ``means``, ``covariances``, ``weights``, and their ``objective``.
+    init_means : ndarray (K, d)
+    method : str
+    reseeded : list of (iteration, component)
+        Empty components that the M-step re-seeded.
+    """
+
+    means: np.ndarray
+    covariances: np.ndarray
+    weights: np.ndarray
+    resp: np.ndarray
+    labels: np.ndarray
+    n_iter: int
+    converged: bool
+    objective: float
+    history: list = field(repr=False)
+    init_means: np.ndarray = field(repr=False)
+    method: str = "soft"
+    reseeded: list = field(default_factory=list)
+
+    @property
+    def objective_trace(self):
+        """The objective of every entry of ``history``, as an array (length n_iter + 1)."""
+        return np.array([h["objective"] for h in self.history])
+
+
+def _complete_rows(X):
+    return X[~np.isnan(X).any(axis=1)]
+
+
+def _init_means(X, K, init, rng):
+    """Initial means (K, d): 'random' (K distinct complete rows), 'kmeans++', or given."""
+    complete = _complete_rows(X)
+    if isinstance(init, str):
+        if len(complete) < K:
+            raise ValueError(
+                f"n_components={K} is more than the {len(complete)} complete rows of X")
+        if init == "random":
+            return complete[rng.choice(len(complete), size=K, replace=False)].copy()
+        if init == "kmeans++":
+            return _kmeans_plusplus(complete, K, rng)
+        raise ValueError(f"init must be 'random', 'kmeans++' or an array of means, got {init!r}")
+    raise AssertionError("unreachable: array inits are handled by the caller")
+
+
+def _kmeans_plusplus(X, K, rng):
+    """k-means++ seeding: each new mean is a point drawn with probability ~ D(x)^2."""
+    means = [X[rng.integers(len(X))]]
+    closest = ((X - means[0]) ** 2).sum(axis=1)
+    for _ in range(1, K):
+        total = closest.sum()
+        if total <= 0:  # every point coincides with a chosen mean
+            idx = rng.integers(len(X))
+        else:
+            idx = rng.choice(len(X), p=closest / total)
+        means.append(X[idx])
+        closest = np.minimum(closest, ((X - X[idx]) ** 2).sum(axis=1))
+    return np.array(means, dtype=float)
+
+
+def _parse_init(X, K, init):
+    """Split an explicit init into (means, covariances or None, weights or None)."""
+    d = X.shape[1]
+    if isinstance(init, dict):
+        unknown = set(init) - {"means", "covariances", "weights"}
+        if unknown or "means" not in init:
+            raise ValueError("an init dict needs 'means' and may have 'covariances' and "
+                             f"'weights'; got keys {sorted(init)}")
+        means = _check_means(init["means"], d, "init['means']")
+        covs = init.get("covariances")
+        weights = init.get("weights")
+    else:
+        means, covs, weights = _check_means(init, d, "init"), None, None
+    if means.shape[0] != K:
+        raise ValueError(f"init has {means.shape[0]} means but n_components={K}")
+    if covs is not None:
+        covs = _check_covariances(covs, K, d, "init['covariances']")
+        _cholesky(covs)
+    if weights is not None:
+        weights = _check_weights(weights, K, "init['weights']")
+    return means, covs, weights
+
+
+def _starting_point(X, means, covs, weights, reg_covar):
+    """Complete a start given by means only: covariances and weights of the partition the
+    means induce (one hard E-step), the means kept as given."""
+    if covs is None or weights is None:
+        labels, _ = _assign(X, means)
+        fit = m_step(X, _one_hot(labels, means.shape[0]), reg_covar=reg_covar)
+        covs = fit.covariances if covs is None else covs
+        weights = fit.weights if weights is None else weights
+    return means, covs, weights
+
+
+def _snapshot(means, covs, weights, objective=np.nan):
+    return {"means": means.copy(), "covariances": covs.copy(), "weights": weights.copy(),
+            "objective": objective}
+
+
+def _em_once(X, means, covs, weights, method, max_iter, tol, reg_covar):
+    """One EM run from a start; returns an EMResult."""
+    N, K = X.shape[0], means.shape[0]
+    init_means = means.copy()
+    history = [_snapshot(means, covs, weights)]
+    reseeded = []
+    converged = False
+    prev_labels, prev_mean_ll = None, -np.inf
+    n_iter = 0
+    for n_iter in range(1, max_iter + 1):
+        if method == "hard":
+            labels, dist = _assign(X, means)
+            history[-1]["objective"] = float(dist.sum())
+            R = _one_hot(labels, K)
+        else:
+            R, log_lik = _soft_assign(X, means, covs, weights)
+            history[-1]["objective"] = log_lik
+        fit = m_step(X, R, means, covs, reg_covar) if np.isnan(X).any() else \
+            m_step(X, R, reg_covar=reg_covar)
+        means, covs, weights = fit
+        reseeded += [(n_iter, k) for k in fit.reseeded]
+        history.append(_snapshot(means, covs, weights))
+        if method == "hard":
+            converged = prev_labels is not None and np.array_equal(labels, prev_labels)
+            prev_labels = labels
+        else:
+            converged = log_lik / N - prev_mean_ll < tol
+            prev_mean_ll = log_lik / N
+        if converged:
+            break
+    # a last E-step so that resp, labels and the objective belong to the final parameters
+    if method == "hard":
+        labels, dist = _assign(X, means)
+        objective = float(dist.sum())
+        resp = _one_hot(labels, K)
+    else:
+        resp, objective = _soft_assign(X, means, covs, weights)
+        labels = np.argmax(resp, axis=0)
+    history[-1]["objective"] = objective
+    return EMResult(means=means, covariances=covs, weights=weights, resp=resp, labels=labels,
+                    n_iter=n_iter, converged=bool(converged), objective=objective,
+                    history=history, init_means=init_means, method=method, reseeded=reseeded)
+
+
+def run_em(X, n_components=3, method="hard", init="random", n_init=1, max_iter=100, tol=1e-6,
+           random_state=0, reg_covar=1e-6):
+    """Fit a mixture of Gaussians by EM.
+
+    ``method="hard"`` is the algorithm of the simulation questions: the E-step assigns each
+    point to the nearest mean (``e_step``), the M-step re-estimates means, covariances and
+    weights (``m_step``); it stops when no assignment changes. Without missing cells this is
+    Lloyd's k-means. ``method="soft"`` is full-covariance Gaussian-mixture EM: the E-step computes
+    posterior responsibilities (``e_step_soft``, log space); it stops when the mean
+    log-likelihood per point improves by less than ``tol``. Missing cells are marginalised out in
+    the soft E-step and handled by expected sufficient statistics in the M-step.
+
+    Parameters
+    ----------
+    X : array-like of shape (N, d)
+        ``NaN`` marks a missing cell.
+    n_components : int, default 3
+    method : {"hard", "soft"}, default "hard"
+    init : {"random", "kmeans++"}, array of shape (K, d), or dict, default "random"
+        "random": ``K`` distinct complete rows; "kmeans++": k-means++ seeding on the complete
+        rows; an array: the initial means; a dict with ``means`` and optionally ``covariances``
+        and ``weights``: the full starting parameters. Missing covariances/weights are those of
+        the partition that the initial means induce.
+    n_init : int, default 1
+        Number of starts (only with a string ``init``); the best objective wins.
+    max_iter : int, default 100
+    tol : float, default 1e-6
+        Soft EM only: threshold on the gain in mean log-likelihood per point.
+    random_state : int, default 0
+        Seed of every random choice.
+    reg_covar : float, default 1e-6
+        Added to the diagonal of every covariance.
+
+    Returns
+    -------
+    EMResult
+
+    Warns
+    -----
+    EMConvergenceWarning
+        When ``max_iter`` iterations did not reach convergence (``converged`` is then False).
+    """
+    X = _check_points(X)
+    K = _check_int(n_components, "n_components", minimum=1)
+    if method not in ("hard", "soft"):
+        raise ValueError(f"method must be 'hard' or 'soft', got {method!r}")
+    n_init = _check_int(n_init, "n_init", minimum=1)
+    max_iter = _check_int(max_iter, "max_iter", minimum=1)
+    if not (isinstance(tol, (int, float, np.floating)) and np.isfinite(tol) and tol >= 0):
+        raise ValueError(f"tol must be a non-negative number, got {tol!r}")
+    if not (isinstance(reg_covar, (int, float, np.floating)) and np.isfinite(reg_covar)
+            and reg_covar >= 0):
+        raise ValueError(f"reg_covar must be a non-negative number, got {reg_covar!r}")
+    if len(_complete_rows(X)) < K:
+        raise ValueError(f"n_components={K} is more than the {len(_complete_rows(X))} "
+                         "complete rows of X")
+    rng = np.random.default_rng(random_state)
+    if isinstance(init, str):
+        starts = [(_init_means(X, K, init, rng), None, None) for _ in range(n_init)]
+    else:
+        if n_init != 1:
+            raise ValueError("n_init > 1 needs a random init ('random' or 'kmeans++')")
+        starts = [_parse_init(X, K, init)]
+    best = None
+    for means, covs, weights in starts:
+        means, covs, weights = _starting_point(X, means, covs, weights, reg_covar)
+        result = _em_once(X, means, covs, weights, method, max_iter, tol, reg_covar)
+        better = best is None or (result.objective < best.objective if method == "hard"
+                                  else result.objective > best.objective)
+        if better:
+            best = result
+    if not best.converged:
+        warnings.warn(f"{method} EM did not converge within max_iter={max_iter} iterations; "
+                      "raise max_iter or tol", EMConvergenceWarning, stacklevel=2)
+    return best
+
+
+# ---------------------------------------------------------------------------------------------
+# 5. Metrics against the true labels
+# ---------------------------------------------------------------------------------------------
+
+def _check_labels(y_true, y_pred):
+    y_true = np.asarray(y_true)
+    y_pred = np.asarray(y_pred)
+    if y_true.ndim != 1 or y_true.shape != y_pred.shape or y_true.size == 0:
+        raise ValueError(f"y_true and y_pred must be 1-D of the same length, got shapes "
+                         f"{y_true.shape} and {y_pred.shape}")
+    for name, y in (("y_true", y_true), ("y_pred", y_pred)):
+        if not np.issubdtype(y.dtype, np.integer) or (y < 0).any():
+            raise ValueError(f"{name} must hold non-negative integer labels")
+    return y_true, y_pred
+
+
+def label_mapping(y_true, y_pred):
+    """The one-to-one relabelling of predicted clusters that agrees most with the truth.
+
+    Hungarian matching (``scipy.optimize.linear_sum_assignment``) on the contingency table.
+
+    Returns
+    -------
+    mapping : ndarray (n_pred_labels,)
+        ``mapping[j]`` is the true class matched to predicted cluster ``j`` (clusters left
+        unmatched get fresh labels after the true classes).
+    """
+    y_true, y_pred = _check_labels(y_true, y_pred)
+    n_true, n_pred = y_true.max() + 1, y_pred.max() + 1
+    table = np.zeros((n_pred, n_true), dtype=np.int64)
+    np.add.at(table, (y_pred, y_true), 1)
+    rows, cols = linear_sum_assignment(table, maximize=True)
+    mapping = np.full(n_pred, -1)
+    mapping[rows] = cols
+    unmatched = np.flatnonzero(mapping < 0)
+    mapping[unmatched] = np.arange(max(n_true, n_pred))[~np.isin(np.arange(max(n_true, n_pred)),
+                                                                 cols)][: unmatched.size]
+    return mapping
+
+
+def match_labels(y_true, y_pred):
+    """Predicted labels renamed to the true classes they overlap most (Hungarian matching)."""
+    return label_mapping(y_true, y_pred)[np.asarray(y_pred)]
+
+
+def align_to_truth(result, y_true):
+    """A copy of ``result`` whose component ``k`` is the one matched to true class ``k``.
+
+    Reorders means, covariances, weights, resp, labels, history and init_means, so that tables
+    and colours line up with the true classes.
+    """
+    mapping = label_mapping(y_true, result.labels)
+    K = result.means.shape[0]
+    if mapping.size < K:  # components that own no point keep their order after the others
+        mapping = np.concatenate([mapping, np.setdiff1d(np.arange(K), mapping)])
+    order = np.argsort(mapping)  # order[k] = old index of the component matched to class k
+    history = [{**h, "means": h["means"][order], "covariances": h["covariances"][order],
+                "weights": h["weights"][order]} for h in result.history]
+    return replace(result, means=result.means[order], covariances=result.covariances[order],
+                   weights=result.weights[order], resp=result.resp[order],
+                   labels=mapping[result.labels], history=history,
+                   init_means=result.init_means[order],
+                   reseeded=[(t, int(mapping[k])) for t, k in result.reseeded])
+
+
+def clustering_scores(y_true, y_pred):
+    """Accuracy after label matching, confusion matrix (rows: truth) and adjusted Rand index.
+
+    Returns
+    -------
+    dict with keys ``accuracy`` (float), ``confusion`` (ndarray), ``ari`` (float).
+    """
+    from sklearn.metrics import accuracy_score, adjusted_rand_score, confusion_matrix
+
+    y_true, y_pred = _check_labels(y_true, y_pred)
+    matched = match_labels(y_true, y_pred)
+    return {"accuracy": float(accuracy_score(y_true, matched)),
+            "confusion": confusion_matrix(y_true, matched),
+            "ari": float(adjusted_rand_score(y_true, y_pred))}
+
+
+# ---------------------------------------------------------------------------------------------
+# 6. Plotting helpers shared by the notebooks
+# ---------------------------------------------------------------------------------------------
+
+CLASS_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b")
+
+
+def covariance_ellipse(mean, cov, n_std=1.0, **kwargs):
+    """A matplotlib ``Ellipse`` of the points at Mahalanobis distance ``n_std`` from ``mean``."""
+    from matplotlib.patches import Ellipse
+
+    mean = np.asarray(mean, dtype=float)
+    cov = np.asarray(cov, dtype=float)
+    if mean.shape != (2,) or cov.shape != (2, 2):
+        raise ValueError(f"need a 2-D mean and a 2x2 covariance, got {mean.shape}, {cov.shape}")
+    eigval, eigvec = np.linalg.eigh(cov)
+    if (eigval < 0).any():
+        raise ValueError("cov must be positive semi-definite")
+    angle = np.degrees(np.arctan2(eigvec[1, 1], eigvec[0, 1]))
+    width, height = 2 * n_std * np.sqrt(eigval[::-1])
+    return Ellipse(xy=mean, width=width, height=height, angle=angle, **kwargs)
+
+
+def plot_clusters(ax, X, labels, means=None, covariances=None, title=None,
+                  names=CLASS_NAMES, show_missing=True, point_size=12):
+    """Scatter points coloured by label, with each component's mean and 1-sigma/2-sigma ellipses.
+
+    Rows with a missing coordinate cannot be placed in the plane: with ``show_missing`` they are
+    drawn on the margin instead, as ticks at their observed coordinate (x1 observed: bottom
+    edge; x2 observed: left edge).
+
+    Parameters
+    ----------
+    ax : matplotlib Axes
+    X : array-like (N, 2)
+    labels : array-like (N,) of int
+    means, covariances : optional, (K, 2) and (K, 2, 2)
+    title : str, optional
+    names : sequence of str
+        Legend name of label ``k`` (``names[k]``; "cluster k" past its end).
+
+    Returns
+    -------
+    ax
+    """
+    X = np.asarray(X, dtype=float)
+    labels = np.asarray(labels)
+    if X.ndim != 2 or X.shape[1] != 2 or labels.shape != (X.shape[0],):
+        raise ValueError(f"need X of shape (N, 2) and labels of shape (N,), got {X.shape} "
+                         f"and {labels.shape}")
+    complete = ~np.isnan(X).any(axis=1)
+    n_labels = int(labels.max()) + 1 if labels.size else 0
+    if means is not None:
+        n_labels = max(n_labels, len(means))
+    for k in range(n_labels):
+        color = CLASS_COLORS[k % len(CLASS_COLORS)]
+        name = names[k] if k < len(names) else f"cluster {k}"
+        sel = complete & (labels == k)
+        ax.scatter(X[sel, 0], X[sel, 1], s=point_size, color=color, alpha=0.6, label=name,
+                   edgecolors="none")
+        if show_missing:
+            only_x1 = (labels == k) & ~np.isnan(X[:, 0]) & np.isnan(X[:, 1])
+            only_x2 = (labels == k) & np.isnan(X[:, 0]) & ~np.isnan(X[:, 1])
+            ax.plot(X[only_x1, 0], np.zeros(only_x1.sum()), "|", color=color, ms=12, mew=1.5,
+                    transform=ax.get_xaxis_transform(), clip_on=False)
+            ax.plot(np.zeros(only_x2.sum()), X[only_x2, 1], "_", color=color, ms=12, mew=1.5,
+                    transform=ax.get_yaxis_transform(), clip_on=False)
+        if means is not None:
+            ax.scatter(*means[k], marker="X", s=120, color=color, edgecolors="black",
+                       linewidths=1.0, zorder=3)
+            if covariances is not None:
+                for n_std, style in ((1, "-"), (2, "--")):
+                    ax.add_patch(covariance_ellipse(means[k], covariances[k], n_std,
+                                                    fill=False, color=color, lw=1.5, ls=style))
+    if means is not None:
+        ax.scatter([], [], marker="X", s=80, color="grey", edgecolors="black", label="mean")
+        if covariances is not None:
+            ax.plot([], [], "-", color="grey", label=r"1$\sigma$ ellipse")
+            ax.plot([], [], "--", color="grey", label=r"2$\sigma$ ellipse")
+    if show_missing and not complete.all():
+        ax.plot([], [], "|", color="grey", ms=10, label="one coordinate missing (margin)")
+    ax.set_xlabel("$x_1$")
+    ax.set_ylabel("$x_2$")
+    if title:
+        ax.set_title(title)
+    ax.legend(loc="best", fontsize="small")
+    return ax
 
 
 # ---------------------------------------------------------------------------------------------
@@ -25,14 +1050,6 @@ Read top to bottom, it follows the course's order:
 # contributes ln 1 = 0: the feature is marginalised out. The log-likelihood of a row is
 # ``ln sum_k pi_k prod_c theta_kc ** y_nc``: the probability of the observed draws in order, i.e.
 # without the multinomial coefficient of count data, which does not depend on the parameters.
-
-import warnings as _warnings  # noqa: E402  (the CMM section keeps its imports with it)
-from dataclasses import dataclass as _dataclass, field as _field  # noqa: E402
-
-import numpy as _np  # noqa: E402
-from scipy.special import logsumexp as _logsumexp  # noqa: E402
-from sklearn.exceptions import ConvergenceWarning as _ConvergenceWarning  # noqa: E402
-
 
 def encode_categorical(codes, n_categories=None):
     """One-hot encode integer category codes, one column block per feature.
@@ -52,35 +1069,35 @@ def encode_categorical(codes, n_categories=None):
     feature_sizes : tuple of int, length F
         The block sizes ``(C_1, ..., C_F)``.
     """
-    codes = _np.asarray(codes)
+    codes = np.asarray(codes)
     if codes.ndim == 1:
         codes = codes[:, None]
     if codes.ndim != 2 or codes.shape[0] == 0 or codes.shape[1] == 0:
         raise ValueError(f"codes must be a non-empty array of shape (N,) or (N, F), got shape {codes.shape}")
-    if not _np.issubdtype(codes.dtype, _np.integer):
-        if not (_np.issubdtype(codes.dtype, _np.floating) and _np.all(_np.isfinite(codes))
-                and _np.all(codes == _np.round(codes))):
+    if not np.issubdtype(codes.dtype, np.integer):
+        if not (np.issubdtype(codes.dtype, np.floating) and np.all(np.isfinite(codes))
+                and np.all(codes == np.round(codes))):
             raise ValueError("codes must hold integers (category indices, -1 for missing)")
         codes = codes.astype(int)
-    if _np.any(codes < -1):
+    if np.any(codes < -1):
         raise ValueError("codes must be >= 0 (or -1 for a missing value)")
     n_features = codes.shape[1]
     if n_categories is None:
         sizes = tuple(int(max(codes[:, j].max(), 0)) + 1 for j in range(n_features))
     else:
-        sizes = tuple(_np.broadcast_to(_np.asarray(n_categories, dtype=int), (n_features,)).tolist())
+        sizes = tuple(np.broadcast_to(np.asarray(n_categories, dtype=int), (n_features,)).tolist())
         for j, size in enumerate(sizes):
             if codes[:, j].max() >= size:
                 raise ValueError(f"codes of feature {j} reach {codes[:, j].max()} but n_categories[{j}] is {size}")
-    Y = _np.zeros((codes.shape[0], sum(sizes)))
-    offsets = _np.concatenate([[0], _np.cumsum(sizes)[:-1]])
+    Y = np.zeros((codes.shape[0], sum(sizes)))
+    offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]])
     for j in range(n_features):
         seen = codes[:, j] >= 0
-        Y[_np.flatnonzero(seen), offsets[j] + codes[seen, j]] = 1.0
+        Y[np.flatnonzero(seen), offsets[j] + codes[seen, j]] = 1.0
     return Y, sizes
 
 
-@_dataclass
+@dataclass
 class CMMResult:
     """Result of :func:`run_cmm_em`.
 
@@ -112,18 +1129,18 @@ class CMMResult:
         The initial parameters of the kept run.
     """
 
-    weights: _np.ndarray
-    probs: _np.ndarray
+    weights: np.ndarray
+    probs: np.ndarray
     feature_sizes: tuple
-    resp: _np.ndarray
-    labels: _np.ndarray
+    resp: np.ndarray
+    labels: np.ndarray
     log_likelihood: float
     objective: float
     n_iter: int
     converged: bool
-    history: list = _field(repr=False)
-    init_weights: _np.ndarray = _field(repr=False)
-    init_probs: _np.ndarray = _field(repr=False)
+    history: list = field(repr=False)
+    init_weights: np.ndarray = field(repr=False)
+    init_probs: np.ndarray = field(repr=False)
 
     def probs_per_feature(self):
         """Split ``probs`` into one (K, C_j) array per feature."""
@@ -132,30 +1149,30 @@ class CMMResult:
 
 def _split_blocks(A, feature_sizes):
     """Split the last axis of ``A`` into the feature blocks (views, not copies)."""
-    return _np.split(A, _np.cumsum(feature_sizes)[:-1], axis=-1)
+    return np.split(A, np.cumsum(feature_sizes)[:-1], axis=-1)
 
 
 def _check_cmm_data(Y, feature_sizes):
     """Validate ``Y`` and ``feature_sizes``; return a float copy of Y and the sizes as a tuple."""
-    Y_arr = _np.asarray(Y)
-    if Y_arr.dtype == object or not (_np.issubdtype(Y_arr.dtype, _np.number) or Y_arr.dtype == bool):
+    Y_arr = np.asarray(Y)
+    if Y_arr.dtype == object or not (np.issubdtype(Y_arr.dtype, np.number) or Y_arr.dtype == bool):
         raise ValueError(f"Y must be a numeric array of one-hot rows or counts, got dtype {Y_arr.dtype}")
-    Y_arr = _np.array(Y_arr, dtype=float)  # a copy: the caller's array is never touched
+    Y_arr = np.array(Y_arr, dtype=float)  # a copy: the caller's array is never touched
     if Y_arr.ndim != 2:
         raise ValueError(f"Y must be 2-D of shape (N, C), got {Y_arr.ndim}-D shape {Y_arr.shape}")
     if Y_arr.shape[0] == 0 or Y_arr.shape[1] == 0:
         raise ValueError(f"Y must have at least one row and one column, got shape {Y_arr.shape}")
-    if not _np.all(_np.isfinite(Y_arr)):
+    if not np.all(np.isfinite(Y_arr)):
         raise ValueError("Y contains NaN or inf; encode a missing feature as an all-zero block instead")
-    if _np.any(Y_arr < 0):
+    if np.any(Y_arr < 0):
         raise ValueError("Y must be non-negative (one-hot indicators or counts)")
-    if not _np.any(Y_arr > 0):
+    if not np.any(Y_arr > 0):
         raise ValueError("Y is all zero: there is no observed category to fit")
     if feature_sizes is None:
         sizes = (Y_arr.shape[1],)
     else:
-        sizes = tuple(int(s) for s in _np.atleast_1d(feature_sizes))
-        if any(s != f for s, f in zip(sizes, _np.atleast_1d(feature_sizes))):
+        sizes = tuple(int(s) for s in np.atleast_1d(feature_sizes))
+        if any(s != f for s, f in zip(sizes, np.atleast_1d(feature_sizes))):
             raise ValueError(f"feature_sizes must hold integers, got {feature_sizes!r}")
         if sum(sizes) != Y_arr.shape[1]:
             raise ValueError(f"feature_sizes {sizes} sum to {sum(sizes)} but Y has {Y_arr.shape[1]} columns")
@@ -167,38 +1184,33 @@ def _check_cmm_data(Y, feature_sizes):
     return Y_arr, sizes
 
 
-def _check_cmm_params(weights, probs, feature_sizes, n_columns, name="probs"):
+def _check_cmm_params(weights, probs, feature_sizes, n_columns, name="probs", weights_name="weights"):
     """Validate mixture parameters; return float copies (weights (K,), probs (K, C))."""
-    probs = _np.array(probs, dtype=float)
+    probs = np.array(probs, dtype=float)
     if probs.ndim != 2 or probs.shape[1] != n_columns:
         raise ValueError(f"{name} must have shape (K, {n_columns}), got {probs.shape}")
-    if not _np.all(_np.isfinite(probs)) or _np.any(probs < 0):
+    if not np.all(np.isfinite(probs)) or np.any(probs < 0):
         raise ValueError(f"{name} must be finite and non-negative")
     for j, block in enumerate(_split_blocks(probs, feature_sizes)):
-        if not _np.allclose(block.sum(axis=1), 1.0, atol=1e-8):
+        if not np.allclose(block.sum(axis=1), 1.0, atol=1e-8):
             raise ValueError(f"each row of {name} must sum to 1 within feature {j}; got sums {block.sum(axis=1)}")
-    weights = _np.array(weights, dtype=float)
-    if weights.shape != (probs.shape[0],):
-        raise ValueError(f"weights must have shape ({probs.shape[0]},), got {weights.shape}")
-    if not _np.all(_np.isfinite(weights)) or _np.any(weights < 0) or not _np.isclose(weights.sum(), 1.0):
-        raise ValueError(f"weights must be non-negative and sum to 1, got {weights}")
-    return weights, probs
+    return _check_weights(weights, probs.shape[0], name=weights_name), probs
 
 
 def _safe_log(a):
     """Natural log that maps 0 to -inf without a divide-by-zero warning."""
-    out = _np.full(a.shape, -_np.inf)
-    _np.log(a, out=out, where=a > 0)
+    out = np.full(a.shape, -np.inf)
+    np.log(a, out=out, where=a > 0)
     return out
 
 
 def _cmm_log_prob_components(Y, probs):
     """ln p(y_n | z_n = k) = sum_c y_nc ln theta_kc, shape (K, N), with 0 * ln 0 taken as 0."""
     log_probs = _safe_log(probs)
-    finite = _np.where(_np.isfinite(log_probs), log_probs, 0.0)
+    finite = np.where(np.isfinite(log_probs), log_probs, 0.0)
     out = finite @ Y.T
     impossible = ((probs == 0).astype(float) @ (Y > 0).T.astype(float)) > 0
-    out[impossible] = -_np.inf
+    out[impossible] = -np.inf
     return out
 
 
@@ -210,25 +1222,25 @@ def _cmm_log_joint(Y, weights, probs):
 def _cmm_e_step(Y, weights, probs):
     """Responsibilities (K, N) and total log-likelihood from validated inputs."""
     log_joint = _cmm_log_joint(Y, weights, probs)
-    log_norm = _logsumexp(log_joint, axis=0)  # ln p(y_n), shape (N,)
-    if not _np.all(_np.isfinite(log_norm)):
-        bad = _np.flatnonzero(~_np.isfinite(log_norm))
+    log_norm = logsumexp(log_joint, axis=0)  # ln p(y_n), shape (N,)
+    if not np.all(np.isfinite(log_norm)):
+        bad = np.flatnonzero(~np.isfinite(log_norm))
         raise ValueError(f"rows {bad[:5].tolist()} of Y have probability 0 under every component "
                          "(an observed category has probability 0); use alpha > 0")
-    resp = _np.exp(log_joint - log_norm)
+    resp = np.exp(log_joint - log_norm)
     return resp, float(log_norm.sum())
 
 
 def _cmm_m_step(Y, resp, feature_sizes, alpha):
     """Closed-form (smoothed) M-step from validated inputs: weights (K,), probs (K, C)."""
-    n_k = resp.sum(axis=1) + 10 * _np.finfo(float).eps  # keeps an empty component's weight > 0
+    n_k = resp.sum(axis=1) + 10 * np.finfo(float).eps  # keeps an empty component's weight > 0
     weights = n_k / n_k.sum()
     counts = resp @ Y + alpha  # expected counts of each category in each component, (K, C)
     blocks = [block / block.sum(axis=1, keepdims=True) for block in _split_blocks(counts, feature_sizes)]
-    probs = _np.concatenate(blocks, axis=1)
-    uniform = _np.concatenate([_np.full((resp.shape[0], s), 1.0 / s) for s in feature_sizes], axis=1)
+    probs = np.concatenate(blocks, axis=1)
+    uniform = np.concatenate([np.full((resp.shape[0], s), 1.0 / s) for s in feature_sizes], axis=1)
     # a component with no expected count in a feature (possible only when alpha == 0): uniform
-    empty = ~_np.isfinite(probs)
+    empty = ~np.isfinite(probs)
     probs[empty] = uniform[empty]
     return weights, probs
 
@@ -237,7 +1249,7 @@ def _cmm_log_prior(probs, alpha):
     """alpha * sum ln theta_kc: the log density (up to a constant) of a Dirichlet(1 + alpha) prior."""
     if alpha == 0:
         return 0.0
-    return float(alpha * _np.log(probs).sum())
+    return float(alpha * np.log(probs).sum())
 
 
 def cmm_log_likelihood(Y, weights, probs, feature_sizes=None):
@@ -261,7 +1273,7 @@ def cmm_log_likelihood(Y, weights, probs, feature_sizes=None):
     """
     Y_arr, sizes = _check_cmm_data(Y, feature_sizes)
     weights, probs = _check_cmm_params(weights, probs, sizes, Y_arr.shape[1])
-    return float(_logsumexp(_cmm_log_joint(Y_arr, weights, probs), axis=0).sum())
+    return float(logsumexp(_cmm_log_joint(Y_arr, weights, probs), axis=0).sum())
 
 
 def cmm_e_step(Y, weights, probs, feature_sizes=None):
@@ -306,30 +1318,19 @@ def cmm_m_step(Y, resp, feature_sizes=None, alpha=0.0):
     probs : ndarray, shape (K, C)
     """
     Y_arr, sizes = _check_cmm_data(Y, feature_sizes)
-    resp = _np.array(resp, dtype=float)
-    if resp.ndim != 2 or resp.shape[1] != Y_arr.shape[0]:
-        raise ValueError(f"resp must have shape (K, {Y_arr.shape[0]}), got {resp.shape}")
-    if not _np.all(_np.isfinite(resp)) or _np.any(resp < 0) or not _np.allclose(resp.sum(axis=0), 1.0):
-        raise ValueError("resp must be non-negative with columns summing to 1")
+    resp = _check_resp(resp, Y_arr.shape[0], name="resp")
     alpha = _check_alpha(alpha, allow_zero=True)
     return _cmm_m_step(Y_arr, resp, sizes, alpha)
 
 
 def _check_alpha(alpha, allow_zero):
     """Validate the smoothing pseudo-count."""
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float, _np.integer, _np.floating)):
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float, np.integer, np.floating)):
         raise ValueError(f"alpha must be a number, got {alpha!r}")
     alpha = float(alpha)
-    if not _np.isfinite(alpha) or alpha < 0 or (alpha == 0 and not allow_zero):
+    if not np.isfinite(alpha) or alpha < 0 or (alpha == 0 and not allow_zero):
         raise ValueError(f"alpha must be finite and > 0 (an unseen category would get probability 0), got {alpha}")
     return alpha
-
-
-def _check_int(value, name, minimum):
-    """Validate an integer argument >= minimum."""
-    if isinstance(value, bool) or not isinstance(value, (int, _np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
 
 
 def _cmm_init(Y, n_components, feature_sizes, init, init_weights, rng):
@@ -338,14 +1339,14 @@ def _cmm_init(Y, n_components, feature_sizes, init, init_weights, rng):
     if isinstance(init, str):
         if init != "dirichlet":
             raise ValueError(f"init must be 'dirichlet' or an array of shape (K, C), got {init!r}")
-        probs = _np.concatenate(
-            [rng.dirichlet(_np.ones(size), size=n_components) for size in feature_sizes], axis=1)
+        probs = np.concatenate(
+            [rng.dirichlet(np.ones(size), size=n_components) for size in feature_sizes], axis=1)
     else:
         probs = init
-    if _np.ndim(probs) == 2 and _np.shape(probs)[0] != n_components:
-        raise ValueError(f"init must have {n_components} rows (n_components), got {_np.shape(probs)[0]}")
-    weights = _np.full(n_components, 1.0 / n_components) if init_weights is None else init_weights
-    return _check_cmm_params(weights, probs, feature_sizes, n_columns, name="init")
+    if np.ndim(probs) == 2 and np.shape(probs)[0] != n_components:
+        raise ValueError(f"init must have {n_components} rows (n_components), got {np.shape(probs)[0]}")
+    weights = np.full(n_components, 1.0 / n_components) if init_weights is None else init_weights
+    return _check_cmm_params(weights, probs, feature_sizes, n_columns, name="init", weights_name="init_weights")
 
 
 def _cmm_history_entry(iteration, weights, probs, log_lik, alpha):
@@ -409,7 +1410,7 @@ def run_cmm_em(Y, n_components, feature_sizes=None, init="dirichlet", init_weigh
 
     Warns
     -----
-    sklearn.exceptions.ConvergenceWarning
+    EMConvergenceWarning
         If the kept run did not converge within ``max_iter`` iterations.
     """
     Y_arr, sizes = _check_cmm_data(Y, feature_sizes)
@@ -419,13 +1420,13 @@ def run_cmm_em(Y, n_components, feature_sizes=None, init="dirichlet", init_weigh
     n_init = _check_int(n_init, "n_init", 1)
     max_iter = _check_int(max_iter, "max_iter", 1)
     alpha = _check_alpha(alpha, allow_zero=False)
-    if isinstance(tol, bool) or not isinstance(tol, (int, float, _np.floating)) or not tol >= 0:
+    if isinstance(tol, bool) or not isinstance(tol, (int, float, np.floating)) or not tol >= 0:
         raise ValueError(f"tol must be a number >= 0, got {tol!r}")
     if not isinstance(init, str) and n_init != 1:
         raise ValueError("n_init must be 1 when init is an array (every run would be identical)")
-    if isinstance(random_state, bool) or not isinstance(random_state, (int, _np.integer)):
+    if isinstance(random_state, bool) or not isinstance(random_state, (int, np.integer)):
         raise ValueError(f"random_state must be an integer seed, got {random_state!r}")
-    rng = _np.random.default_rng(random_state)
+    rng = np.random.default_rng(random_state)
 
     best = None
     for _ in range(n_init):
@@ -435,8 +1436,8 @@ def run_cmm_em(Y, n_components, feature_sizes=None, init="dirichlet", init_weigh
             best = (run, weights0, probs0)
     (weights, probs, resp, history, n_iter, converged), weights0, probs0 = best
     if not converged:
-        _warnings.warn(f"run_cmm_em did not converge in {max_iter} iterations (tol={tol}); "
-                       "raise max_iter or tol", _ConvergenceWarning, stacklevel=2)
+        warnings.warn(f"run_cmm_em did not converge in {max_iter} iterations (tol={tol}); "
+                       "raise max_iter or tol", EMConvergenceWarning, stacklevel=2)
     return CMMResult(weights=weights, probs=probs, feature_sizes=sizes, resp=resp,
                      labels=resp.argmax(axis=0), log_likelihood=history[-1]["log_likelihood"],
                      objective=history[-1]["objective"], n_iter=n_iter, converged=converged,
