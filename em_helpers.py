@@ -1142,6 +1142,11 @@ class CMMResult:
     init_weights: np.ndarray = field(repr=False)
     init_probs: np.ndarray = field(repr=False)
 
+    @property
+    def objective_trace(self):
+        """The ``objective`` of every entry of ``history``, as an array (length n_iter + 1)."""
+        return np.array([h["objective"] for h in self.history])
+
     def probs_per_feature(self):
         """Split ``probs`` into one (K, C_j) array per feature."""
         return _split_blocks(self.probs, self.feature_sizes)

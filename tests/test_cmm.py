@@ -227,7 +227,7 @@ def test_objective_never_decreases(five_feature_model, seed, alpha):
     codes, _ = sample_cmm(np.random.default_rng(10 + seed), 500, weights, probs)
     Y, sizes = encode_categorical(codes, SIZES)
     res = run_cmm_em(Y, 4, sizes, alpha=alpha, max_iter=60, tol=0.0, random_state=seed)
-    objective = np.array([h["objective"] for h in res.history])
+    objective = res.objective_trace
     assert len(objective) == 61 and objective[-1] > objective[0]
     assert np.all(np.diff(objective) >= -1e-9 * np.abs(objective[:-1]))
     # each history entry is consistent with its parameters
