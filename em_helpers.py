@@ -987,7 +987,7 @@ def covariance_ellipse(mean, cov, n_std=1.0, **kwargs):
 
 
 def plot_clusters(ax, X, labels, means=None, covariances=None, title=None,
-                  names=CLASS_NAMES, show_missing=True, point_size=12):
+                  names=CLASS_NAMES, show_missing=True, point_size=12, legend=True):
     """Scatter points coloured by label, with each component's mean and 1-sigma/2-sigma ellipses.
 
     Rows with a missing coordinate cannot be placed in the plane: with ``show_missing`` they are
@@ -1003,6 +1003,8 @@ def plot_clusters(ax, X, labels, means=None, covariances=None, title=None,
     title : str, optional
     names : sequence of str
         Legend name of label ``k`` (``names[k]``; "cluster k" past its end).
+    legend : bool, default True
+        Draw the legend below the axes (off the data); pass False to draw one shared legend.
 
     Returns
     -------
@@ -1048,5 +1050,7 @@ def plot_clusters(ax, X, labels, means=None, covariances=None, title=None,
     ax.set_ylabel("$x_2$")
     if title:
         ax.set_title(title)
-    ax.legend(loc="best", fontsize="small")
+    if legend:
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=3, fontsize="small",
+                  frameon=False)
     return ax

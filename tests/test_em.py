@@ -321,3 +321,35 @@ GOOD = blobs(9)
 def test_bad_input_raises_value_error_naming_the_problem(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+# ------------------------------------------------------------------ plotting helpers
+
+def test_covariance_ellipse_axes_are_the_scaled_standard_deviations():
+    cov = np.array([[4.0, 0.0], [0.0, 1.0]])
+    ellipse = em.covariance_ellipse([1.0, 2.0], cov, n_std=2)
+    assert {round(ellipse.width, 12), round(ellipse.height, 12)} == {8.0, 4.0}
+    rotated = em.covariance_ellipse([0, 0], np.array([[2.0, 1.9], [1.9, 2.0]]), n_std=1)
+    assert rotated.angle % 180 == pytest.approx(45.0)
+    with pytest.raises(ValueError, match="2x2"):
+        em.covariance_ellipse([0, 0, 0], np.eye(3))
+
+
+def test_plot_clusters_draws_points_means_ellipses_and_missing_margins():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    X, y = em.load_image(DATA / "Image2.csv")
+    result = em.align_to_truth(em.run_em(X, method="soft", init=TRUE_MEANS), y)
+    fig, ax = plt.subplots()
+    em.plot_clusters(ax, X, result.labels, result.means, result.covariances, title="t")
+    complete = ~np.isnan(X).any(axis=1)
+    n_points = sum(len(c.get_offsets()) for c in ax.collections[:6:2])
+    assert n_points == complete.sum()
+    assert len(ax.patches) == 6  # 1 and 2 sigma ellipse per component
+    margin_ticks = sum(len(line.get_xdata()) for line in ax.lines if line.get_marker() in "|_")
+    assert margin_ticks == (~complete).sum()
+    assert ax.get_title() == "t" and ax.get_legend() is not None
+    plt.close(fig)
