@@ -44,10 +44,16 @@ HEADLINE_TAG = "headline"
 # The two MathJax configs that jupyter-server-mathjax ships are TeX-AMS-MML_HTMLorMML-full
 # and Safe; nbconvert's default (TeX-AMS_CHTML-full) is absent there and leaves math raw.
 MATHJAX_URL = "mathjax/MathJax.js?config=TeX-AMS-MML_HTMLorMML-full,Safe"
-# nbconvert's lab template, minus the require.js <script> it loads from a CDN
-# (only needed for widgets, which these notebooks do not use).
+# That package ships only the STIX-Web fonts (MathJax's default TeX fonts are stripped),
+# so HTML-CSS output is told to use them, as Jupyter's classic notebook did.
+MATHJAX_FONTS = """<script type="text/x-mathjax-config">
+MathJax.Hub.Config({"HTML-CSS": {availableFonts: [], webFont: "STIX-Web", imageFont: null}});
+</script>"""
+# nbconvert's lab template, minus the require.js <script> it loads from a CDN (only
+# needed for widgets, which these notebooks do not use), plus the font setting above.
 PAGE_TEMPLATE = """{%- extends 'index.html.j2' -%}
 {%- block html_head_js_requirejs -%}{%- endblock html_head_js_requirejs -%}
+{%- block html_head_js_mathjax -%}""" + MATHJAX_FONTS + """{{ super() }}{%- endblock html_head_js_mathjax -%}
 """
 HEADING = re.compile(r"^\s{0,3}#{1,6}\s+(.+?)\s*#*\s*$")
 
@@ -153,6 +159,7 @@ INDEX_TEMPLATE = """<!DOCTYPE html>
 MathJax.Hub.Config({{tex2jax: {{inlineMath: [["$", "$"], ["\\\\(", "\\\\)"]], processEscapes: true}},
                     messageStyle: "none"}});
 </script>
+{fonts}
 <script src="{mathjax}"></script>
 <style>
 body {{ font-family: sans-serif; max-width: 60em; margin: 2em auto; padding: 0 1em; line-height: 1.4; }}
@@ -183,7 +190,8 @@ def index_html(entries, title="EM for mixture models: report"):
             f"{block}</section>"
         )
     return INDEX_TEMPLATE.format(
-        title=html.escape(title), mathjax=MATHJAX_URL, sections="\n".join(sections)
+        title=html.escape(title), mathjax=MATHJAX_URL, fonts=MATHJAX_FONTS,
+        sections="\n".join(sections),
     )
 
 

@@ -170,7 +170,12 @@ PROBE = """<script>
     });
     var out = document.createElement("pre");
     out.id = "report-probe";
-    out.textContent = JSON.stringify({mathjax: !!(window.MathJax && MathJax.Hub), images: images});
+    var html_css = window.MathJax && MathJax.OutputJax && MathJax.OutputJax["HTML-CSS"];
+    out.textContent = JSON.stringify({
+      mathjax: !!(window.MathJax && MathJax.Hub),
+      font: (html_css && html_css.fontInUse) || null,
+      fonts: Array.from(document.fonts).map(function (f) { return [f.family, f.status]; }),
+      images: images});
     document.body.appendChild(out);
   }
   window.addEventListener("load", function () {
@@ -223,6 +228,14 @@ def visible_text(soup):
     return soup.get_text()
 
 
+def assert_web_fonts_used(probe):
+    """MathJax typeset with its STIX web fonts (the copy ships no others), and they loaded."""
+    assert probe["font"] == "STIX-Web", "MathJax fell back from its web fonts to local ones"
+    stix = [(family, status) for family, status in probe["fonts"] if family.startswith("STIX")]
+    assert [family for family, status in stix if status == "error"] == [], "web fonts failed to load"
+    assert any(status == "loaded" for _, status in stix), "no web font was used"
+
+
 def assert_math_and_images(soup, probe, n_display, n_images):
     assert probe["mathjax"], "MathJax did not load from the local copy"
     assert len(soup.select(".MathJax_Display")) >= n_display, "display math was not typeset"
@@ -244,6 +257,7 @@ def test_index_of_tiny_notebooks_renders(chromium, tmp_path):
 
     assert_math_and_images(soup, probe, n_display=0, n_images=1)
     assert soup.select("section h2 .MathJax"), "inline math in a title was not typeset"
+    assert_web_fonts_used(probe)
 
 
 @pytest.fixture(scope="module")
@@ -270,6 +284,7 @@ def test_stored_notebook_page_renders_math_and_figures(chromium, stored_report):
     soup, probe = render(chromium, page, out)
 
     assert_math_and_images(soup, probe, n_display, n_png)
+    assert_web_fonts_used(probe)
 
 
 def test_stored_index_renders(chromium, stored_report):
