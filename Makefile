@@ -34,9 +34,10 @@ test: $(STAMP)
 	  --nbval-sanitize-with notebooks/nbval_sanitize.cfg --durations=10 -ra; \
 	  rc=$$?; [ $$rc -ne 5 ] || echo "error: pytest collected no tests" >&2; exit $$rc
 
-# Execute copies of the notebooks and write report/ (HTML + index.html + MathJax).
+# Execute copies of the notebooks and write a fresh report/ (HTML + index.html + MathJax).
 report: $(STAMP)
 	@mkdir -p $(MPLCONFIGDIR)
+	rm -rf report
 	$(PY) scripts/build_report.py --out report
 
 bench: $(STAMP)

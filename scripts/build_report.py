@@ -172,7 +172,7 @@ section {{ border-top: 1px solid #ccc; padding: 0.5em 0 1em; }}
 </head>
 <body>
 <h1>{title}</h1>
-<p>Each notebook answers one question; read them in this order.</p>
+<p>The notebooks in reading order; each page holds the code, the figures and the written answers.</p>
 {sections}
 </body>
 </html>
@@ -182,11 +182,11 @@ section {{ border-top: 1px solid #ccc; padding: 0.5em 0 1em; }}
 def index_html(entries, title="EM for mixture models: report"):
     """The index page for `entries`, a list of ``(page_href, title, headline_cells)``."""
     sections = []
-    for number, (href, heading, cells) in enumerate(entries, start=1):
+    for href, heading, cells in entries:
         outputs = "\n".join(output_html(o) for cell in cells for o in cell.get("outputs", []))
         block = f"<div class='headline'>\n{outputs}\n</div>\n" if outputs else ""
         sections.append(
-            f"<section>\n<h2>{number}. <a href='{html.escape(href)}'>{html.escape(heading)}</a></h2>\n"
+            f"<section>\n<h2><a href='{html.escape(href)}'>{html.escape(heading)}</a></h2>\n"
             f"{block}</section>"
         )
     return INDEX_TEMPLATE.format(
