@@ -1093,7 +1093,8 @@ def encode_categorical(codes, n_categories=None):
     if codes.ndim == 1:
         codes = codes[:, None]
     if codes.ndim != 2 or codes.shape[0] == 0 or codes.shape[1] == 0:
-        raise ValueError(f"codes must be a non-empty array of shape (N,) or (N, F), got shape {codes.shape}")
+        raise ValueError("codes must be a non-empty array of shape (N,) or (N, F), "
+                         f"got shape {codes.shape}")
     if not np.issubdtype(codes.dtype, np.integer):
         if not (np.issubdtype(codes.dtype, np.floating) and np.all(np.isfinite(codes))
                 and np.all(codes == np.round(codes))):
@@ -1108,7 +1109,8 @@ def encode_categorical(codes, n_categories=None):
         sizes = tuple(np.broadcast_to(np.asarray(n_categories, dtype=int), (n_features,)).tolist())
         for j, size in enumerate(sizes):
             if codes[:, j].max() >= size:
-                raise ValueError(f"codes of feature {j} reach {codes[:, j].max()} but n_categories[{j}] is {size}")
+                raise ValueError(f"codes of feature {j} reach {codes[:, j].max()} "
+                                 f"but n_categories[{j}] is {size}")
     Y = np.zeros((codes.shape[0], sum(sizes)))
     offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]])
     for j in range(n_features):
@@ -1181,14 +1183,16 @@ def _check_cmm_data(Y, feature_sizes):
     """Validate ``Y`` and ``feature_sizes``; return a float copy of Y and the sizes as a tuple."""
     Y_arr = np.asarray(Y)
     if Y_arr.dtype == object or not (np.issubdtype(Y_arr.dtype, np.number) or Y_arr.dtype == bool):
-        raise ValueError(f"Y must be a numeric array of one-hot rows or counts, got dtype {Y_arr.dtype}")
+        raise ValueError("Y must be a numeric array of one-hot rows or counts, "
+                         f"got dtype {Y_arr.dtype}")
     Y_arr = np.array(Y_arr, dtype=float)  # a copy: the caller's array is never touched
     if Y_arr.ndim != 2:
         raise ValueError(f"Y must be 2-D of shape (N, C), got {Y_arr.ndim}-D shape {Y_arr.shape}")
     if Y_arr.shape[0] == 0 or Y_arr.shape[1] == 0:
         raise ValueError(f"Y must have at least one row and one column, got shape {Y_arr.shape}")
     if not np.all(np.isfinite(Y_arr)):
-        raise ValueError("Y contains NaN or inf; encode a missing feature as an all-zero block instead")
+        raise ValueError("Y contains NaN or inf; encode a missing feature as an all-zero "
+                         "block instead")
     if np.any(Y_arr < 0):
         raise ValueError("Y must be non-negative (one-hot indicators or counts)")
     if not np.any(Y_arr > 0):
@@ -1200,16 +1204,19 @@ def _check_cmm_data(Y, feature_sizes):
         if any(s != f for s, f in zip(sizes, np.atleast_1d(feature_sizes))):
             raise ValueError(f"feature_sizes must hold integers, got {feature_sizes!r}")
         if sum(sizes) != Y_arr.shape[1]:
-            raise ValueError(f"feature_sizes {sizes} sum to {sum(sizes)} but Y has {Y_arr.shape[1]} columns")
+            raise ValueError(f"feature_sizes {sizes} sum to {sum(sizes)} "
+                             f"but Y has {Y_arr.shape[1]} columns")
     for j, size in enumerate(sizes):
         if size < 2:
             raise ValueError(
-                f"feature {j} has {size} category; every feature needs at least 2 (pass one-hot rows "
-                "or counts, e.g. from encode_categorical(codes), not the integer codes themselves)")
+                f"feature {j} has {size} category; every feature needs at least 2 (pass "
+                "one-hot rows or counts, e.g. from encode_categorical(codes), not the integer "
+                "codes themselves)")
     return Y_arr, sizes
 
 
-def _check_cmm_params(weights, probs, feature_sizes, n_columns, name="probs", weights_name="weights"):
+def _check_cmm_params(weights, probs, feature_sizes, n_columns, name="probs",
+                      weights_name="weights"):
     """Validate mixture parameters; return float copies (weights (K,), probs (K, C))."""
     probs = np.array(probs, dtype=float)
     if probs.ndim != 2 or probs.shape[1] != n_columns:
@@ -1218,7 +1225,8 @@ def _check_cmm_params(weights, probs, feature_sizes, n_columns, name="probs", we
         raise ValueError(f"{name} must be finite and non-negative")
     for j, block in enumerate(_split_blocks(probs, feature_sizes)):
         if not np.allclose(block.sum(axis=1), 1.0, atol=1e-8):
-            raise ValueError(f"each row of {name} must sum to 1 within feature {j}; got sums {block.sum(axis=1)}")
+            raise ValueError(f"each row of {name} must sum to 1 within feature {j}; "
+                             f"got sums {block.sum(axis=1)}")
     return _check_weights(weights, probs.shape[0], name=weights_name), probs
 
 
@@ -1261,7 +1269,8 @@ def _cmm_m_step(Y, resp, feature_sizes, alpha):
     n_k = resp.sum(axis=1) + 10 * np.finfo(float).eps  # keeps an empty component's weight > 0
     weights = n_k / n_k.sum()
     counts = resp @ Y + alpha  # expected counts of each category in each component, (K, C)
-    blocks = [block / block.sum(axis=1, keepdims=True) for block in _split_blocks(counts, feature_sizes)]
+    blocks = [block / block.sum(axis=1, keepdims=True)
+              for block in _split_blocks(counts, feature_sizes)]
     probs = np.concatenate(blocks, axis=1)
     uniform = np.concatenate([np.full((resp.shape[0], s), 1.0 / s) for s in feature_sizes], axis=1)
     # a component with no expected count in a feature (possible only when alpha == 0): uniform
@@ -1271,7 +1280,8 @@ def _cmm_m_step(Y, resp, feature_sizes, alpha):
 
 
 def _cmm_log_prior(probs, alpha):
-    """alpha * sum ln theta_kc: the log density (up to a constant) of a Dirichlet(1 + alpha) prior."""
+    """alpha * sum ln theta_kc: the log density, up to a constant, of a Dirichlet(1 + alpha)
+    prior on every probability vector."""
     if alpha == 0:
         return 0.0
     return float(alpha * np.log(probs).sum())
@@ -1333,9 +1343,10 @@ def cmm_m_step(Y, resp, feature_sizes=None, alpha=0.0):
     feature_sizes : sequence of int, optional
         Block sizes (C_1, ..., C_F); default one feature with C categories.
     alpha : float, default 0.0
-        Additive smoothing (pseudo-count per category and component). ``0`` gives the maximum
-        likelihood update pi_k = N_k / N, theta_kc = sum_n q_nk y_nc / sum_n q_nk n_nj; ``alpha > 0``
-        gives the MAP update under a symmetric Dirichlet(1 + alpha) prior on each theta_k.
+        Additive smoothing (pseudo-count per category and component). ``0`` gives the
+        maximum-likelihood update pi_k = N_k / N, theta_kc = sum_n q_nk y_nc / sum_n q_nk n_nj
+        (n_nj: draws of feature j in row n); ``alpha > 0`` gives the MAP update under a
+        symmetric Dirichlet(1 + alpha) prior on each theta_k.
 
     Returns
     -------
@@ -1354,7 +1365,8 @@ def _check_alpha(alpha, allow_zero):
         raise ValueError(f"alpha must be a number, got {alpha!r}")
     alpha = float(alpha)
     if not np.isfinite(alpha) or alpha < 0 or (alpha == 0 and not allow_zero):
-        raise ValueError(f"alpha must be finite and > 0 (an unseen category would get probability 0), got {alpha}")
+        bound = ">= 0" if allow_zero else "> 0 (an unseen category would get probability 0)"
+        raise ValueError(f"alpha must be finite and {bound}, got {alpha}")
     return alpha
 
 
@@ -1369,12 +1381,15 @@ def _cmm_init(Y, n_components, feature_sizes, init, init_weights, rng):
     else:
         probs = init
     if np.ndim(probs) == 2 and np.shape(probs)[0] != n_components:
-        raise ValueError(f"init must have {n_components} rows (n_components), got {np.shape(probs)[0]}")
+        raise ValueError(f"init must have {n_components} rows (n_components), "
+                         f"got {np.shape(probs)[0]}")
     weights = np.full(n_components, 1.0 / n_components) if init_weights is None else init_weights
-    return _check_cmm_params(weights, probs, feature_sizes, n_columns, name="init", weights_name="init_weights")
+    return _check_cmm_params(weights, probs, feature_sizes, n_columns, name="init",
+                             weights_name="init_weights")
 
 
 def _cmm_history_entry(iteration, weights, probs, log_lik, alpha):
+    """One ``history`` record: copies of the parameters and their two objectives."""
     return {"iteration": iteration, "weights": weights.copy(), "probs": probs.copy(),
             "log_likelihood": log_lik, "objective": log_lik + _cmm_log_prior(probs, alpha)}
 
@@ -1408,11 +1423,13 @@ def run_cmm_em(Y, n_components, feature_sizes=None, init="dirichlet", init_weigh
     n_components : int
         Number of mixture components K (1 <= K <= N).
     feature_sizes : sequence of int, optional
-        Block sizes (C_1, ..., C_F), each >= 2, summing to C. Default: one feature with C categories.
+        Block sizes (C_1, ..., C_F), each >= 2, summing to C. Default: one feature with C
+        categories.
     init : {"dirichlet"} or array-like of shape (K, C), default "dirichlet"
         ``"dirichlet"`` draws each theta_k block from a flat Dirichlet(1, ..., 1) with the seeded
         generator, which breaks the symmetry between components. An array is used as the initial
-        ``probs`` as given (e.g. the all-uniform start, a fixed point of EM; see the theory notebook).
+        ``probs`` as given (e.g. the all-uniform start, a fixed point of EM; see the theory
+        notebook).
     init_weights : array-like of shape (K,), optional
         Initial mixing proportions; default uniform 1/K.
     n_init : int, default 1
@@ -1441,7 +1458,8 @@ def run_cmm_em(Y, n_components, feature_sizes=None, init="dirichlet", init_weigh
     Y_arr, sizes = _check_cmm_data(Y, feature_sizes)
     n_components = _check_int(n_components, "n_components", 1)
     if n_components > Y_arr.shape[0]:
-        raise ValueError(f"n_components ({n_components}) must not exceed the number of rows of Y ({Y_arr.shape[0]})")
+        raise ValueError(f"n_components ({n_components}) must not exceed the number of rows "
+                         f"of Y ({Y_arr.shape[0]})")
     n_init = _check_int(n_init, "n_init", 1)
     max_iter = _check_int(max_iter, "max_iter", 1)
     alpha = _check_alpha(alpha, allow_zero=False)
