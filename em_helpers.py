@@ -560,19 +560,19 @@ def _log_density_coefficients(shift, means, covariances, weights):
     """
     K, d = means.shape
     chol = _cholesky(covariances)  # clear error if a covariance is not positive definite
-    first, second = np.triu_indices(d)
-    coef = np.empty((K, 1 + d + first.size))
+    chol_inv = np.linalg.inv(chol)
+    precision = np.swapaxes(chol_inv, 1, 2) @ chol_inv  # (L L^T)^-1 = L^-T L^-1
+    centred = means - shift
+    p_mu = np.einsum("kij,kj->ki", precision, centred)
+    log_det = 2.0 * np.log(np.diagonal(chol, axis1=1, axis2=2)).sum(axis=1)
     with np.errstate(divide="ignore"):
         log_weights = np.log(weights)
-    for k in range(K):
-        chol_inv = linalg.solve_triangular(chol[k], np.eye(d), lower=True, check_finite=False)
-        precision = chol_inv.T @ chol_inv
-        mu = means[k] - shift
-        p_mu = precision @ mu
-        log_det = 2.0 * np.log(np.diag(chol[k])).sum()
-        coef[k, 0] = log_weights[k] - 0.5 * (d * np.log(2 * np.pi) + log_det + mu @ p_mu)
-        coef[k, 1: 1 + d] = p_mu
-        coef[k, 1 + d:] = np.where(first == second, -0.5, -1.0) * precision[first, second]
+    first, second = np.triu_indices(d)
+    coef = np.empty((K, 1 + d + first.size))
+    coef[:, 0] = log_weights - 0.5 * (d * np.log(2 * np.pi) + log_det
+                                      + np.einsum("ki,ki->k", centred, p_mu))
+    coef[:, 1: 1 + d] = p_mu
+    coef[:, 1 + d:] = np.where(first == second, -0.5, -1.0) * precision[:, first, second]
     return coef
 
 
