@@ -451,12 +451,12 @@ def log_likelihood(X, means, covariances, weights):
 # component, and soft EM never stores the (K, N) responsibilities inside the loop. The functions
 # above stay the reference formulas; tests check that both paths agree.
 
-_BLOCK_ROWS = 1 << 14
+_BLOCK_ROWS = 1 << 15
 
 
 @dataclass(frozen=True)
 class _CompleteData:
-    """Complete points prepared for the fast path.
+    """Complete points prepared for the fast path (``_CompleteData.of(X)``).
 
     Attributes
     ----------
@@ -465,10 +465,18 @@ class _CompleteData:
         A round centre of X (``_round_centre``). The statistics use ``x - shift``, which keeps
         ``E[x x^T] - mu mu^T`` and ``||x||^2 - 2 x.mu + ||mu||^2`` accurate: the cancellation is
         then relative to the spread of the data, not to its distance from the origin.
+    centred_t : ndarray of shape (d, N)
+        ``(X - shift).T``, contiguous, so that a block of coordinates is a plain copy.
     """
 
     X: np.ndarray
     shift: np.ndarray
+    centred_t: np.ndarray
+
+    @classmethod
+    def of(cls, X):
+        shift = _round_centre(X)
+        return cls(X, shift, np.ascontiguousarray((X - shift).T))
 
     @property
     def n_features(self):
@@ -484,16 +492,25 @@ class _CompleteData:
         ``x_i x_j`` for ``i <= j`` in ``np.triu_indices(d)`` order. ``t`` is a buffer that
         the next block overwrites.
         """
-        N, d = self.X.shape
-        first, second = np.triu_indices(d)
+        d, N = self.centred_t.shape
         buffer = np.empty((self.n_features, min(N, _BLOCK_ROWS)))
         buffer[0] = 1.0
         for start in range(0, N, _BLOCK_ROWS):
             rows = slice(start, min(start + _BLOCK_ROWS, N))
             t = buffer[:, : rows.stop - start]
-            np.subtract(self.X[rows].T, self.shift[:, None], out=t[1: 1 + d])
-            np.multiply(t[1 + first], t[1 + second], out=t[1 + d:])
+            coords = t[1: 1 + d]
+            coords[...] = self.centred_t[:, rows]
+            row = 1 + d
+            for i in range(d):  # x_i x_j for j = i..d-1: the next d - i rows
+                np.multiply(coords[i], coords[i:], out=t[row: row + d - i])
+                row += d - i
             yield rows, t
+
+    def square_rows(self):
+        """Indices of the rows ``x_i^2`` in t(x)."""
+        d = self.shift.shape[0]
+        first, second = np.triu_indices(d)
+        return 1 + d + np.flatnonzero(first == second)
 
 
 def _round_centre(X):
@@ -535,19 +552,19 @@ def _hard_pass(data, means):
     K, d = means.shape
     centred = means - data.shift
     coef = np.column_stack([np.einsum("kd,kd->k", centred, centred), -2.0 * centred])
-    squares = 1 + d + np.flatnonzero(np.equal(*np.triu_indices(d)))  # rows of x_i^2 in t
     member = np.empty((K, data.X.shape[0]), dtype=bool)
     stats = np.zeros((K, data.n_features))
-    objective = 0.0
+    min_scores = 0.0
     for rows, t in data.feature_blocks():
         scores = coef @ t[: 1 + d]
         best = scores.min(axis=0)
-        np.equal(scores, best, out=member[:, rows])
-        objective += float(best.sum() + t[squares].sum())
-        stats += member[:, rows] @ t.T
+        hits = np.equal(scores, best, out=member[:, rows])
+        min_scores += float(best.sum())
+        stats += np.matmul(hits, t.T, dtype=float)
     if np.count_nonzero(member) > member.shape[1]:  # exact ties: recount without them
         member = _first_true(member)
         stats = _weighted_sums(data, member)
+    objective = min_scores + float(stats[:, data.square_rows()].sum())  # + sum_n ||x_n||^2
     return member, max(objective, 0.0), stats
 
 
@@ -829,7 +846,7 @@ def _weighted_sums(data, R):
     """
     stats = np.zeros((R.shape[0], data.n_features))
     for rows, t in data.feature_blocks():
-        stats += R[:, rows] @ t.T
+        stats += np.matmul(R[:, rows], t.T, dtype=float)
     return stats
 
 
@@ -1070,6 +1087,15 @@ def _progress_bar(method, max_iter, start, n_starts):
     return tqdm(total=max_iter, desc=desc, unit="it")
 
 
+def _improves(new, old, method):
+    """True if objective ``new`` beats ``old`` by more than rounding (1e-12 relative).
+
+    Lower is better for hard EM (sum of squares), higher for soft EM (log-likelihood).
+    """
+    margin = 1e-12 * max(abs(old), 1.0)
+    return new < old - margin if method == "hard" else new > old + margin
+
+
 def _em_once(X, data, means, covs, weights, method, max_iter, tol, reg_covar, bar=None):
     """One EM run from a start; returns an EMResult.
 
@@ -1135,7 +1161,9 @@ def run_em(X, n_components=3, method="hard", init="random", n_init=1, max_iter=1
         and ``weights``: the full starting parameters. Missing covariances/weights are those of
         the partition that the initial means induce.
     n_init : int, default 1
-        Number of starts (only with a string ``init``); the best objective wins.
+        Number of starts (only with a string ``init``); the best objective wins. A later start
+        must beat an earlier one by more than rounding (1e-12 relative): the same optimum
+        reached from two starts keeps the first.
     max_iter : int, default 100
     tol : float, default 1e-6
         Soft EM only: threshold on the gain in mean log-likelihood per point.
@@ -1179,15 +1207,13 @@ def run_em(X, n_components=3, method="hard", init="random", n_init=1, max_iter=1
         if n_init != 1:
             raise ValueError("n_init > 1 needs a random init ('random' or 'kmeans++')")
         starts = [_parse_init(X, K, init)]
-    data = None if np.isnan(X).any() else _CompleteData(X, _round_centre(X))  # fast path
+    data = None if np.isnan(X).any() else _CompleteData.of(X)  # the fast path
     best = None
     for start, (means, covs, weights) in enumerate(starts):
         means, covs, weights = _starting_point(X, data, means, covs, weights, reg_covar)
         bar = _progress_bar(method, max_iter, start, len(starts)) if progress else None
         result = _em_once(X, data, means, covs, weights, method, max_iter, tol, reg_covar, bar)
-        better = best is None or (result.objective < best.objective if method == "hard"
-                                  else result.objective > best.objective)
-        if better:
+        if best is None or _improves(result.objective, best.objective, method):
             best = result
     if not best.converged:
         warnings.warn(f"{method} EM did not converge within max_iter={max_iter} iterations; "
