@@ -1192,7 +1192,8 @@ def fit_hard_and_soft(X, init, y=None, max_iter=500, tol=1e-6):
     """Hard EM (the statement's algorithm) from ``init``, then soft EM from the hard fit.
 
     Starting the full Gaussian mixture from the converged hard (k-means) solution is the usual
-    fixed start (scikit-learn's ``GaussianMixture`` does the same by default).
+    fixed start (scikit-learn's ``GaussianMixture`` does the same by default). BLAS is limited
+    to one thread meanwhile: on these tiny problems extra threads only add overhead.
 
     Parameters
     ----------
@@ -1209,11 +1210,14 @@ def fit_hard_and_soft(X, init, y=None, max_iter=500, tol=1e-6):
     dict
         ``{"hard": EMResult, "soft": EMResult}``.
     """
+    from threadpoolctl import threadpool_limits
+
     X = _check_points(X)
     n_components = len(init["means"]) if isinstance(init, dict) else len(np.asarray(init))
-    hard = run_em(X, n_components, method="hard", init=init, max_iter=max_iter, tol=tol)
-    start = {"means": hard.means, "covariances": hard.covariances, "weights": hard.weights}
-    soft = run_em(X, n_components, method="soft", init=start, max_iter=max_iter, tol=tol)
+    with threadpool_limits(limits=1, user_api="blas"):
+        hard = run_em(X, n_components, method="hard", init=init, max_iter=max_iter, tol=tol)
+        start = {"means": hard.means, "covariances": hard.covariances, "weights": hard.weights}
+        soft = run_em(X, n_components, method="soft", init=start, max_iter=max_iter, tol=tol)
     if y is not None:
         hard, soft = align_to_truth(hard, y), align_to_truth(soft, y)
     return {"hard": hard, "soft": soft}
@@ -1550,6 +1554,56 @@ def covariance_shift_table(fits, first="Image1", second="Image2", names=CLASS_NA
     K = len(next(iter(columns.values()))) - 1
     return pd.DataFrame(columns, index=pd.Index(
         [_class_name(k, names) for k in range(K)] + ["mean"], name="class"))
+
+def bayes_accuracy(X, y, params):
+    """Share of points that the Bayes rule with the given (true) parameters classifies right.
+
+    The rule assigns ``x`` to ``argmax_k pi_k N(x; mu_k, Sigma_k)`` (missing cells marginalised
+    out). With the generating parameters it is the best any classifier can do on average, so its
+    errors measure how much the classes overlap, whatever the fitting method.
+
+    Parameters
+    ----------
+    X : array-like of shape (N, d)
+    y : array-like of shape (N,)
+        True classes, numbered like the components of ``params``.
+    params : Parameters
+        E.g. ``true_parameters(truth, image)``.
+
+    Returns
+    -------
+    float
+    """
+    params = _as_parameters(params, "params")
+    R, _ = e_step_soft(X, params.means, params.covariances, params.weights)
+    y = np.asarray(y)
+    if y.shape != (R.shape[1],):
+        raise ValueError(f"y must have shape ({R.shape[1]},), got {y.shape}")
+    return float(np.mean(np.argmax(R, axis=0) == y))
+
+
+def accuracy_on_rows(y_true, y_pred, rows):
+    """Accuracy after label matching, counted over a subset of the points only.
+
+    The labels are matched to the classes on all points (as in ``clustering_scores``); then the
+    share of ``rows`` whose matched label is right is returned.
+
+    Parameters
+    ----------
+    y_true, y_pred : array-like of shape (N,)
+    rows : array-like of shape (N,), bool
+        The points to count (at least one).
+
+    Returns
+    -------
+    float
+    """
+    y_true, y_pred = _check_labels(y_true, y_pred)
+    rows = np.asarray(rows)
+    if rows.shape != y_true.shape or rows.dtype != bool or not rows.any():
+        raise ValueError(f"rows must be a boolean mask of shape {y_true.shape} selecting at "
+                         "least one point")
+    return float(np.mean(match_labels(y_true, y_pred)[rows] == y_true[rows]))
 
 
 # ---------------------------------------------------------------------------------------------

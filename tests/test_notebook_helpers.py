@@ -260,3 +260,31 @@ def test_position_along_matches_the_nearest_mean_boundary():
         em.position_along(X, a, a)
     with pytest.raises(ValueError, match="start and end must have shape"):
         em.position_along(X, a, np.zeros(3))
+
+
+# --- accuracies ------------------------------------------------------------------------------
+
+def test_bayes_accuracy_matches_scipy_densities(images, truth):
+    from scipy.stats import multivariate_normal
+
+    X, y = images["Image1"]
+    params = em.true_parameters(truth, "Image1")
+    dens = np.array([multivariate_normal(m, c).pdf(X) for m, c in
+                     zip(params.means, params.covariances)])
+    assert em.bayes_accuracy(X, y, params) == pytest.approx(np.mean(dens.argmax(axis=0) == y))
+    with pytest.raises(ValueError, match="y must have shape"):
+        em.bayes_accuracy(X, y[:5], params)
+
+
+def test_accuracy_on_rows():
+    y = np.array([0, 0, 0, 1, 1, 1, 2, 2, 2])
+    pred = np.array([2, 2, 1, 0, 0, 0, 1, 1, 1])  # 2 -> 0, 0 -> 1, 1 -> 2 after matching
+    rows = np.array([True, True, True, False, False, False, False, False, False])
+    assert em.accuracy_on_rows(y, pred, rows) == pytest.approx(2 / 3)
+    assert em.accuracy_on_rows(y, pred, ~rows) == pytest.approx(1.0)
+    assert em.accuracy_on_rows(y, pred, np.ones(9, bool)) == pytest.approx(
+        brute_force_accuracy(y, pred))
+    with pytest.raises(ValueError, match="rows must be a boolean mask"):
+        em.accuracy_on_rows(y, pred, np.zeros(9, bool))
+    with pytest.raises(ValueError, match="rows must be a boolean mask"):
+        em.accuracy_on_rows(y, pred, np.arange(9))
