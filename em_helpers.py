@@ -1605,6 +1605,44 @@ def accuracy_on_rows(y_true, y_pred, rows):
                          "least one point")
     return float(np.mean(match_labels(y_true, y_pred)[rows] == y_true[rows]))
 
+def shared_legend(fig, axes, ncols=None, **kwargs):
+    """Replace the legends of several panels by one legend below the figure.
+
+    Entries are taken from every axes in order, each label once. With a figure made with
+    ``layout="constrained"`` the legend goes outside the panels, so it never hides a point.
+
+    Parameters
+    ----------
+    fig : matplotlib Figure
+    axes : iterable of Axes
+    ncols : int, optional
+        Columns of the legend; default: one row of up to 7 entries, else two balanced rows.
+    **kwargs
+        Passed to ``fig.legend``.
+
+    Returns
+    -------
+    matplotlib Legend
+    """
+    axes = list(np.ravel(axes))
+    if not axes:
+        raise ValueError("axes must hold at least one Axes")
+    entries = {}
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            entries.setdefault(label, handle)
+        if ax.get_legend() is not None:
+            ax.get_legend().remove()
+    if not entries:
+        raise ValueError("no labelled artist in axes: nothing to put in a legend")
+    constrained = fig.get_layout_engine() is not None and \
+        type(fig.get_layout_engine()).__name__ == "ConstrainedLayoutEngine"
+    kwargs.setdefault("fontsize", "small")
+    kwargs.setdefault("loc", "outside lower center" if constrained else "lower center")
+    if ncols is None:  # one row, or two balanced rows past 7 entries
+        ncols = len(entries) if len(entries) <= 7 else -(-len(entries) // 2)
+    return fig.legend(list(entries.values()), list(entries), ncols=ncols, **kwargs)
+
 
 # ---------------------------------------------------------------------------------------------
 # 6. Plotting helpers shared by the notebooks

@@ -288,3 +288,24 @@ def test_accuracy_on_rows():
         em.accuracy_on_rows(y, pred, np.zeros(9, bool))
     with pytest.raises(ValueError, match="rows must be a boolean mask"):
         em.accuracy_on_rows(y, pred, np.arange(9))
+
+
+# --- plotting --------------------------------------------------------------------------------
+
+def test_shared_legend_collects_each_label_once_and_removes_panel_legends():
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, layout="constrained")
+    axes[0].plot([0, 1], label="a")
+    axes[0].plot([1, 0], label="b")
+    axes[1].plot([0, 1], label="b")
+    axes[1].plot([1, 1], label="c")
+    for ax in axes:
+        ax.legend()
+    legend = em.shared_legend(fig, axes)
+    assert [t.get_text() for t in legend.get_texts()] == ["a", "b", "c"]
+    assert all(ax.get_legend() is None for ax in axes)
+    assert legend in fig.legends
+    with pytest.raises(ValueError, match="no labelled artist"):
+        em.shared_legend(fig, [fig.add_subplot(3, 3, 9)])
+    plt.close(fig)
