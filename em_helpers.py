@@ -9,7 +9,8 @@ Read top to bottom, it follows the course's order:
    sufficient statistics).
 4. The EM loop: ``run_em`` returning an ``EMResult``.
 4b. Filling in missing data: ``impute`` (conditional means and standard deviations under a
-   fitted mixture); scoring with ``mcar_mask``, ``imputation_rmse``, ``interval_coverage``.
+   fitted mixture); ``compare_imputers`` (ours and scikit-learn's); scoring with ``mcar_mask``,
+   ``imputation_rmse``, ``interval_coverage``.
 5. Metrics against the true labels: ``match_labels``, ``align_to_truth``, ``clustering_scores``.
 6. Plotting helpers shared by the notebooks: ``plot_clusters``, ``covariance_ellipse``.
 
@@ -1027,6 +1028,47 @@ def impute(X, result, return_std=False):
             X_imputed[np.ix_(rows, mis)] = mean[:, mis]
             std[np.ix_(rows, mis)] = np.sqrt(np.maximum(var[:, mis], 0.0))
     return (X_imputed, std) if return_std else X_imputed
+
+
+IMPUTER_NAMES = ("soft EM", "hard EM", "mean (SimpleImputer)", "KNNImputer", "IterativeImputer")
+
+
+def compare_imputers(X, n_components=3, n_init=3, random_state=0, max_iter=500):
+    """Fill in ``X`` five ways: our soft and hard EM imputation and three scikit-learn baselines.
+
+    The EM fits use ``run_em(X, n_components, method, init="kmeans++", n_init, max_iter,
+    random_state)``; the baselines are ``SimpleImputer(strategy="mean")``, ``KNNImputer()`` and
+    ``IterativeImputer(random_state=random_state)`` with their default settings.
+
+    Parameters
+    ----------
+    X : array-like of shape (N, d)
+        ``NaN`` marks a missing cell.
+    n_components, n_init, random_state, max_iter : int
+        Passed to ``run_em`` (``random_state`` also to ``IterativeImputer``).
+
+    Returns
+    -------
+    fits : dict
+        ``{"soft": EMResult, "hard": EMResult}``.
+    filled : dict
+        ``{name: (X_filled, std)}`` for every name of ``IMPUTER_NAMES``, in that order;
+        ``X_filled`` has shape (N, d); ``std`` is ``impute``'s standard deviation (N, d) for the
+        EM methods and ``None`` for the baselines.
+    """
+    from sklearn.experimental import enable_iterative_imputer  # noqa: F401
+    from sklearn.impute import IterativeImputer, KNNImputer, SimpleImputer
+
+    X = _check_points(X)
+    fits = {method: run_em(X, n_components, method=method, init="kmeans++", n_init=n_init,
+                           max_iter=max_iter, random_state=random_state)
+            for method in ("soft", "hard")}
+    filled = {f"{method} EM": impute(X, fit, return_std=True) for method, fit in fits.items()}
+    baselines = (SimpleImputer(strategy="mean"), KNNImputer(),
+                 IterativeImputer(random_state=random_state))
+    for name, imputer in zip(IMPUTER_NAMES[2:], baselines):
+        filled[name] = (imputer.fit_transform(X), None)
+    return fits, filled
 
 
 def _check_mask(mask, shape, name="mask"):

@@ -301,3 +301,28 @@ MASK = np.array([[True, False], [False, True]])
 def test_bad_input_raises_value_error_naming_the_problem(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+def test_compare_imputers_runs_each_method_as_documented():
+    from sklearn.experimental import enable_iterative_imputer  # noqa: F401
+    from sklearn.impute import IterativeImputer, KNNImputer
+
+    X = sample_gmm(150, seed=5)
+    X[em.mcar_mask(X.shape, 0.2, random_state=5)] = np.nan
+    X_before = X.copy()
+    fits, filled = em.compare_imputers(X, n_init=2, random_state=1)
+    assert tuple(filled) == em.IMPUTER_NAMES and set(fits) == {"soft", "hard"}
+    np.testing.assert_array_equal(X, X_before)
+    for method in ("soft", "hard"):
+        fit = em.run_em(X, 3, method=method, init="kmeans++", n_init=2, random_state=1,
+                        max_iter=500)
+        np.testing.assert_array_equal(fits[method].means, fit.means)
+        for got, expected in zip(filled[f"{method} EM"], em.impute(X, fit, return_std=True)):
+            np.testing.assert_array_equal(got, expected)
+    expected = {"mean (SimpleImputer)": SimpleImputer(strategy="mean").fit_transform(X),
+                "KNNImputer": KNNImputer().fit_transform(X),
+                "IterativeImputer": IterativeImputer(random_state=1).fit_transform(X)}
+    for name, X_expected in expected.items():
+        X_filled, std = filled[name]
+        assert std is None
+        np.testing.assert_array_equal(X_filled, X_expected)
