@@ -1939,44 +1939,6 @@ def accuracy_on_rows(y_true, y_pred, rows):
                          "least one point")
     return float(np.mean(match_labels(y_true, y_pred)[rows] == y_true[rows]))
 
-def shared_legend(fig, axes, ncols=None, **kwargs):
-    """Replace the legends of several panels by one legend below the figure.
-
-    Entries are taken from every axes in order, each label once. With a figure made with
-    ``layout="constrained"`` the legend goes outside the panels, so it never hides a point.
-
-    Parameters
-    ----------
-    fig : matplotlib Figure
-    axes : iterable of Axes
-    ncols : int, optional
-        Columns of the legend; default: one row of up to 7 entries, else two balanced rows.
-    **kwargs
-        Passed to ``fig.legend``.
-
-    Returns
-    -------
-    matplotlib Legend
-    """
-    axes = list(np.ravel(axes))
-    if not axes:
-        raise ValueError("axes must hold at least one Axes")
-    entries = {}
-    for ax in axes:
-        for handle, label in zip(*ax.get_legend_handles_labels()):
-            entries.setdefault(label, handle)
-        if ax.get_legend() is not None:
-            ax.get_legend().remove()
-    if not entries:
-        raise ValueError("no labelled artist in axes: nothing to put in a legend")
-    constrained = fig.get_layout_engine() is not None and \
-        type(fig.get_layout_engine()).__name__ == "ConstrainedLayoutEngine"
-    kwargs.setdefault("fontsize", "small")
-    kwargs.setdefault("loc", "outside lower center" if constrained else "lower center")
-    if ncols is None:  # one row, or two balanced rows past 7 entries
-        ncols = len(entries) if len(entries) <= 7 else -(-len(entries) // 2)
-    return fig.legend(list(entries.values()), list(entries), ncols=ncols, **kwargs)
-
 
 # ---------------------------------------------------------------------------------------------
 # 6. Plotting helpers shared by the notebooks
@@ -2043,10 +2005,12 @@ def plot_clusters(ax, X, labels, means=None, covariances=None, title=None,
         if show_missing:
             only_x1 = (labels == k) & ~np.isnan(X[:, 0]) & np.isnan(X[:, 1])
             only_x2 = (labels == k) & np.isnan(X[:, 0]) & ~np.isnan(X[:, 1])
-            ax.plot(X[only_x1, 0], np.zeros(only_x1.sum()), "|", color=color, ms=12, mew=1.5,
-                    transform=ax.get_xaxis_transform(), clip_on=False)
-            ax.plot(np.zeros(only_x2.sum()), X[only_x2, 1], "_", color=color, ms=12, mew=1.5,
-                    transform=ax.get_yaxis_transform(), clip_on=False)
+            if only_x1.any():  # an empty unclipped line would stretch a tight bounding box
+                ax.plot(X[only_x1, 0], np.zeros(only_x1.sum()), "|", color=color, ms=12,
+                        mew=1.5, transform=ax.get_xaxis_transform(), clip_on=False)
+            if only_x2.any():
+                ax.plot(np.zeros(only_x2.sum()), X[only_x2, 1], "_", color=color, ms=12,
+                        mew=1.5, transform=ax.get_yaxis_transform(), clip_on=False)
         if means is not None:
             ax.scatter(*means[k], marker="X", s=120, color=color, edgecolors="black",
                        linewidths=1.0, zorder=3)
@@ -2069,6 +2033,45 @@ def plot_clusters(ax, X, labels, means=None, covariances=None, title=None,
         ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=3, fontsize="small",
                   frameon=False)
     return ax
+
+
+def shared_legend(fig, axes, ncols=None, **kwargs):
+    """Replace the legends of several panels by one legend below the figure.
+
+    Entries are taken from every axes in order, each label once. With a figure made with
+    ``layout="constrained"`` the legend goes outside the panels, so it never hides a point.
+
+    Parameters
+    ----------
+    fig : matplotlib Figure
+    axes : iterable of Axes
+    ncols : int, optional
+        Columns of the legend; default: one row of up to 7 entries, else two balanced rows.
+    **kwargs
+        Passed to ``fig.legend``.
+
+    Returns
+    -------
+    matplotlib Legend
+    """
+    axes = list(np.ravel(axes))
+    if not axes:
+        raise ValueError("axes must hold at least one Axes")
+    entries = {}
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            entries.setdefault(label, handle)
+        if ax.get_legend() is not None:
+            ax.get_legend().remove()
+    if not entries:
+        raise ValueError("no labelled artist in axes: nothing to put in a legend")
+    constrained = fig.get_layout_engine() is not None and \
+        type(fig.get_layout_engine()).__name__ == "ConstrainedLayoutEngine"
+    kwargs.setdefault("fontsize", "small")
+    kwargs.setdefault("loc", "outside lower center" if constrained else "lower center")
+    if ncols is None:  # one row, or two balanced rows past 7 entries
+        ncols = len(entries) if len(entries) <= 7 else -(-len(entries) // 2)
+    return fig.legend(list(entries.values()), list(entries), ncols=ncols, **kwargs)
 
 
 # ---------------------------------------------------------------------------------------------
