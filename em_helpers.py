@@ -8,6 +8,9 @@ Read top to bottom, it follows the course's order:
 3. The M-step: ``m_step`` (means, covariances, weights; missing cells through expected
    sufficient statistics).
 4. The EM loop: ``run_em`` returning an ``EMResult``.
+4b. Filling in missing data: ``impute`` (conditional means and standard deviations under a
+   fitted mixture); ``compare_imputers`` (ours and scikit-learn's); scoring with ``mcar_mask``,
+   ``imputation_rmse``, ``interval_coverage``.
 5. Metrics against the true labels: ``match_labels``, ``align_to_truth``, ``clustering_scores``.
 6. Plotting helpers shared by the notebooks: ``plot_clusters``, ``covariance_ellipse``.
 
@@ -1222,6 +1225,321 @@ def run_em(X, n_components=3, method="hard", init="random", n_init=1, max_iter=1
 
 
 # ---------------------------------------------------------------------------------------------
+# 4b. Filling in missing data
+# ---------------------------------------------------------------------------------------------
+
+def _check_impute_points(X):
+    """X as a new float (N, d) array; NaN allowed anywhere (even whole rows or columns)."""
+    if isinstance(X, (str, bytes)) or X is None:
+        raise ValueError(f"X must be a numeric array of shape (N, d), got {type(X).__name__}")
+    try:
+        X = np.array(X, dtype=float)  # a copy: the caller's array is never touched
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"X must be a numeric array of shape (N, d): {exc}") from None
+    if X.ndim != 2 or X.shape[0] == 0 or X.shape[1] == 0:
+        raise ValueError(f"X must have shape (N, d) with N, d >= 1, got shape {X.shape}")
+    if np.isinf(X).any():
+        r, c = np.argwhere(np.isinf(X))[0]
+        raise ValueError(f"X contains an infinite value (row {r}, column {c}); use NaN for "
+                         "missing cells")
+    return X
+
+
+def _check_fitted(result, d):
+    """The fitted means, covariances and weights of ``result``, checked against ``d``."""
+    if not isinstance(result, EMResult):
+        raise ValueError(f"result must be an EMResult returned by run_em, got "
+                         f"{type(result).__name__}")
+    if result.method not in ("hard", "soft"):
+        raise ValueError(f"result.method must be 'hard' or 'soft', got {result.method!r}")
+    fitted_d = np.shape(result.means)[-1] if np.ndim(result.means) == 2 else None
+    if fitted_d != d:
+        raise ValueError(f"X has {d} columns but result was fitted on {fitted_d}-dimensional "
+                         "points; impute needs the same coordinates as the fit")
+    means = _check_means(result.means, d, "result.means")
+    K = means.shape[0]
+    covariances = _check_covariances(result.covariances, K, d, "result.covariances")
+    _cholesky(covariances)
+    weights = _check_weights(result.weights, K, "result.weights")
+    return means, covariances, weights
+
+
+def _imputation_weights(X, means, covariances, weights, method):
+    """Weight of each component in each row's imputation, (K, N).
+
+    Soft: the posterior responsibilities given the row's observed cells only (missing cells
+    marginalised out). Hard: one-hot on the component the hard E-step assigns (nearest mean
+    over the observed cells). Rows with nothing observed get the mixing weights in both cases.
+    """
+    empty = np.isnan(X).all(axis=1)
+    if method == "soft":
+        R, _ = _soft_assign(X, means, covariances, weights)  # empty rows: R = weights already
+    else:
+        labels, _ = _assign(X, means)
+        R = _one_hot(labels, means.shape[0]).astype(float)
+    R[:, empty] = weights[:, None]
+    return R
+
+
+def _component_conditionals(X_rows, obs, means, covariances):
+    """Per-component conditional means (K, n, d) and variances (K, d) for one pattern.
+
+    Component ``k`` gives ``E[x | x_o, k]`` (observed cells unchanged) and the diagonal of
+    ``Cov[x | x_o, k]`` (0 on observed coordinates), by ``_conditional_fill``.
+    """
+    K, d = means.shape
+    cond_means = np.empty((K,) + X_rows.shape)
+    cond_vars = np.empty((K, d))
+    for k in range(K):
+        cond_means[k], cond_cov = _conditional_fill(X_rows, obs, means[k], covariances[k])
+        cond_vars[k] = np.diag(cond_cov)
+    return cond_means, cond_vars
+
+
+def _mix_conditionals(R_rows, cond_means, cond_vars):
+    """Mixture mean (n, d) and variance (n, d) by the law of total variance.
+
+    ``E[x] = sum_k r_k m_k`` and ``Var[x] = sum_k r_k (v_k + (m_k - E[x])^2)``: the expected
+    within-component variance plus the variance of the component means.
+    """
+    mean = np.einsum("kn,knd->nd", R_rows, cond_means)
+    spread = (cond_means - mean[None]) ** 2
+    var = np.einsum("kn,kd->nd", R_rows, cond_vars) + np.einsum("kn,knd->nd", R_rows, spread)
+    return mean, var
+
+
+def impute(X, result, return_std=False):
+    """Fill every missing cell with its conditional expectation under a fitted mixture.
+
+    For a row observed on the coordinates ``o`` and missing on ``m``, component ``k`` predicts
+
+    ``E[x_m | x_o, k] = mu_km + Sigma_k,mo Sigma_k,oo^-1 (x_o - mu_ko)`` and
+    ``Cov[x_m | x_o, k] = Sigma_k,mm - Sigma_k,mo Sigma_k,oo^-1 Sigma_k,om``.
+
+    ``result.method == "soft"``: the imputed value is ``sum_k r_k E[x_m | x_o, k]`` with
+    ``r_k = p(z = k | x_o)``, the responsibilities computed from the observed cells only.
+    ``result.method == "hard"``: the imputed value is ``E[x_m | x_o, k*]`` for the component
+    ``k*`` that the hard E-step assigns (nearest mean over the observed cells). A row with
+    nothing observed gets the mixture mean ``sum_k pi_k mu_k`` in both cases.
+
+    Parameters
+    ----------
+    X : array-like of shape (N, d)
+        ``NaN`` marks a missing cell; any pattern is accepted, including rows (or columns) with
+        nothing observed. Observed cells must be finite.
+    result : EMResult
+        A mixture fitted by ``run_em`` on ``d``-dimensional points (not necessarily on ``X``).
+    return_std : bool, default False
+        Also return the conditional standard deviation of every cell.
+
+    Returns
+    -------
+    X_imputed : ndarray of shape (N, d)
+        A new array: observed cells copied unchanged, missing cells filled.
+    std : ndarray of shape (N, d)
+        Only with ``return_std=True``. ``0`` for observed cells; for a missing cell the square
+        root of its conditional variance: by the law of total variance
+        ``sum_k r_k (Var[x_j | x_o, k] + (E[x_j | x_o, k] - E[x_j | x_o])^2)`` (soft, and
+        rows with nothing observed, where ``r = pi`` and this is the marginal spread of the
+        mixture), or ``Var[x_j | x_o, k*]`` (hard).
+
+    Raises
+    ------
+    ValueError
+        If ``X`` is not a numeric 2-D array or holds an infinite value, if ``result`` is not
+        an ``EMResult``, was fitted on another number of coordinates or holds invalid
+        parameters, or if ``return_std`` is not a bool.
+    """
+    if not isinstance(return_std, (bool, np.bool_)):
+        raise ValueError(f"return_std must be True or False, got {return_std!r}")
+    X = _check_impute_points(X)
+    means, covariances, weights = _check_fitted(result, X.shape[1])
+    X_imputed = X  # already a private copy
+    std = np.zeros_like(X)
+    if np.isnan(X).any():
+        R = _imputation_weights(X, means, covariances, weights, result.method)
+        for obs, rows in _missing_patterns(X):
+            if obs.all():
+                continue
+            cond_means, cond_vars = _component_conditionals(X[rows], obs, means, covariances)
+            mean, var = _mix_conditionals(R[:, rows], cond_means, cond_vars)
+            mis = np.flatnonzero(~obs)
+            X_imputed[np.ix_(rows, mis)] = mean[:, mis]
+            std[np.ix_(rows, mis)] = np.sqrt(np.maximum(var[:, mis], 0.0))
+    return (X_imputed, std) if return_std else X_imputed
+
+
+IMPUTER_NAMES = ("soft EM", "hard EM", "mean (SimpleImputer)", "KNNImputer", "IterativeImputer")
+
+
+def compare_imputers(X, n_components=3, n_init=3, random_state=0, max_iter=500):
+    """Fill in ``X`` five ways: our soft and hard EM imputation and three scikit-learn baselines.
+
+    The EM fits use ``run_em(X, n_components, method, init="kmeans++", n_init, max_iter,
+    random_state)``; the baselines are ``SimpleImputer(strategy="mean")``, ``KNNImputer()`` and
+    ``IterativeImputer(random_state=random_state)`` with their default settings.
+
+    Parameters
+    ----------
+    X : array-like of shape (N, d)
+        ``NaN`` marks a missing cell.
+    n_components, n_init, random_state, max_iter : int
+        Passed to ``run_em`` (``random_state`` also to ``IterativeImputer``).
+
+    Returns
+    -------
+    fits : dict
+        ``{"soft": EMResult, "hard": EMResult}``.
+    filled : dict
+        ``{name: (X_filled, std)}`` for every name of ``IMPUTER_NAMES``, in that order;
+        ``X_filled`` has shape (N, d); ``std`` is ``impute``'s standard deviation (N, d) for the
+        EM methods and ``None`` for the baselines.
+    """
+    from sklearn.experimental import enable_iterative_imputer  # noqa: F401
+    from sklearn.impute import IterativeImputer, KNNImputer, SimpleImputer
+
+    X = _check_points(X)
+    fits = {method: run_em(X, n_components, method=method, init="kmeans++", n_init=n_init,
+                           max_iter=max_iter, random_state=random_state)
+            for method in ("soft", "hard")}
+    filled = {f"{method} EM": impute(X, fit, return_std=True) for method, fit in fits.items()}
+    baselines = (SimpleImputer(strategy="mean"), KNNImputer(),
+                 IterativeImputer(random_state=random_state))
+    for name, imputer in zip(IMPUTER_NAMES[2:], baselines):
+        filled[name] = (imputer.fit_transform(X), None)
+    return fits, filled
+
+
+def _check_mask(mask, shape, name="mask"):
+    mask = np.asarray(mask)
+    if mask.dtype != bool:
+        raise ValueError(f"{name} must be a boolean array, got dtype {mask.dtype}")
+    if mask.shape != shape:
+        raise ValueError(f"{name} must have shape {shape}, got {mask.shape}")
+    if not mask.any():
+        raise ValueError(f"{name} selects no cell; nothing to score")
+    return mask
+
+
+def _check_scored(X, shape, mask, name):
+    """A float copy of X with the same shape as the reference and finite on ``mask``."""
+    try:
+        X = np.array(X, dtype=float)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{name} must be a numeric array: {exc}") from None
+    if X.shape != shape:
+        raise ValueError(f"{name} must have shape {shape}, got {X.shape}")
+    if not np.isfinite(X[mask]).all():
+        raise ValueError(f"{name} has NaN or infinite values in the scored cells")
+    return X
+
+
+def mcar_mask(shape, rate, random_state=0):
+    """A seeded missing-completely-at-random mask that leaves every row one observed cell.
+
+    ``round(rate * N * d)`` cells are removed: the cells are visited in a random order and a
+    cell is taken unless it is the last observed cell of its row.
+
+    Parameters
+    ----------
+    shape : tuple (N, d)
+    rate : float
+        Fraction of all cells to remove, ``0 <= rate <= (d - 1) / d``.
+    random_state : int, default 0
+
+    Returns
+    -------
+    mask : ndarray of shape (N, d), bool
+        ``True`` for a removed cell.
+    """
+    if (not isinstance(shape, tuple) or len(shape) != 2
+            or not all(isinstance(s, (int, np.integer)) and s >= 1 for s in shape)):
+        raise ValueError(f"shape must be a tuple (N, d) of positive integers, got {shape!r}")
+    N, d = int(shape[0]), int(shape[1])
+    if isinstance(rate, bool) or not isinstance(rate, (int, float, np.floating)) \
+            or not np.isfinite(rate):
+        raise ValueError(f"rate must be a number between 0 and 1, got {rate!r}")
+    n_missing = int(round(rate * N * d))
+    if rate < 0 or n_missing > N * (d - 1):
+        raise ValueError(f"rate must be between 0 and (d - 1) / d = {(d - 1) / d:.4g} so that "
+                         f"every row keeps an observed cell, got {rate!r}")
+    random_state = _check_int(random_state, "random_state", minimum=0)
+    rng = np.random.default_rng(random_state)
+    mask = np.zeros(N * d, dtype=bool)
+    left_in_row = np.full(N, d)
+    taken = 0
+    for cell in rng.permutation(N * d):
+        if taken == n_missing:
+            break
+        row = cell // d
+        if left_in_row[row] > 1:
+            mask[cell] = True
+            left_in_row[row] -= 1
+            taken += 1
+    return mask.reshape(N, d)
+
+
+def imputation_rmse(X_imputed, X_complete, mask, per_coordinate=False):
+    """Root-mean-square error of the imputed cells against the true values.
+
+    Parameters
+    ----------
+    X_imputed, X_complete : array-like of shape (N, d)
+        The filled-in data and the truth; both must be finite on ``mask``.
+    mask : array-like of shape (N, d), bool
+        The cells that were missing (the only ones scored).
+    per_coordinate : bool, default False
+        Return one RMSE per coordinate instead of the overall RMSE.
+
+    Returns
+    -------
+    rmse : float, or ndarray of shape (d,) with ``per_coordinate=True``
+    """
+    shape = np.shape(X_complete)
+    mask = _check_mask(mask, shape)
+    X_complete = _check_scored(X_complete, shape, mask, "X_complete")
+    X_imputed = _check_scored(X_imputed, shape, mask, "X_imputed")
+    sq = np.where(mask, X_imputed - X_complete, 0.0) ** 2
+    if not per_coordinate:
+        return float(np.sqrt(sq.sum() / mask.sum()))
+    counts = mask.sum(axis=0)
+    if (counts == 0).any():
+        raise ValueError(f"mask has no cell in coordinate {int(np.argmin(counts))}; its RMSE is "
+                         "undefined")
+    return np.sqrt(sq.sum(axis=0) / counts)
+
+
+def interval_coverage(X_imputed, std, X_complete, mask, z=1.96):
+    """Share of the scored cells whose true value lies in ``imputed +- z * std``.
+
+    Parameters
+    ----------
+    X_imputed, std, X_complete : array-like of shape (N, d)
+        As returned by ``impute(..., return_std=True)``, and the truth.
+    mask : array-like of shape (N, d), bool
+        The cells that were missing.
+    z : float, default 1.96
+        Half-width in standard deviations (1.96: a nominal 95 % Gaussian interval).
+
+    Returns
+    -------
+    coverage : float in [0, 1]
+    """
+    shape = np.shape(X_complete)
+    mask = _check_mask(mask, shape)
+    X_complete = _check_scored(X_complete, shape, mask, "X_complete")
+    X_imputed = _check_scored(X_imputed, shape, mask, "X_imputed")
+    std = _check_scored(std, shape, mask, "std")
+    if (std[mask] < 0).any():
+        raise ValueError("std must be non-negative")
+    if isinstance(z, bool) or not isinstance(z, (int, float, np.floating)) \
+            or not (np.isfinite(z) and z > 0):
+        raise ValueError(f"z must be a positive number, got {z!r}")
+    inside = np.abs(X_imputed[mask] - X_complete[mask]) <= z * std[mask]
+    return float(inside.mean())
+
+
+# ---------------------------------------------------------------------------------------------
 # 5. Metrics against the true labels
 # ---------------------------------------------------------------------------------------------
 
@@ -1302,6 +1620,665 @@ def clustering_scores(y_true, y_pred):
             "ari": float(adjusted_rand_score(y_true, y_pred))}
 
 
+# Helpers shared by the simulation notebooks: both scans and the truth, tables, the bootstrap.
+
+DATA_DIR = Path(__file__).resolve().parent / "data"
+PARAMETER_NAMES = ("mean x1", "mean x2", "var x1", "var x2", "cov x1,x2", "weight")
+
+
+@dataclass(frozen=True)
+class Parameters:
+    """Mixture parameters (or their standard errors): ``means`` (K, d), ``covariances``
+    (K, d, d), ``weights`` (K,)."""
+
+    means: np.ndarray
+    covariances: np.ndarray
+    weights: np.ndarray
+
+
+def load_images(names=("Image1", "Image2"), data_dir=None, n_components=3):
+    """Load several scans with ``load_image``.
+
+    Parameters
+    ----------
+    names : sequence of str, default ("Image1", "Image2")
+        File stems: ``<data_dir>/<name>.csv``.
+    data_dir : str or path-like, optional
+        Default: the ``data`` folder next to this module.
+    n_components : int, default 3
+
+    Returns
+    -------
+    dict
+        ``name -> (X, y)``, in the order of ``names``; ``X`` (N, 2) with ``NaN`` for missing
+        cells, ``y`` (N,) the true classes.
+    """
+    if isinstance(names, str) or len(names) == 0:
+        raise ValueError(f"names must be a non-empty sequence of file stems, got {names!r}")
+    data_dir = DATA_DIR if data_dir is None else Path(data_dir)
+    return {name: load_image(data_dir / f"{name}.csv", n_components) for name in names}
+
+
+def load_truth(path=None):
+    """Read ``truth.json``: the generating parameters of the scans.
+
+    Parameters
+    ----------
+    path : str or path-like, optional
+        Default: ``data/truth.json`` next to this module.
+
+    Returns
+    -------
+    dict
+        The JSON record; it has at least ``class_names``, ``means`` (K x d) and
+        ``covariances`` (image name -> K x d x d).
+    """
+    import json
+
+    path = DATA_DIR / "truth.json" if path is None else Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file (expected the truth.json record)")
+    try:
+        truth = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path}: not a JSON file ({exc})") from None
+    missing = [key for key in ("class_names", "means", "covariances") if key not in truth]
+    if not isinstance(truth, dict) or missing:
+        raise ValueError(f"{path}: missing keys {missing}; expected class_names, means and "
+                         "covariances (one entry per image)")
+    return truth
+
+
+def true_parameters(truth, image):
+    """The generating parameters of one scan as arrays.
+
+    Parameters
+    ----------
+    truth : dict
+        As returned by ``load_truth``.
+    image : str
+        A key of ``truth["covariances"]``, e.g. ``"Image1"``.
+
+    Returns
+    -------
+    Parameters
+        ``means`` (K, d), ``covariances`` (K, d, d) and ``weights`` (K,): every class has the
+        same number of points, so each weight is ``1 / K``.
+    """
+    covariances = truth["covariances"]
+    if image not in covariances:
+        raise ValueError(f"image must be one of {sorted(covariances)}, got {image!r}")
+    means = _check_means(truth["means"], len(truth["means"][0]), "truth['means']")
+    K, d = means.shape
+    covs = _check_covariances(covariances[image], K, d, f"truth['covariances'][{image!r}]")
+    return Parameters(means, covs, np.full(K, 1.0 / K))
+
+
+def missing_table(images, names=CLASS_NAMES):
+    """Count the points and the missing cells of each scan, per true class.
+
+    Parameters
+    ----------
+    images : dict
+        ``name -> (X, y)`` as returned by ``load_images``.
+    names : sequence of str
+        Class names (``names[k]`` for class ``k``).
+
+    Returns
+    -------
+    DataFrame
+        Index ``(image, class)`` with a last row ``"all"`` per image; columns ``points``,
+        ``x1 missing``, ``x2 missing`` (rows whose x1 / x2 cell is empty) and ``complete rows``.
+    """
+    rows = {}
+    for image, (X, y) in images.items():
+        X = _check_points(X, f"images[{image!r}] X")
+        y = np.asarray(y)
+        if y.shape != (X.shape[0],):
+            raise ValueError(f"images[{image!r}]: y must have shape ({X.shape[0]},), got {y.shape}")
+        missing = np.isnan(X)
+        groups = [(_class_name(k, names), y == k) for k in np.unique(y)]
+        for label, sel in groups + [("all", np.ones(len(y), dtype=bool))]:
+            rows[(image, label)] = {"points": int(sel.sum()),
+                                    "x1 missing": int(missing[sel, 0].sum()),
+                                    "x2 missing": int(missing[sel, 1].sum()),
+                                    "complete rows": int((~missing[sel].any(axis=1)).sum())}
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    table.index.names = ["image", "class"]
+    return table
+
+
+def _class_name(k, names):
+    return names[k] if k < len(names) else f"class {k}"
+
+
+def initial_means(X, n_components=3, init="kmeans++", random_state=0, y=None):
+    """The seeded initial means that ``run_em`` draws for its first start.
+
+    ``initial_means(X, K, init, s)`` equals ``run_em(X, K, init=init, random_state=s).init_means``
+    (same generator, same draws), so a notebook can show the start before running EM from it.
+
+    Parameters
+    ----------
+    X : array-like of shape (N, d)
+        ``NaN`` marks a missing cell; only complete rows are candidates.
+    n_components : int, default 3
+    init : {"kmeans++", "random"}, default "kmeans++"
+    random_state : int, default 0
+    y : array-like of shape (N,), optional
+        True classes. When given, the means are renumbered so that mean ``k`` is the one whose
+        nearest-mean cell overlaps true class ``k`` most (Hungarian matching). The numbering of
+        a mixture is arbitrary; this only makes tables and colours line up with the classes.
+
+    Returns
+    -------
+    means : ndarray of shape (K, d)
+    """
+    X = _check_points(X)
+    K = _check_int(n_components, "n_components", minimum=1)
+    if not isinstance(init, str):
+        raise ValueError(f"init must be 'kmeans++' or 'random', got {init!r}")
+    means = _init_means(X, K, init, np.random.default_rng(random_state))
+    if y is None:
+        return means
+    y = np.asarray(y)
+    if y.shape != (X.shape[0],):
+        raise ValueError(f"y must have shape ({X.shape[0]},), got {y.shape}")
+    labels, _ = _assign(X, means)
+    mapping = label_mapping(y, labels)
+    if mapping.size < K:  # means that own no point keep their order after the others
+        mapping = np.concatenate([mapping, np.setdiff1d(np.arange(K), mapping)])
+    return means[np.argsort(mapping)]
+
+
+def _as_parameters(params, name):
+    """Read means, covariances and weights from any object that has them as attributes."""
+    try:
+        means = np.asarray(params.means, dtype=float)
+        covs = np.asarray(params.covariances, dtype=float)
+        weights = np.asarray(params.weights, dtype=float)
+    except AttributeError:
+        raise ValueError(f"{name} must have means, covariances and weights attributes "
+                         f"(an EMResult, MStepResult or Parameters), got {type(params).__name__}"
+                         ) from None
+    K = means.shape[0] if means.ndim == 2 else -1
+    if means.ndim != 2 or covs.shape != (K, means.shape[1], means.shape[1]) or \
+            weights.shape != (K,):
+        raise ValueError(f"{name}: inconsistent shapes means {means.shape}, covariances "
+                         f"{covs.shape}, weights {weights.shape}; expected (K, d), (K, d, d), (K,)")
+    return Parameters(means, covs, weights)
+
+
+def _flatten_parameters(params):
+    """(K, 6) array: mean x1, mean x2, var x1, var x2, cov x1,x2, weight for each component."""
+    return np.column_stack([params.means[:, 0], params.means[:, 1],
+                            params.covariances[:, 0, 0], params.covariances[:, 1, 1],
+                            params.covariances[:, 0, 1], params.weights])
+
+
+def parameter_table(result, truth, image, se=None, names=None):
+    """Estimated parameters next to the true ones, one row per class and parameter.
+
+    Parameters
+    ----------
+    result : EMResult, MStepResult or Parameters
+        Estimates whose component ``k`` corresponds to true class ``k`` (see ``align_to_truth``);
+        two-dimensional data.
+    truth : dict
+        As returned by ``load_truth``.
+    image : str
+        Which scan's true covariances to compare with (``"Image1"``, ``"Image2"``).
+    se : Parameters, optional
+        Standard errors of the estimates (e.g. ``BootstrapResult.se``); adds a ``se`` column.
+    names : sequence of str, optional
+        Class names; default ``truth["class_names"]``.
+
+    Returns
+    -------
+    DataFrame
+        Index ``(class, parameter)`` with parameters ``PARAMETER_NAMES`` (means, variances,
+        covariance of x1 and x2, mixing weight); columns ``truth``, ``estimate``,
+        ``error`` (= estimate - truth) and, with ``se``, ``se``.
+    """
+    expected = true_parameters(truth, image)
+    estimate = _as_parameters(result, "result")
+    if estimate.means.shape != expected.means.shape:
+        raise ValueError(f"result has means of shape {estimate.means.shape}, the truth of "
+                         f"{image} has {expected.means.shape}")
+    names = list(truth["class_names"]) if names is None else list(names)
+    K = expected.means.shape[0]
+    index = pd.MultiIndex.from_product([[_class_name(k, names) for k in range(K)],
+                                        PARAMETER_NAMES], names=["class", "parameter"])
+    columns = {"truth": _flatten_parameters(expected).ravel(),
+               "estimate": _flatten_parameters(estimate).ravel()}
+    columns["error"] = columns["estimate"] - columns["truth"]
+    if se is not None:
+        se = _as_parameters(se, "se")
+        if se.means.shape != expected.means.shape:
+            raise ValueError(f"se has means of shape {se.means.shape}, expected "
+                             f"{expected.means.shape}")
+        columns["se"] = _flatten_parameters(se).ravel()
+    return pd.DataFrame(columns, index=index)
+
+
+def fit_hard_and_soft(X, init, y=None, max_iter=500, tol=1e-6):
+    """Hard EM (the statement's algorithm) from ``init``, then soft EM from the hard fit.
+
+    Starting the full Gaussian mixture from the converged hard (k-means) solution is the usual
+    fixed start (scikit-learn's ``GaussianMixture`` does the same by default). BLAS is limited
+    to one thread meanwhile: on these tiny problems extra threads only add overhead.
+
+    Parameters
+    ----------
+    X : array-like of shape (N, d)
+    init : array of shape (K, d) or dict
+        Start of the hard run (see ``run_em``).
+    y : array-like of shape (N,), optional
+        True classes; when given both fits are aligned to them (``align_to_truth``).
+    max_iter, tol
+        Passed to ``run_em``.
+
+    Returns
+    -------
+    dict
+        ``{"hard": EMResult, "soft": EMResult}``.
+    """
+    from threadpoolctl import threadpool_limits
+
+    X = _check_points(X)
+    n_components = len(init["means"]) if isinstance(init, dict) else len(np.asarray(init))
+    with threadpool_limits(limits=1, user_api="blas"):
+        hard = run_em(X, n_components, method="hard", init=init, max_iter=max_iter, tol=tol)
+        start = {"means": hard.means, "covariances": hard.covariances, "weights": hard.weights}
+        soft = run_em(X, n_components, method="soft", init=start, max_iter=max_iter, tol=tol)
+    if y is not None:
+        hard, soft = align_to_truth(hard, y), align_to_truth(soft, y)
+    return {"hard": hard, "soft": soft}
+
+
+def _check_fits(fits, images):
+    for key in fits:
+        if not (isinstance(key, tuple) and len(key) == 2 and key[0] in images):
+            raise ValueError(f"fits keys must be (image, method) with image in {list(images)}, "
+                             f"got {key!r}")
+
+
+def scores_table(fits, images):
+    """How well each fit recovers the true labels.
+
+    Parameters
+    ----------
+    fits : dict
+        ``(image, method) -> EMResult``.
+    images : dict
+        ``image -> (X, y)`` (``load_images``).
+
+    Returns
+    -------
+    DataFrame
+        Index ``(image, method)``; columns ``iterations``, ``converged``, ``accuracy`` (after
+        label matching), ``misassigned`` (points) and ``ARI`` (adjusted Rand index).
+    """
+    _check_fits(fits, images)
+    rows = {}
+    for key, fit in fits.items():
+        y = images[key[0]][1]
+        scores = clustering_scores(y, fit.labels)
+        rows[key] = {"iterations": fit.n_iter, "converged": fit.converged,
+                     "accuracy": scores["accuracy"],
+                     "misassigned": int(len(y) - np.trace(scores["confusion"])),
+                     "ARI": scores["ari"]}
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    table.index.names = ["image", "method"]
+    return table
+
+
+def confusion_table(y_true, y_pred, names=CLASS_NAMES):
+    """Confusion matrix after label matching, with named rows (truth) and columns (assigned).
+
+    Returns
+    -------
+    DataFrame of shape (K, K)
+        ``table.loc[a, b]``: points of true class ``a`` assigned to the cluster matched to ``b``.
+    """
+    confusion = clustering_scores(y_true, y_pred)["confusion"]
+    labels = [_class_name(k, names) for k in range(confusion.shape[0])]
+    return pd.DataFrame(confusion, index=pd.Index(labels, name="true class"),
+                        columns=pd.Index(labels, name="assigned to"))
+
+
+def position_along(X, start, end):
+    """Coordinate of each point's projection on the line from ``start`` to ``end``.
+
+    Parameters
+    ----------
+    X : array-like of shape (N, d)
+    start, end : array-like of shape (d,), distinct
+
+    Returns
+    -------
+    t : ndarray of shape (N,)
+        ``(x - start) . (end - start) / |end - start|^2``: 0 at ``start``, 1 at ``end``; for two
+        means, the nearest-mean boundary crosses the line at ``t = 0.5``. ``NaN`` for rows with a
+        missing cell.
+    """
+    X = _check_points(X)
+    start = np.asarray(start, dtype=float)
+    end = np.asarray(end, dtype=float)
+    if start.shape != (X.shape[1],) or end.shape != (X.shape[1],):
+        raise ValueError(f"start and end must have shape ({X.shape[1]},), got {start.shape} "
+                         f"and {end.shape}")
+    direction = end - start
+    length2 = direction @ direction
+    if not np.isfinite(length2) or length2 == 0:
+        raise ValueError("start and end must be finite and distinct")
+    return (X - start) @ direction / length2
+
+
+@dataclass
+class BootstrapResult:
+    """The outcome of ``bootstrap_parameters``: the refitted parameters of every replicate.
+
+    Attributes
+    ----------
+    means : ndarray (B, K, d)
+    covariances : ndarray (B, K, d, d)
+    weights : ndarray (B, K)
+        Replicate ``b``'s estimates, component ``k`` aligned to true class ``k``.
+    method : str
+    n_not_converged : int
+        Refits that stopped at ``max_iter`` (a warning is issued when it is not 0).
+    random_state : int
+    """
+
+    means: np.ndarray
+    covariances: np.ndarray
+    weights: np.ndarray
+    method: str
+    n_not_converged: int
+    random_state: int
+
+    @property
+    def n_boot(self):
+        return self.means.shape[0]
+
+    @property
+    def se(self):
+        """Bootstrap standard errors (standard deviation over replicates, ``ddof=1``) as
+        ``Parameters``: ``means`` (K, d), ``covariances`` (K, d, d), ``weights`` (K,)."""
+        return Parameters(self.means.std(axis=0, ddof=1), self.covariances.std(axis=0, ddof=1),
+                          self.weights.std(axis=0, ddof=1))
+
+
+def _stratified_indices(y, rng):
+    """One bootstrap sample: for every class, as many rows as it has, drawn with replacement
+    from its own rows. Returned sorted by class (the blocks stay in order)."""
+    return np.concatenate([rows[rng.integers(0, len(rows), size=len(rows))]
+                           for rows in (np.flatnonzero(y == c) for c in np.unique(y))])
+
+
+def bootstrap_parameters(X, y, n_boot=100, method="soft", init=None, random_state=0,
+                         max_iter=500, tol=1e-6):
+    """Seeded bootstrap standard errors of the EM estimates.
+
+    Every replicate resamples the rows of each true class with replacement (the class sizes are
+    kept, as in the scan, where each tissue contributes a fixed number of points), refits by EM
+    from the same fixed start, and renumbers the fitted components to the true classes
+    (``align_to_truth``), so that the spread over replicates measures sampling noise and not
+    label switching. The resampled rows depend only on ``y``, ``n_boot`` and ``random_state``:
+    two data sets with the same labels (e.g. a scan with and without missing cells) are
+    resampled with the same rows, which makes their standard errors directly comparable.
+
+    BLAS is limited to one thread during the refits (many tiny problems: threads only add
+    overhead).
+
+    Parameters
+    ----------
+    X : array-like of shape (N, d)
+        ``NaN`` marks a missing cell (rows keep their gaps when resampled).
+    y : array-like of shape (N,), int
+        True class of each row; each class must have at least one row.
+    n_boot : int, default 100
+        Number of replicates (>= 2).
+    method : {"soft", "hard"}, default "soft"
+    init : EMResult, Parameters, array of shape (K, d) or dict, optional
+        The fixed start of every refit, typically the fit on the full data. Default: the mean of
+        the observed cells of each true class.
+    random_state : int, default 0
+    max_iter, tol
+        Passed to ``run_em``.
+
+    Returns
+    -------
+    BootstrapResult
+        ``.se`` holds the standard errors.
+
+    Warns
+    -----
+    EMConvergenceWarning
+        Once, if some refits did not converge within ``max_iter`` (count in ``n_not_converged``).
+    """
+    from threadpoolctl import threadpool_limits
+
+    X = _check_points(X)
+    y = np.asarray(y)
+    if y.shape != (X.shape[0],) or not np.issubdtype(y.dtype, np.integer) or (y < 0).any():
+        raise ValueError(f"y must hold {X.shape[0]} non-negative integer labels (one per row of "
+                         f"X), got shape {y.shape} and dtype {y.dtype}")
+    n_boot = _check_int(n_boot, "n_boot", minimum=2)
+    if method not in ("hard", "soft"):
+        raise ValueError(f"method must be 'hard' or 'soft', got {method!r}")
+    start = _bootstrap_start(X, y, init)
+    K = len(start["means"])
+    rng = np.random.default_rng(random_state)
+    fits = []
+    n_not_converged = 0
+    with threadpool_limits(limits=1, user_api="blas"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", EMConvergenceWarning)
+        for _ in range(n_boot):
+            rows = _stratified_indices(y, rng)
+            fit = run_em(X[rows], K, method=method, init=start, max_iter=max_iter, tol=tol)
+            n_not_converged += not fit.converged
+            fits.append(align_to_truth(fit, y[rows]))
+    if n_not_converged:
+        warnings.warn(f"{n_not_converged} of {n_boot} bootstrap refits did not converge within "
+                      f"max_iter={max_iter}", EMConvergenceWarning, stacklevel=2)
+    return BootstrapResult(means=np.stack([f.means for f in fits]),
+                           covariances=np.stack([f.covariances for f in fits]),
+                           weights=np.stack([f.weights for f in fits]), method=method,
+                           n_not_converged=int(n_not_converged), random_state=random_state)
+
+
+def _bootstrap_start(X, y, init):
+    """The fixed start of the bootstrap refits, as a ``run_em`` init."""
+    if init is None:
+        classes = np.unique(y)
+        if not np.array_equal(classes, np.arange(len(classes))):
+            raise ValueError(f"y must use the labels 0..K-1, got {classes.tolist()}")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # a class with a column all missing
+            means = np.array([np.nanmean(X[y == k], axis=0) for k in classes])
+        if not np.isfinite(means).all():
+            raise ValueError("init=None needs every class to observe every coordinate; "
+                             "give init explicitly")
+        return {"means": means}
+    if hasattr(init, "means"):
+        params = _as_parameters(init, "init")
+        return {"means": params.means, "covariances": params.covariances,
+                "weights": params.weights}
+    if isinstance(init, dict):
+        return dict(init)
+    return {"means": _check_means(init, X.shape[1], "init")}
+
+
+def image_comparison_table(fits, truth, ses=None, images=("Image1", "Image2")):
+    """Estimate - truth on two scans side by side, with standard errors, and their difference.
+
+    Parameters
+    ----------
+    fits : dict
+        ``image -> EMResult`` (aligned to the true classes) for the two ``images``.
+    truth : dict
+        ``load_truth()``.
+    ses : dict, optional
+        ``image -> Parameters`` of standard errors (``BootstrapResult.se``).
+    images : pair of str, default ("Image1", "Image2")
+
+    Returns
+    -------
+    DataFrame
+        Index ``(class, parameter)``; for each image the columns ``truth``, ``estimate - truth``
+        and (with ``ses``) ``bootstrap SE``; then ``"<second> - <first>"`` with ``estimated``
+        (difference of the estimates) and ``expected`` (difference of the true values).
+    """
+    if isinstance(images, str) or len(images) != 2:
+        raise ValueError(f"images must be a pair of image names, got {images!r}")
+    for name, mapping in (("fits", fits), ("ses", ses)):
+        absent = [image for image in images if mapping is not None and image not in mapping]
+        if absent:
+            raise ValueError(f"{name} has no entry for {absent}")
+    first, second = images
+    tables = {image: parameter_table(fits[image], truth, image,
+                                     se=None if ses is None else ses[image])
+              for image in images}
+    columns = {}
+    for image in images:
+        columns[(image, "truth")] = tables[image]["truth"]
+        columns[(image, "estimate - truth")] = tables[image]["error"]
+        if ses is not None:
+            columns[(image, "bootstrap SE")] = tables[image]["se"]
+    label = f"{second} - {first}"
+    columns[(label, "estimated")] = tables[second]["estimate"] - tables[first]["estimate"]
+    columns[(label, "expected")] = tables[second]["truth"] - tables[first]["truth"]
+    return pd.DataFrame(columns)
+
+
+def total_variance_table(fits, images, truth, names=None):
+    """Total variance ``tr(Sigma_k)`` of every class: truth, true partition and each fit.
+
+    The ``true labels`` column is the M-step on the true partition of the sample (what a
+    perfect assignment would estimate from these very points), so that a fit's gap to it is
+    the effect of its assignments rather than of sampling.
+
+    Parameters
+    ----------
+    fits : dict
+        ``(image, method) -> EMResult`` aligned to the true classes.
+    images : dict
+        ``image -> (X, y)``.
+    truth : dict
+        ``load_truth()``.
+    names : sequence of str, optional
+        Default ``truth["class_names"]``.
+
+    Returns
+    -------
+    DataFrame
+        Index ``(image, class)``; columns ``truth``, ``true labels`` and one per method (in the
+        order they first appear in ``fits``).
+    """
+    _check_fits(fits, images)
+    names = list(truth["class_names"]) if names is None else list(names)
+    methods = list(dict.fromkeys(method for _, method in fits))
+    frames = {}
+    for image in dict.fromkeys(image for image, _ in fits):
+        X, y = images[image]
+        K = len(true_parameters(truth, image).means)
+        columns = {"truth": true_parameters(truth, image).covariances,
+                   "true labels": m_step(X, _one_hot(np.asarray(y), K)).covariances}
+        for method in methods:
+            if (image, method) in fits:
+                columns[method] = _as_parameters(fits[(image, method)], "fits").covariances
+        frames[image] = pd.DataFrame(
+            {label: np.trace(covs, axis1=1, axis2=2) for label, covs in columns.items()},
+            index=pd.Index([_class_name(k, names) for k in range(K)], name="class"))
+    return pd.concat(frames, names=["image"])
+
+
+def covariance_shift_table(fits, first="Image1", second="Image2", names=CLASS_NAMES):
+    """How much each fitted covariance grows from one scan to the other.
+
+    Parameters
+    ----------
+    fits : dict
+        ``(image, method) -> EMResult`` aligned to the true classes, with both ``first`` and
+        ``second`` for every method.
+    first, second : str
+        The scans compared: the table holds ``Sigma_k(second) - Sigma_k(first)``.
+    names : sequence of str
+
+    Returns
+    -------
+    DataFrame
+        One row per class and a last row ``mean`` (over classes); columns ``(method, entry)``
+        with entries ``var x1``, ``var x2``, ``mean var`` (their average) and ``cov x1,x2``.
+    """
+    methods = list(dict.fromkeys(method for _, method in fits))
+    columns = {}
+    for method in methods:
+        if (first, method) not in fits or (second, method) not in fits:
+            raise ValueError(f"fits needs ({first!r}, {method!r}) and ({second!r}, {method!r})")
+        shift = (_as_parameters(fits[(second, method)], "fits").covariances
+                 - _as_parameters(fits[(first, method)], "fits").covariances)
+        for entry, values in (("var x1", shift[:, 0, 0]), ("var x2", shift[:, 1, 1]),
+                              ("mean var", 0.5 * (shift[:, 0, 0] + shift[:, 1, 1])),
+                              ("cov x1,x2", shift[:, 0, 1])):
+            columns[(method, entry)] = np.append(values, values.mean())
+    K = len(next(iter(columns.values()))) - 1
+    return pd.DataFrame(columns, index=pd.Index(
+        [_class_name(k, names) for k in range(K)] + ["mean"], name="class"))
+
+def bayes_accuracy(X, y, params):
+    """Share of points that the Bayes rule with the given (true) parameters classifies right.
+
+    The rule assigns ``x`` to ``argmax_k pi_k N(x; mu_k, Sigma_k)`` (missing cells marginalised
+    out). With the generating parameters it is the best any classifier can do on average, so its
+    errors measure how much the classes overlap, whatever the fitting method.
+
+    Parameters
+    ----------
+    X : array-like of shape (N, d)
+    y : array-like of shape (N,)
+        True classes, numbered like the components of ``params``.
+    params : Parameters
+        E.g. ``true_parameters(truth, image)``.
+
+    Returns
+    -------
+    float
+    """
+    params = _as_parameters(params, "params")
+    R, _ = e_step_soft(X, params.means, params.covariances, params.weights)
+    y = np.asarray(y)
+    if y.shape != (R.shape[1],):
+        raise ValueError(f"y must have shape ({R.shape[1]},), got {y.shape}")
+    return float(np.mean(np.argmax(R, axis=0) == y))
+
+
+def accuracy_on_rows(y_true, y_pred, rows):
+    """Accuracy after label matching, counted over a subset of the points only.
+
+    The labels are matched to the classes on all points (as in ``clustering_scores``); then the
+    share of ``rows`` whose matched label is right is returned.
+
+    Parameters
+    ----------
+    y_true, y_pred : array-like of shape (N,)
+    rows : array-like of shape (N,), bool
+        The points to count (at least one).
+
+    Returns
+    -------
+    float
+    """
+    y_true, y_pred = _check_labels(y_true, y_pred)
+    rows = np.asarray(rows)
+    if rows.shape != y_true.shape or rows.dtype != bool or not rows.any():
+        raise ValueError(f"rows must be a boolean mask of shape {y_true.shape} selecting at "
+                         "least one point")
+    return float(np.mean(match_labels(y_true, y_pred)[rows] == y_true[rows]))
+
+
 # ---------------------------------------------------------------------------------------------
 # 6. Plotting helpers shared by the notebooks
 # ---------------------------------------------------------------------------------------------
@@ -1367,10 +2344,12 @@ def plot_clusters(ax, X, labels, means=None, covariances=None, title=None,
         if show_missing:
             only_x1 = (labels == k) & ~np.isnan(X[:, 0]) & np.isnan(X[:, 1])
             only_x2 = (labels == k) & np.isnan(X[:, 0]) & ~np.isnan(X[:, 1])
-            ax.plot(X[only_x1, 0], np.zeros(only_x1.sum()), "|", color=color, ms=12, mew=1.5,
-                    transform=ax.get_xaxis_transform(), clip_on=False)
-            ax.plot(np.zeros(only_x2.sum()), X[only_x2, 1], "_", color=color, ms=12, mew=1.5,
-                    transform=ax.get_yaxis_transform(), clip_on=False)
+            if only_x1.any():  # an empty unclipped line would stretch a tight bounding box
+                ax.plot(X[only_x1, 0], np.zeros(only_x1.sum()), "|", color=color, ms=12,
+                        mew=1.5, transform=ax.get_xaxis_transform(), clip_on=False)
+            if only_x2.any():
+                ax.plot(np.zeros(only_x2.sum()), X[only_x2, 1], "_", color=color, ms=12,
+                        mew=1.5, transform=ax.get_yaxis_transform(), clip_on=False)
         if means is not None:
             ax.scatter(*means[k], marker="X", s=120, color=color, edgecolors="black",
                        linewidths=1.0, zorder=3)
@@ -1393,6 +2372,45 @@ def plot_clusters(ax, X, labels, means=None, covariances=None, title=None,
         ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=3, fontsize="small",
                   frameon=False)
     return ax
+
+
+def shared_legend(fig, axes, ncols=None, **kwargs):
+    """Replace the legends of several panels by one legend below the figure.
+
+    Entries are taken from every axes in order, each label once. With a figure made with
+    ``layout="constrained"`` the legend goes outside the panels, so it never hides a point.
+
+    Parameters
+    ----------
+    fig : matplotlib Figure
+    axes : iterable of Axes
+    ncols : int, optional
+        Columns of the legend; default: one row of up to 7 entries, else two balanced rows.
+    **kwargs
+        Passed to ``fig.legend``.
+
+    Returns
+    -------
+    matplotlib Legend
+    """
+    axes = list(np.ravel(axes))
+    if not axes:
+        raise ValueError("axes must hold at least one Axes")
+    entries = {}
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            entries.setdefault(label, handle)
+        if ax.get_legend() is not None:
+            ax.get_legend().remove()
+    if not entries:
+        raise ValueError("no labelled artist in axes: nothing to put in a legend")
+    constrained = fig.get_layout_engine() is not None and \
+        type(fig.get_layout_engine()).__name__ == "ConstrainedLayoutEngine"
+    kwargs.setdefault("fontsize", "small")
+    kwargs.setdefault("loc", "outside lower center" if constrained else "lower center")
+    if ncols is None:  # one row, or two balanced rows past 7 entries
+        ncols = len(entries) if len(entries) <= 7 else -(-len(entries) // 2)
+    return fig.legend(list(entries.values()), list(entries), ncols=ncols, **kwargs)
 
 
 # ---------------------------------------------------------------------------------------------
