@@ -532,6 +532,23 @@ def _first_true(member):
     return member & (np.cumsum(member, axis=0) == 1)
 
 
+def _nearest_in_block(coef, t_linear, member):
+    """Mark each point's nearest mean in ``member`` (K, b) and return ``sum_n min_k score``.
+
+    ``coef @ t_linear`` gives the scores ``||mu_k||^2 - 2 x.mu_k`` (K, b); ties mark several
+    components (``_hard_pass`` resolves them).
+    """
+    scores = coef @ t_linear
+    best = scores.min(axis=0)
+    np.equal(scores, best, out=member)
+    return float(best.sum())
+
+
+def _block_sums(R, t):
+    """``R @ t.T`` (K, m) in float: one block's share of the M-step's sums."""
+    return np.matmul(R, t.T, dtype=float)
+
+
 def _hard_pass(data, means):
     """Hard E-step on complete data, with the sums that the M-step needs.
 
@@ -559,11 +576,8 @@ def _hard_pass(data, means):
     stats = np.zeros((K, data.n_features))
     min_scores = 0.0
     for rows, t in data.feature_blocks():
-        scores = coef @ t[: 1 + d]
-        best = scores.min(axis=0)
-        hits = np.equal(scores, best, out=member[:, rows])
-        min_scores += float(best.sum())
-        stats += np.matmul(hits, t.T, dtype=float)
+        min_scores += _nearest_in_block(coef, t[: 1 + d], member[:, rows])
+        stats += _block_sums(member[:, rows], t)
     if np.count_nonzero(member) > member.shape[1]:  # exact ties: recount without them
         member = _first_true(member)
         stats = _weighted_sums(data, member)
@@ -636,7 +650,7 @@ def _soft_pass(data, means, covariances, weights, resp=None):
     for rows, t in data.feature_blocks():
         block_resp, block_log_lik = _normalise_log_rows(coef @ t)
         log_lik += block_log_lik
-        stats += block_resp @ t.T
+        stats += _block_sums(block_resp, t)
         if resp is not None:
             resp[:, rows] = block_resp
     return log_lik, stats
@@ -849,7 +863,7 @@ def _weighted_sums(data, R):
     """
     stats = np.zeros((R.shape[0], data.n_features))
     for rows, t in data.feature_blocks():
-        stats += np.matmul(R[:, rows], t.T, dtype=float)
+        stats += _block_sums(R[:, rows], t)
     return stats
 
 
