@@ -31,7 +31,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy import linalg
 from scipy.optimize import linear_sum_assignment
 from scipy.special import logsumexp
 
@@ -124,11 +123,11 @@ def _read_text_table(path):
 
 
 def _parse_numbers(cells):
-    """Parse a string frame: floats, NaN for missing tokens; also return the unparseable mask."""
+    """Parse a string frame: floats (NaN for missing tokens), the text mask and the missing mask."""
     missing = cells.apply(lambda col: col.str.lower().isin(_MISSING_TOKENS))
     numbers = cells.apply(pd.to_numeric, errors="coerce").astype(float)
-    bad = numbers.isna() & ~missing
-    return numbers, bad
+    text = numbers.isna() & ~missing
+    return numbers, text, missing
 
 
 def _is_index(column):
@@ -140,12 +139,14 @@ def _is_index(column):
 
 def _table_to_points(table, path):
     """Turn a table of strings into an (N, 2) float array, detecting the layout."""
-    numbers, bad = _parse_numbers(table)
-    # A header row / header column is a first row / column with text in it.
-    if bad.iloc[0].any():
-        numbers, bad = numbers.iloc[1:], bad.iloc[1:]
-    if numbers.shape[1] > 1 and bad.iloc[:, 0].any() and numbers.shape[0] <= N_COORDINATES + 1:
-        numbers, bad = numbers.iloc[:, 1:], bad.iloc[:, 1:]  # names of the rows of a 2 x N file
+    numbers, bad, missing = _parse_numbers(table)
+    # A header row has text beyond its first cell (or text in its first cell only, when the
+    # rest of the first column is numeric); row names of a 2 x N file fill the first column.
+    if bad.iloc[0, 1:].any() or (bad.iloc[0, 0] and not bad.iloc[1:, 0].any()):
+        numbers, bad, missing = numbers.iloc[1:], bad.iloc[1:], missing.iloc[1:]
+    first_col = bad.iloc[:, 0]
+    if numbers.shape[1] > 1 and first_col.any() and (first_col | missing.iloc[:, 0]).all():
+        numbers, bad = numbers.iloc[:, 1:], bad.iloc[:, 1:]
     if bad.to_numpy().any():
         r, c = np.argwhere(bad.to_numpy())[0]
         value = table.loc[numbers.index[r], numbers.columns[c]]
@@ -341,24 +342,29 @@ def e_step(X, means):
 
 def _cholesky(covariances):
     """Lower Cholesky factors (K, d, d), with a clear error for a non-PD covariance."""
-    chol = np.empty_like(covariances)
-    for k, cov in enumerate(covariances):
-        try:
-            chol[k] = linalg.cholesky(cov, lower=True)
-        except linalg.LinAlgError:
-            raise ValueError(
-                f"covariances[{k}] is not positive definite; increase reg_covar") from None
-    return chol
+    try:
+        return np.linalg.cholesky(covariances)
+    except np.linalg.LinAlgError:
+        for k, cov in enumerate(covariances):
+            if not np.all(np.linalg.eigvalsh(cov) > 0):
+                raise ValueError(
+                    f"covariances[{k}] is not positive definite; increase reg_covar") from None
+        raise
 
 
 def _log_gaussian_complete(X, means, chol):
-    """ln N(x_n; mu_k, L_k L_k^T) for complete rows: (K, N)."""
+    """ln N(x_n; mu_k, L_k L_k^T) for complete rows: (K, N).
+
+    With the precision factor ``P_k = L_k^{-T}`` (so ``Sigma_k^{-1} = P_k P_k^T``), the
+    Mahalanobis term is ``||(x - mu_k) P_k||^2``: one small (N, d) @ (d, d) product per component.
+    """
     K, d = means.shape
     out = np.empty((K, X.shape[0]))
     for k in range(K):
-        z = linalg.solve_triangular(chol[k], (X - means[k]).T, lower=True, check_finite=False)
+        prec_chol = np.linalg.inv(chol[k]).T  # d x d: numpy beats a LAPACK call's overhead
+        z = (X - means[k]) @ prec_chol
         log_det = 2.0 * np.log(np.diag(chol[k])).sum()
-        out[k] = -0.5 * (d * np.log(2 * np.pi) + log_det + np.einsum("dn,dn->n", z, z))
+        out[k] = -0.5 * (d * np.log(2 * np.pi) + log_det + np.einsum("nd,nd->n", z, z))
     return out
 
 
@@ -458,20 +464,30 @@ def _reseed_empty(X, R, counts):
     """Give every empty component the point farthest from its current assigned mean.
 
     Like scikit-learn's KMeans: the point that is worst explained moves to the empty
-    component, which then holds it alone. Returns the new R and the re-seeded components.
+    component, which then holds it alone. A point is only taken from a component that keeps
+    other points, so no new empty component appears. Returns the new R and the re-seeded
+    components.
     """
-    empty = np.flatnonzero(counts <= 10 * np.finfo(float).eps * max(X.shape[0], 1))
+    tiny = 10 * np.finfo(float).eps * max(X.shape[0], 1)
+    empty = np.flatnonzero(counts <= tiny)
     if empty.size == 0:
         return R, ()
     R = R.copy()
+    counts = counts.copy()
     filled = np.where(np.isnan(X), np.nanmean(X, axis=0), X)
     full = np.setdiff1d(np.arange(R.shape[0]), empty)
-    means = (R[full] @ filled) / R[full].sum(axis=1, keepdims=True)
-    owner = full[np.argmax(R[full], axis=0)]
-    dist = ((filled - means[np.searchsorted(full, owner)]) ** 2).sum(axis=1)
-    for k, n in zip(empty, np.argsort(-dist, kind="stable")):
-        R[:, n] = 0.0
-        R[k, n] = 1.0
+    means = (R[full] @ filled) / counts[full, None]
+    owner = np.argmax(R[full], axis=0)  # index into full
+    dist = ((filled - means[owner]) ** 2).sum(axis=1)
+    candidates = iter(np.argsort(-dist, kind="stable"))
+    for k in empty:
+        for n in candidates:
+            if counts[full[owner[n]]] - R[full[owner[n]], n] > tiny:
+                counts -= R[:, n]
+                R[:, n] = 0.0
+                R[k, n] = 1.0
+                counts[k] += 1.0
+                break
     return R, tuple(int(k) for k in empty)
 
 
@@ -521,7 +537,7 @@ def _conditional_fill(X_rows, obs, mean, cov):
         return filled, cond_cov
     s_oo = cov[np.ix_(obs, obs)]
     s_mo = cov[np.ix_(mis, obs)]
-    gain = linalg.solve(s_oo, s_mo.T, assume_a="pos").T  # Sigma_mo Sigma_oo^-1
+    gain = np.linalg.solve(s_oo, s_mo.T).T  # Sigma_mo Sigma_oo^-1
     filled[:, mis] = mean[mis] + (X_rows[:, obs] - mean[obs]) @ gain.T
     cond_cov[np.ix_(mis, mis)] = cov[np.ix_(mis, mis)] - gain @ s_mo.T
     return filled, cond_cov
@@ -971,7 +987,7 @@ def covariance_ellipse(mean, cov, n_std=1.0, **kwargs):
 
 
 def plot_clusters(ax, X, labels, means=None, covariances=None, title=None,
-                  names=CLASS_NAMES, show_missing=True, point_size=12):
+                  names=CLASS_NAMES, show_missing=True, point_size=12, legend=True):
     """Scatter points coloured by label, with each component's mean and 1-sigma/2-sigma ellipses.
 
     Rows with a missing coordinate cannot be placed in the plane: with ``show_missing`` they are
@@ -987,6 +1003,8 @@ def plot_clusters(ax, X, labels, means=None, covariances=None, title=None,
     title : str, optional
     names : sequence of str
         Legend name of label ``k`` (``names[k]``; "cluster k" past its end).
+    legend : bool, default True
+        Draw the legend below the axes (off the data); pass False to draw one shared legend.
 
     Returns
     -------
@@ -1032,7 +1050,9 @@ def plot_clusters(ax, X, labels, means=None, covariances=None, title=None,
     ax.set_ylabel("$x_2$")
     if title:
         ax.set_title(title)
-    ax.legend(loc="best", fontsize="small")
+    if legend:
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=3, fontsize="small",
+                  frameon=False)
     return ax
 
 

@@ -1,0 +1,50 @@
+# Two commands: `make test` (unit tests + every notebook under nbval) and
+# `make report` (run the notebooks, export HTML to report/). Both build .venv first.
+.PHONY: test report bench data clean
+
+# Python 3.11 is required (requirements.txt is pinned for it).
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+# Notebook kernels start in notebooks/ and must find em_helpers; matplotlib needs a
+# writable config folder (git-ignored); MPLBACKEND must stay unset so ipykernel picks
+# its inline backend (an exported MPLBACKEND=Agg makes every figure disappear).
+export PYTHONPATH  := $(CURDIR)
+export MPLCONFIGDIR := $(CURDIR)/.mplconfig
+unexport MPLBACKEND
+
+# (Re)create the venv when it is missing or requirements.txt is newer than the stamp.
+$(STAMP): requirements.txt
+	@test -n "$(PYTHON)" || { echo "error: no python3.11 or python3 on PATH" >&2; exit 1; }
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' || \
+	  { echo "error: Python 3.11 is required, $(PYTHON) is $$($(PYTHON) --version 2>&1)" >&2; exit 1; }
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' || \
+	  { echo "error: $(VENV) is not Python 3.11: remove it and run make again" >&2; exit 1; }
+	$(PY) -m pip install --quiet -r requirements.txt
+	touch $@
+
+# One pytest run: tests/ plus every notebook re-executed and compared by nbval,
+# with this venv's Python as the kernel. Exit code 5 (nothing collected) is an error.
+test: $(STAMP)
+	@mkdir -p $(MPLCONFIGDIR)
+	$(PY) -m pytest tests notebooks --nbval --nbval-current-env \
+	  --nbval-sanitize-with notebooks/nbval_sanitize.cfg --durations=10 -ra; \
+	  rc=$$?; [ $$rc -ne 5 ] || echo "error: pytest collected no tests" >&2; exit $$rc
+
+# Execute copies of the notebooks and write a fresh report/ (HTML + index.html + MathJax).
+report: $(STAMP)
+	@mkdir -p $(MPLCONFIGDIR)
+	rm -rf report
+	$(PY) scripts/build_report.py --out report
+
+bench: $(STAMP)
+	$(PY) benchmarks/bench_em.py
+
+data: $(STAMP)
+	$(PY) data/make_images.py
+
+clean:
+	rm -rf report .mplconfig

@@ -1,0 +1,355 @@
+"""The EM engine: E-step, M-step and loop, checked against scikit-learn from the same start,
+against properties that must hold on any data (hypothesis), and on the course's scans."""
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+from sklearn.cluster import KMeans
+from sklearn.mixture import GaussianMixture
+
+import em_helpers as em
+
+DATA = Path(__file__).resolve().parents[1] / "data"
+TRUE_MEANS = np.array([[2.0, 2.0], [7.0, 3.0], [4.5, 7.5]])
+
+
+def blobs(seed, n_per=60, spread=1.0, d=2):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(scale=6.0, size=(3, d))
+    return np.vstack([c + spread * rng.normal(size=(n_per, d)) for c in centres])
+
+
+# ------------------------------------------------------------------ same start => same answer
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_hard_em_equals_sklearn_kmeans_from_the_same_start(seed):
+    X = blobs(seed, spread=2.5)  # overlapping: several iterations are needed
+    start = X[[0, 1, 2]]  # three points of the first blob: a poor start
+    ours = em.run_em(X, method="hard", init=start)
+    km = KMeans(3, init=start, n_init=1, algorithm="lloyd", tol=0, max_iter=300).fit(X)
+    assert ours.n_iter > 2
+    np.testing.assert_array_equal(ours.labels, km.labels_)
+    np.testing.assert_allclose(ours.means, km.cluster_centers_, rtol=0, atol=1e-10)
+    np.testing.assert_allclose(ours.objective, km.inertia_, rtol=1e-10)
+
+
+@pytest.mark.parametrize("seed, n_iter", [(0, 1), (1, 5), (2, 20)])
+def test_soft_em_equals_sklearn_gaussian_mixture_from_the_same_start(seed, n_iter):
+    X = blobs(seed, spread=2.0)
+    rng = np.random.default_rng(seed)
+    A = rng.normal(size=(3, 2, 2))
+    start = {"means": X[rng.choice(len(X), 3, replace=False)],
+             "covariances": A @ A.transpose(0, 2, 1) + np.eye(2),
+             "weights": np.array([0.5, 0.3, 0.2])}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # both warn that tol=0 never converges
+        ours = em.run_em(X, method="soft", init=start, tol=0, max_iter=n_iter, reg_covar=1e-6)
+        gm = GaussianMixture(3, covariance_type="full", means_init=start["means"],
+                             weights_init=start["weights"],
+                             precisions_init=np.linalg.inv(start["covariances"]),
+                             reg_covar=1e-6, tol=0, max_iter=n_iter).fit(X)
+    assert ours.n_iter == n_iter and not ours.converged
+    np.testing.assert_allclose(ours.means, gm.means_, rtol=1e-8, atol=1e-12)
+    np.testing.assert_allclose(ours.covariances, gm.covariances_, rtol=1e-8, atol=1e-12)
+    np.testing.assert_allclose(ours.weights, gm.weights_, rtol=1e-8)
+    np.testing.assert_allclose(ours.objective, gm.score(X) * len(X), rtol=1e-8)
+    np.testing.assert_allclose(ours.resp.T, gm.predict_proba(X), atol=1e-8)
+
+
+def test_log_gaussian_density_matches_scipy_with_and_without_missing_cells():
+    from scipy.stats import multivariate_normal
+
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(7, 3))
+    X[1, 2] = X[4, [0, 1]] = np.nan
+    X[6] = np.nan
+    means = rng.normal(size=(2, 3))
+    A = rng.normal(size=(2, 3, 3))
+    covs = A @ A.transpose(0, 2, 1) + 0.5 * np.eye(3)
+    got = em.log_gaussian_density(X, means, covs)
+    for k in range(2):
+        for n in range(7):
+            o = ~np.isnan(X[n])
+            want = 0.0 if not o.any() else multivariate_normal(
+                means[k][o], covs[k][np.ix_(o, o)]).logpdf(X[n][o])
+            assert got[k, n] == pytest.approx(want, rel=1e-12, abs=1e-12)
+
+
+# ------------------------------------------------------------------ properties on any data
+
+finite = st.floats(-50, 50, allow_nan=False, width=64)
+point_sets = arrays(np.float64, st.tuples(st.integers(6, 40), st.just(2)), elements=finite)
+
+
+def _three_distinct_rows(X):
+    uniq = np.unique(X, axis=0)
+    return uniq[:3] if len(uniq) >= 3 else None
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(X=point_sets, means=arrays(np.float64, (3, 2), elements=finite))
+def test_e_step_returns_one_hot_of_shape_k_by_n_with_nearest_mean(X, means):
+    R = em.e_step(X, means)
+    assert R.shape == (3, len(X)) and np.issubdtype(R.dtype, np.integer)
+    assert set(np.unique(R)) <= {0, 1} and (R.sum(axis=0) == 1).all()
+    dist = ((X[:, None, :] - means[None]) ** 2).sum(axis=2)
+    chosen = dist[np.arange(len(X)), R.argmax(axis=0)]
+    np.testing.assert_allclose(chosen, dist.min(axis=1), rtol=1e-9, atol=1e-9)
+
+
+@settings(max_examples=40, deadline=None)
+@given(X=point_sets, seed=st.integers(0, 10_000))
+def test_hard_objective_never_increases_and_inputs_are_untouched(X, seed):
+    start = _three_distinct_rows(X)
+    if start is None:
+        return
+    X_before, start_before = X.copy(), start.copy()
+    result = em.run_em(X, method="hard", init=start, max_iter=50)
+    np.testing.assert_array_equal(X, X_before)
+    np.testing.assert_array_equal(start, start_before)
+    trace = result.objective_trace
+    assert np.isfinite(trace).all()
+    assert (np.diff(trace) <= 1e-9 * (1 + trace[:-1])).all()
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 10_000), missing_rate=st.sampled_from([0.0, 0.1, 0.3]))
+def test_soft_log_likelihood_never_decreases_even_with_missing_cells(seed, missing_rate):
+    rng = np.random.default_rng(seed)
+    X = blobs(seed, n_per=30, spread=rng.uniform(0.5, 3.0))
+    drop = rng.random(X.shape) < missing_rate
+    drop[drop.all(axis=1), 0] = False
+    X[drop] = np.nan
+    X_before = X.copy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", em.EMConvergenceWarning)
+        result = em.run_em(X, method="soft", init="kmeans++", random_state=seed, max_iter=30)
+    np.testing.assert_array_equal(X, X_before)
+    trace = result.objective_trace
+    assert np.isfinite(trace).all()
+    assert (np.diff(trace) >= -1e-7 * np.abs(trace[:-1])).all()
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10_000), method=st.sampled_from(["hard", "soft"]))
+def test_result_does_not_depend_on_row_order(seed, method):
+    X = blobs(seed, n_per=25, spread=1.5)
+    start = X[[0, 25, 50]]
+    perm = np.random.default_rng(seed).permutation(len(X))
+    a = em.run_em(X, method=method, init=start, max_iter=200)
+    b = em.run_em(X[perm], method=method, init=start, max_iter=200)
+    np.testing.assert_allclose(a.means, b.means, atol=1e-9)
+    np.testing.assert_allclose(a.covariances, b.covariances, atol=1e-9)
+    np.testing.assert_array_equal(a.labels[perm], b.labels)
+
+
+# ------------------------------------------------------------------ the M-step
+
+def test_m_step_with_hard_assignment_is_the_per_class_sample_statistics():
+    X = blobs(4)
+    labels = np.repeat([0, 1, 2], 60)
+    means, covs, weights = em.m_step(X, em._one_hot(labels, 3), reg_covar=0.0)
+    for k in range(3):
+        block = X[labels == k]
+        np.testing.assert_allclose(means[k], block.mean(axis=0), rtol=1e-12)
+        np.testing.assert_allclose(covs[k], np.cov(block.T, bias=True), rtol=1e-12)
+    np.testing.assert_allclose(weights, [1 / 3] * 3)
+
+
+def test_m_step_fills_a_missing_cell_with_its_conditional_expectation():
+    # one component, current Gaussian known: the missing x2 of a row is replaced by
+    # mu_2 + s_21 / s_11 (x_1 - mu_1), and its conditional variance joins the scatter
+    mean = np.array([1.0, 2.0])
+    cov = np.array([[2.0, 0.8], [0.8, 1.0]])
+    X = np.array([[0.0, 1.0], [2.0, 4.0], [3.0, np.nan]])
+    R = np.ones((1, 3))
+    got_mean, got_cov, _ = em.m_step(X, R, mean[None], cov[None], reg_covar=0.0)
+    x2 = mean[1] + cov[1, 0] / cov[0, 0] * (3.0 - mean[0])
+    filled = np.array([[0.0, 1.0], [2.0, 4.0], [3.0, x2]])
+    want_mean = filled.mean(axis=0)
+    want_cov = np.cov(filled.T, bias=True)
+    want_cov[1, 1] += (cov[1, 1] - cov[1, 0] ** 2 / cov[0, 0]) / 3
+    np.testing.assert_allclose(got_mean[0], want_mean, rtol=1e-12)
+    np.testing.assert_allclose(got_cov[0], want_cov, rtol=1e-12)
+
+
+def test_empty_component_is_reseeded_at_the_farthest_point_and_recorded():
+    X = np.array([[0.0, 0.0], [0.1, 0.0], [0.0, 0.1], [5.0, 5.0]])
+    R = np.zeros((2, 4))
+    R[0] = 1.0  # component 1 owns nothing
+    fit = em.m_step(X, R)
+    assert fit.reseeded == (1,)
+    np.testing.assert_allclose(fit.means[1], [5.0, 5.0])
+    assert np.isfinite(fit.covariances).all() and np.isfinite(fit.weights).all()
+    np.testing.assert_allclose(fit.weights, [0.75, 0.25])
+
+
+def test_degenerate_cluster_of_identical_points_gives_finite_results():
+    X = np.vstack([np.full((20, 2), 3.0), blobs(5, n_per=20)])
+    for method in ("hard", "soft"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", em.EMConvergenceWarning)
+            result = em.run_em(X, n_components=3, method=method, init="kmeans++", max_iter=50)
+        assert np.isfinite(result.means).all() and np.isfinite(result.covariances).all()
+        assert np.isfinite(result.objective_trace).all()
+        assert (np.linalg.eigvalsh(result.covariances) > 0).all()
+
+
+def test_run_em_records_a_reseeding_during_the_loop():
+    X = np.vstack([np.zeros((10, 2)), np.ones((10, 2)) * 10])
+    start = np.array([[0.0, 0.0], [10.0, 10.0], [100.0, 100.0]])  # the third gets no point
+    result = em.run_em(X, method="hard", init=start)
+    assert result.reseeded and result.reseeded[0] == (1, 2)
+    assert np.isfinite(result.means).all()
+
+
+# ------------------------------------------------------------------ the loop's contract
+
+def test_not_converging_warns_and_says_so():
+    X = blobs(6, spread=3.0)
+    with pytest.warns(em.EMConvergenceWarning, match="max_iter=1"):
+        result = em.run_em(X, method="soft", max_iter=1)
+    assert not result.converged and result.n_iter == 1
+
+
+def test_history_holds_every_iterate_and_init_means():
+    X = blobs(7)
+    result = em.run_em(X, method="soft", init="kmeans++", random_state=3)
+    assert len(result.history) == result.n_iter + 1
+    np.testing.assert_array_equal(result.history[0]["means"], result.init_means)
+    np.testing.assert_array_equal(result.history[-1]["means"], result.means)
+    assert result.objective == result.history[-1]["objective"]
+    np.testing.assert_array_equal(result.labels, result.resp.argmax(axis=0))
+
+
+def test_n_init_keeps_the_best_start_and_random_state_makes_it_reproducible():
+    X = blobs(8, spread=2.5)
+    gains = []
+    for seed in range(4):  # the first of n_init starts is the start of n_init=1
+        single = em.run_em(X, method="soft", init="random", random_state=seed, tol=1e-4,
+                             max_iter=500)
+        multi = em.run_em(X, method="soft", init="random", n_init=5, random_state=seed, tol=1e-4)
+        again = em.run_em(X, method="soft", init="random", n_init=5, random_state=seed, tol=1e-4)
+        assert multi.objective == again.objective
+        gains.append(multi.objective - single.objective)
+    assert min(gains) >= 0 and max(gains) > 1e-3
+
+
+# ------------------------------------------------------------------ the course's scans
+
+def test_recovers_image1_means_and_labels():
+    X, y = em.load_image(DATA / "Image1.csv")
+    for method in ("hard", "soft"):
+        result = em.align_to_truth(em.run_em(X, method=method, init="kmeans++", n_init=3), y)
+        np.testing.assert_allclose(result.means, TRUE_MEANS, atol=0.2)
+        assert em.clustering_scores(y, result.labels)["accuracy"] >= 0.97
+
+
+def test_image2_fit_uses_every_row_and_is_close_to_the_complete_fit():
+    X, y = em.load_image(DATA / "Image2.csv")
+    full, _ = em.load_image(DATA / "Image2_complete.csv")
+    with_gaps = em.align_to_truth(em.run_em(X, method="soft", init="kmeans++", n_init=3), y)
+    complete = em.align_to_truth(em.run_em(full, method="soft", init="kmeans++", n_init=3), y)
+    assert with_gaps.resp.shape == (3, 600) and with_gaps.labels.shape == (600,)
+    np.testing.assert_allclose(with_gaps.resp.sum(axis=0), 1.0)
+    # the 48 missing cells move the estimates a little, not a lot
+    np.testing.assert_allclose(with_gaps.means, complete.means, atol=0.15)
+    np.testing.assert_allclose(with_gaps.covariances, complete.covariances, atol=0.3)
+    # dropping the incomplete rows instead would discard information: the fit must differ
+    dropped = em.run_em(X[~np.isnan(X).any(axis=1)], method="soft", init=with_gaps.means)
+    assert not np.allclose(dropped.means, with_gaps.means, atol=1e-6)
+
+
+def test_metrics_match_labels_up_to_permutation():
+    y = np.repeat([0, 1, 2], 4)
+    pred = np.array([2, 2, 2, 2, 0, 0, 0, 1, 1, 1, 1, 1])
+    np.testing.assert_array_equal(em.match_labels(y, pred),
+                                  [0, 0, 0, 0, 1, 1, 1, 2, 2, 2, 2, 2])
+    scores = em.clustering_scores(y, pred)
+    assert scores["accuracy"] == pytest.approx(11 / 12)
+    np.testing.assert_array_equal(scores["confusion"], [[4, 0, 0], [0, 3, 1], [0, 0, 4]])
+    from sklearn.metrics import adjusted_rand_score
+    assert scores["ari"] == pytest.approx(adjusted_rand_score(y, pred))
+
+
+def test_align_to_truth_permutes_every_component_array_consistently():
+    X, y = em.load_image(DATA / "Image1.csv")
+    result = em.run_em(X, method="soft", init=TRUE_MEANS[[2, 0, 1]])
+    aligned = em.align_to_truth(result, y)
+    np.testing.assert_array_equal(aligned.means, result.means[[1, 2, 0]])
+    np.testing.assert_array_equal(aligned.resp, result.resp[[1, 2, 0]])
+    np.testing.assert_array_equal(aligned.history[0]["means"], TRUE_MEANS)
+    np.testing.assert_array_equal(aligned.labels, aligned.resp.argmax(axis=0))
+
+
+# ------------------------------------------------------------------ bad input
+
+GOOD = blobs(9)
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: em.e_step(GOOD, np.zeros((3, 3))), r"means must have shape \(K, 2\)"),
+    (lambda: em.e_step(GOOD[:, 0], np.zeros((3, 2))), r"X must have shape \(N, d\)"),
+    (lambda: em.e_step(np.where(GOOD > 5, np.inf, GOOD), np.zeros((3, 2))), "infinite"),
+    (lambda: em.e_step(GOOD, np.full((3, 2), np.nan)), "means must be finite"),
+    (lambda: em.e_step([["a", "b"]], np.zeros((1, 2))), "numeric array"),
+    (lambda: em.m_step(GOOD, np.full((3, len(GOOD)), 0.5)), "columns summing to 1"),
+    (lambda: em.m_step(GOOD, np.ones((3, 5)) / 3), r"N=180"),
+    (lambda: em.m_step(GOOD, -np.ones((1, len(GOOD)))), "non-negative"),
+    (lambda: em.m_step(GOOD, np.ones((1, len(GOOD))), reg_covar=-1), "reg_covar"),
+    (lambda: em.run_em(GOOD, n_components=0), "n_components must be >= 1"),
+    (lambda: em.run_em(GOOD[:2], n_components=3), "more than the 2 complete rows"),
+    (lambda: em.run_em(GOOD, method="fuzzy"), "method must be 'hard' or 'soft'"),
+    (lambda: em.run_em(GOOD, init="best"), "init must be"),
+    (lambda: em.run_em(GOOD, init=np.zeros((2, 2))), "init has 2 means"),
+    (lambda: em.run_em(GOOD, init=np.zeros((3, 2)), n_init=3), "n_init > 1"),
+    (lambda: em.run_em(GOOD, max_iter=0), "max_iter must be >= 1"),
+    (lambda: em.run_em(GOOD, tol=-1.0), "tol must be"),
+    (lambda: em.run_em(GOOD, init={"mu": 0}), "init dict"),
+    (lambda: em.run_em(np.column_stack([GOOD[:, 0], np.full(len(GOOD), np.nan)])),
+     "every value missing"),
+    (lambda: em.e_step_soft(GOOD, np.zeros((2, 2)), np.stack([np.eye(2)] * 2), [0.7, 0.7]),
+     "weights must sum to 1"),
+    (lambda: em.log_gaussian_density(GOOD, np.zeros((1, 2)), -np.eye(2)[None]),
+     "not positive definite"),
+])
+def test_bad_input_raises_value_error_naming_the_problem(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()
+
+
+# ------------------------------------------------------------------ plotting helpers
+
+def test_covariance_ellipse_axes_are_the_scaled_standard_deviations():
+    cov = np.array([[4.0, 0.0], [0.0, 1.0]])
+    ellipse = em.covariance_ellipse([1.0, 2.0], cov, n_std=2)
+    assert {round(ellipse.width, 12), round(ellipse.height, 12)} == {8.0, 4.0}
+    rotated = em.covariance_ellipse([0, 0], np.array([[2.0, 1.9], [1.9, 2.0]]), n_std=1)
+    assert rotated.angle % 180 == pytest.approx(45.0)
+    with pytest.raises(ValueError, match="2x2"):
+        em.covariance_ellipse([0, 0, 0], np.eye(3))
+
+
+def test_plot_clusters_draws_points_means_ellipses_and_missing_margins():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    X, y = em.load_image(DATA / "Image2.csv")
+    result = em.align_to_truth(em.run_em(X, method="soft", init=TRUE_MEANS), y)
+    fig, ax = plt.subplots()
+    em.plot_clusters(ax, X, result.labels, result.means, result.covariances, title="t")
+    complete = ~np.isnan(X).any(axis=1)
+    n_points = sum(len(c.get_offsets()) for c in ax.collections[:6:2])
+    assert n_points == complete.sum()
+    assert len(ax.patches) == 6  # 1 and 2 sigma ellipse per component
+    margin_ticks = sum(len(line.get_xdata()) for line in ax.lines if line.get_marker() in "|_")
+    assert margin_ticks == (~complete).sum()
+    assert ax.get_title() == "t" and ax.get_legend() is not None
+    plt.close(fig)
