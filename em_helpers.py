@@ -1297,8 +1297,24 @@ def _plain_em(X, K, method, n_init, max_iter, random_state, reg_covar):
     return run_em(X, K, method="soft", init=start, max_iter=max_iter, reg_covar=reg_covar)
 
 
+def _check_start(start, X, K, method, beta):
+    """A plain fit handed to ``segment_image`` must fit the same pixels with the same model."""
+    if beta == 0:
+        raise ValueError("start is only used with beta > 0 (it replaces the plain fit)")
+    if not isinstance(start, EMResult):
+        raise ValueError(f"start must be the EMResult of segment_image(..., beta=0), got "
+                         f"{type(start).__name__}")
+    if start.method != method or start.means.shape != (K, 1) \
+            or np.shape(start.resp) != (K, X.shape[0]):
+        raise ValueError(
+            f"start does not match: it is a {start.method} fit with means {start.means.shape} "
+            f"and resp {np.shape(start.resp)}; expected a {method} fit with means ({K}, 1) and "
+            f"resp ({K}, {X.shape[0]}) (the same image, mask and n_components, beta=0)")
+
+
 def segment_image(image, mask=None, n_components=3, method="soft", beta=0.0, random_state=0,
-                  *, connectivity=4, n_init=4, max_iter=500, tol=1e-4, reg_covar=1e-6):
+                  *, connectivity=4, n_init=4, max_iter=500, tol=1e-4, reg_covar=1e-6,
+                  start=None):
     """Segment a grey-level image by EM on the intensities, with an optional Potts prior.
 
     The intensities of the pixels inside ``mask`` are fitted by a ``n_components``-Gaussian
@@ -1349,6 +1365,11 @@ def segment_image(image, mask=None, n_components=3, method="soft", beta=0.0, ran
         Soft EM with the prior: stop when no responsibility moves by more than ``tol`` in an
         iteration. (Hard EM stops when no label changes.)
     reg_covar : float, default 1e-6
+    start : EMResult, optional
+        With ``beta > 0``: the ``result`` of an earlier ``segment_image`` call with
+        ``beta=0`` and the same ``method`` on the same image and mask. The prior-coupled fit
+        then starts from it instead of fitting the plain mixture again (same outcome, less
+        time; ``random_state`` and ``n_init`` are then unused).
 
     Returns
     -------
@@ -1387,13 +1408,16 @@ def segment_image(image, mask=None, n_components=3, method="soft", beta=0.0, ran
     if not (isinstance(tol, (int, float, np.floating)) and np.isfinite(tol) and tol > 0):
         raise ValueError(f"tol must be a positive number, got {tol!r}")
     X = img[inside][:, None]
+    if start is not None:
+        _check_start(start, X, K, method, beta)
     if len(np.unique(X)) < K:
         raise ValueError(f"n_components={K} is more than the {len(np.unique(X))} distinct "
                          "intensities inside the mask")
     # N x 1 products are far too small to gain from BLAS threads, and on a busy machine the
     # threads' spinning made each EM iteration ~30 times slower: run single-threaded.
     with threadpool_limits(limits=1, user_api="blas"):
-        result = _plain_em(X, K, method, n_init, max_iter, random_state, reg_covar)
+        result = start if start is not None else _plain_em(X, K, method, n_init, max_iter,
+                                                             random_state, reg_covar)
         if beta > 0:
             result = _potts_em(X, inside, result, method, beta, connectivity, max_iter, tol,
                                reg_covar)
@@ -1677,3 +1701,53 @@ def segment_dipy_hmrf(image, mask=None, n_components=3, beta=0.1, max_iter=100,
     labels[stray] = 0
     labels[~inside] = -1
     return labels, {"n_iter": len(hmrf.energies_sum), "n_background": int(stray.sum())}
+
+
+def plot_label_image(ax, label_image, names, title=None, background="black"):
+    """Show a label image with one colour per class (``CLASS_COLORS``) and a legend.
+
+    Pixels with a negative label (outside the mask) are drawn in ``background``. Returns ax.
+    """
+    from matplotlib.colors import ListedColormap
+    from matplotlib.patches import Patch
+
+    labels = np.asarray(label_image)
+    if labels.ndim != 2 or not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"label_image must be a 2-D integer array, got shape {labels.shape} "
+                         f"and dtype {labels.dtype}")
+    if labels.max() >= len(names):
+        raise ValueError(f"label_image has class {labels.max()} but only {len(names)} names")
+    colours = [background] + [CLASS_COLORS[k % len(CLASS_COLORS)] for k in range(len(names))]
+    ax.imshow(np.maximum(labels, -1) + 1, cmap=ListedColormap(colours), vmin=0,
+              vmax=len(names), interpolation="nearest")
+    ax.legend(handles=[Patch(color=colours[k + 1], label=name) for k, name in enumerate(names)],
+              loc="upper center", bbox_to_anchor=(0.5, -0.02), ncol=min(len(names), 4),
+              fontsize="small", frameon=False)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if title:
+        ax.set_title(title)
+    return ax
+
+
+def plot_intensity_fit(ax, values, result, names, bins=64, title=None):
+    """Histogram (density) of ``values`` with each fitted component ``pi_k N(mu_k, sigma_k^2)``
+    and their sum drawn over it. ``result`` is a one-dimensional ``EMResult``. Returns ax."""
+    values = np.asarray(values, dtype=float).ravel()
+    if result.means.shape[1] != 1:
+        raise ValueError(f"need a fit on scalar intensities, got d={result.means.shape[1]}")
+    grid = np.linspace(values.min(), values.max(), 400)
+    densities = np.exp(_log_gaussian_1d(grid, result.means[:, 0], result.covariances[:, 0, 0]))
+    weighted = result.weights[:, None] * densities
+    ax.hist(values, bins=bins, density=True, color="0.8", label="brain pixels")
+    for k, name in enumerate(names):
+        ax.plot(grid, weighted[k], color=CLASS_COLORS[k % len(CLASS_COLORS)], lw=2,
+                label=rf"{name}: $\mu$={result.means[k, 0]:.3f}, $\sigma$="
+                      rf"{np.sqrt(result.covariances[k, 0, 0]):.3f}")
+    ax.plot(grid, weighted.sum(axis=0), "k--", lw=1.2, label="mixture")
+    ax.set_xlabel("intensity")
+    ax.set_ylabel("density")
+    ax.legend(fontsize="small")
+    if title:
+        ax.set_title(title)
+    return ax

@@ -181,6 +181,33 @@ def test_segment_image_does_not_modify_its_inputs():
     np.testing.assert_array_equal(mask, mask_before)
 
 
+@pytest.mark.parametrize("method", ["soft", "hard"])
+def test_start_from_a_plain_fit_gives_the_same_result(method):
+    image, _ = piecewise_image(noise_sd=0.7, seed=13)
+    mask = image > -1.0
+    _, plain = eh.segment_image(image, mask, method=method)
+    direct, direct_fit = eh.segment_image(image, mask, method=method, beta=0.8)
+    resumed, resumed_fit = eh.segment_image(image, mask, method=method, beta=0.8, start=plain)
+    np.testing.assert_array_equal(resumed, direct)
+    np.testing.assert_allclose(resumed_fit.means, direct_fit.means)
+    np.testing.assert_allclose(resumed_fit.resp, direct_fit.resp)
+
+
+def test_bad_start_raises():
+    image, _ = piecewise_image(noise_sd=0.3, seed=14, shape=(16, 16))
+    _, soft = eh.segment_image(image)
+    with pytest.raises(ValueError, match="only used with beta > 0"):
+        eh.segment_image(image, start=soft)
+    with pytest.raises(ValueError, match="expected a hard fit"):
+        eh.segment_image(image, method="hard", beta=0.5, start=soft)
+    with pytest.raises(ValueError, match=r"means \(4, 1\)"):
+        eh.segment_image(image, n_components=4, beta=0.5, start=soft)
+    with pytest.raises(ValueError, match=r"resp \(3, 255\)"):
+        eh.segment_image(image, image > image.min(), beta=0.5, start=soft)
+    with pytest.raises(ValueError, match="must be the EMResult"):
+        eh.segment_image(image, beta=0.5, start={"means": soft.means})
+
+
 # --- bad inputs -------------------------------------------------------------------------------
 
 def _bad(kwargs_update, match):
@@ -380,3 +407,29 @@ def test_dipy_wrapper_rejects_non_positive_pixels(t1_slice):
     shifted = image - 0.5
     with pytest.raises(ValueError, match="must be > 0 inside the mask"):
         eh.segment_dipy_hmrf(shifted, mask)
+
+
+# --- plotting helpers -------------------------------------------------------------------------
+
+def test_plot_helpers_draw_one_artist_per_class():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    image, _ = piecewise_image(noise_sd=0.2, seed=15, shape=(20, 20))
+    mask = np.ones(image.shape, dtype=bool)
+    mask[0] = False
+    labels, fit = eh.segment_image(image, mask)
+    fig, (left, right) = plt.subplots(1, 2)
+    eh.plot_label_image(left, labels, ["a", "b", "c"], title="labels")
+    shown = left.images[0].get_array()
+    np.testing.assert_array_equal(shown, labels + 1)  # colour 0 is the background
+    assert [t.get_text() for t in left.get_legend().get_texts()] == ["a", "b", "c"]
+    eh.plot_intensity_fit(right, image[mask], fit, ["a", "b", "c"])
+    assert len(right.lines) == 4  # three components and the mixture
+    mixture = right.lines[-1].get_ydata()
+    np.testing.assert_allclose(mixture, sum(line.get_ydata() for line in right.lines[:3]))
+    with pytest.raises(ValueError, match="only 2 names"):
+        eh.plot_label_image(left, labels, ["a", "b"])
+    plt.close(fig)
