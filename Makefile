@@ -14,6 +14,12 @@ STAMP  := $(VENV)/.installed
 export PYTHONPATH  := $(CURDIR)
 export MPLCONFIGDIR := $(CURDIR)/.mplconfig
 unexport MPLBACKEND
+# One BLAS thread for tests and notebooks: the last digits of BLAS results depend on the
+# thread count, and on 2 shared cores OpenBLAS threads slow small problems down. (The
+# benchmark sets its own thread counts with threadpoolctl.)
+test report: export OPENBLAS_NUM_THREADS := 1
+test report: export OMP_NUM_THREADS := 1
+test report: export MKL_NUM_THREADS := 1
 
 # (Re)create the venv when it is missing or requirements.txt is newer than the stamp.
 $(STAMP): requirements.txt

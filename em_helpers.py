@@ -8,6 +8,9 @@ Read top to bottom, it follows the course's order:
 3. The M-step: ``m_step`` (means, covariances, weights; missing cells through expected
    sufficient statistics).
 4. The EM loop: ``run_em`` returning an ``EMResult``.
+4b. Filling in missing data: ``impute`` (conditional means and standard deviations under a
+   fitted mixture); ``compare_imputers`` (ours and scikit-learn's); scoring with ``mcar_mask``,
+   ``imputation_rmse``, ``interval_coverage``.
 5. Metrics against the true labels: ``match_labels``, ``align_to_truth``, ``clustering_scores``.
 6. Plotting helpers shared by the notebooks: ``plot_clusters``, ``covariance_ellipse``.
 
@@ -883,6 +886,321 @@ def run_em(X, n_components=3, method="hard", init="random", n_init=1, max_iter=1
 
 
 # ---------------------------------------------------------------------------------------------
+# 4b. Filling in missing data
+# ---------------------------------------------------------------------------------------------
+
+def _check_impute_points(X):
+    """X as a new float (N, d) array; NaN allowed anywhere (even whole rows or columns)."""
+    if isinstance(X, (str, bytes)) or X is None:
+        raise ValueError(f"X must be a numeric array of shape (N, d), got {type(X).__name__}")
+    try:
+        X = np.array(X, dtype=float)  # a copy: the caller's array is never touched
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"X must be a numeric array of shape (N, d): {exc}") from None
+    if X.ndim != 2 or X.shape[0] == 0 or X.shape[1] == 0:
+        raise ValueError(f"X must have shape (N, d) with N, d >= 1, got shape {X.shape}")
+    if np.isinf(X).any():
+        r, c = np.argwhere(np.isinf(X))[0]
+        raise ValueError(f"X contains an infinite value (row {r}, column {c}); use NaN for "
+                         "missing cells")
+    return X
+
+
+def _check_fitted(result, d):
+    """The fitted means, covariances and weights of ``result``, checked against ``d``."""
+    if not isinstance(result, EMResult):
+        raise ValueError(f"result must be an EMResult returned by run_em, got "
+                         f"{type(result).__name__}")
+    if result.method not in ("hard", "soft"):
+        raise ValueError(f"result.method must be 'hard' or 'soft', got {result.method!r}")
+    fitted_d = np.shape(result.means)[-1] if np.ndim(result.means) == 2 else None
+    if fitted_d != d:
+        raise ValueError(f"X has {d} columns but result was fitted on {fitted_d}-dimensional "
+                         "points; impute needs the same coordinates as the fit")
+    means = _check_means(result.means, d, "result.means")
+    K = means.shape[0]
+    covariances = _check_covariances(result.covariances, K, d, "result.covariances")
+    _cholesky(covariances)
+    weights = _check_weights(result.weights, K, "result.weights")
+    return means, covariances, weights
+
+
+def _imputation_weights(X, means, covariances, weights, method):
+    """Weight of each component in each row's imputation, (K, N).
+
+    Soft: the posterior responsibilities given the row's observed cells only (missing cells
+    marginalised out). Hard: one-hot on the component the hard E-step assigns (nearest mean
+    over the observed cells). Rows with nothing observed get the mixing weights in both cases.
+    """
+    empty = np.isnan(X).all(axis=1)
+    if method == "soft":
+        R, _ = _soft_assign(X, means, covariances, weights)  # empty rows: R = weights already
+    else:
+        labels, _ = _assign(X, means)
+        R = _one_hot(labels, means.shape[0]).astype(float)
+    R[:, empty] = weights[:, None]
+    return R
+
+
+def _component_conditionals(X_rows, obs, means, covariances):
+    """Per-component conditional means (K, n, d) and variances (K, d) for one pattern.
+
+    Component ``k`` gives ``E[x | x_o, k]`` (observed cells unchanged) and the diagonal of
+    ``Cov[x | x_o, k]`` (0 on observed coordinates), by ``_conditional_fill``.
+    """
+    K, d = means.shape
+    cond_means = np.empty((K,) + X_rows.shape)
+    cond_vars = np.empty((K, d))
+    for k in range(K):
+        cond_means[k], cond_cov = _conditional_fill(X_rows, obs, means[k], covariances[k])
+        cond_vars[k] = np.diag(cond_cov)
+    return cond_means, cond_vars
+
+
+def _mix_conditionals(R_rows, cond_means, cond_vars):
+    """Mixture mean (n, d) and variance (n, d) by the law of total variance.
+
+    ``E[x] = sum_k r_k m_k`` and ``Var[x] = sum_k r_k (v_k + (m_k - E[x])^2)``: the expected
+    within-component variance plus the variance of the component means.
+    """
+    mean = np.einsum("kn,knd->nd", R_rows, cond_means)
+    spread = (cond_means - mean[None]) ** 2
+    var = np.einsum("kn,kd->nd", R_rows, cond_vars) + np.einsum("kn,knd->nd", R_rows, spread)
+    return mean, var
+
+
+def impute(X, result, return_std=False):
+    """Fill every missing cell with its conditional expectation under a fitted mixture.
+
+    For a row observed on the coordinates ``o`` and missing on ``m``, component ``k`` predicts
+
+    ``E[x_m | x_o, k] = mu_km + Sigma_k,mo Sigma_k,oo^-1 (x_o - mu_ko)`` and
+    ``Cov[x_m | x_o, k] = Sigma_k,mm - Sigma_k,mo Sigma_k,oo^-1 Sigma_k,om``.
+
+    ``result.method == "soft"``: the imputed value is ``sum_k r_k E[x_m | x_o, k]`` with
+    ``r_k = p(z = k | x_o)``, the responsibilities computed from the observed cells only.
+    ``result.method == "hard"``: the imputed value is ``E[x_m | x_o, k*]`` for the component
+    ``k*`` that the hard E-step assigns (nearest mean over the observed cells). A row with
+    nothing observed gets the mixture mean ``sum_k pi_k mu_k`` in both cases.
+
+    Parameters
+    ----------
+    X : array-like of shape (N, d)
+        ``NaN`` marks a missing cell; any pattern is accepted, including rows (or columns) with
+        nothing observed. Observed cells must be finite.
+    result : EMResult
+        A mixture fitted by ``run_em`` on ``d``-dimensional points (not necessarily on ``X``).
+    return_std : bool, default False
+        Also return the conditional standard deviation of every cell.
+
+    Returns
+    -------
+    X_imputed : ndarray of shape (N, d)
+        A new array: observed cells copied unchanged, missing cells filled.
+    std : ndarray of shape (N, d)
+        Only with ``return_std=True``. ``0`` for observed cells; for a missing cell the square
+        root of its conditional variance: by the law of total variance
+        ``sum_k r_k (Var[x_j | x_o, k] + (E[x_j | x_o, k] - E[x_j | x_o])^2)`` (soft, and
+        rows with nothing observed, where ``r = pi`` and this is the marginal spread of the
+        mixture), or ``Var[x_j | x_o, k*]`` (hard).
+
+    Raises
+    ------
+    ValueError
+        If ``X`` is not a numeric 2-D array or holds an infinite value, if ``result`` is not
+        an ``EMResult``, was fitted on another number of coordinates or holds invalid
+        parameters, or if ``return_std`` is not a bool.
+    """
+    if not isinstance(return_std, (bool, np.bool_)):
+        raise ValueError(f"return_std must be True or False, got {return_std!r}")
+    X = _check_impute_points(X)
+    means, covariances, weights = _check_fitted(result, X.shape[1])
+    X_imputed = X  # already a private copy
+    std = np.zeros_like(X)
+    if np.isnan(X).any():
+        R = _imputation_weights(X, means, covariances, weights, result.method)
+        for obs, rows in _missing_patterns(X):
+            if obs.all():
+                continue
+            cond_means, cond_vars = _component_conditionals(X[rows], obs, means, covariances)
+            mean, var = _mix_conditionals(R[:, rows], cond_means, cond_vars)
+            mis = np.flatnonzero(~obs)
+            X_imputed[np.ix_(rows, mis)] = mean[:, mis]
+            std[np.ix_(rows, mis)] = np.sqrt(np.maximum(var[:, mis], 0.0))
+    return (X_imputed, std) if return_std else X_imputed
+
+
+IMPUTER_NAMES = ("soft EM", "hard EM", "mean (SimpleImputer)", "KNNImputer", "IterativeImputer")
+
+
+def compare_imputers(X, n_components=3, n_init=3, random_state=0, max_iter=500):
+    """Fill in ``X`` five ways: our soft and hard EM imputation and three scikit-learn baselines.
+
+    The EM fits use ``run_em(X, n_components, method, init="kmeans++", n_init, max_iter,
+    random_state)``; the baselines are ``SimpleImputer(strategy="mean")``, ``KNNImputer()`` and
+    ``IterativeImputer(random_state=random_state)`` with their default settings.
+
+    Parameters
+    ----------
+    X : array-like of shape (N, d)
+        ``NaN`` marks a missing cell.
+    n_components, n_init, random_state, max_iter : int
+        Passed to ``run_em`` (``random_state`` also to ``IterativeImputer``).
+
+    Returns
+    -------
+    fits : dict
+        ``{"soft": EMResult, "hard": EMResult}``.
+    filled : dict
+        ``{name: (X_filled, std)}`` for every name of ``IMPUTER_NAMES``, in that order;
+        ``X_filled`` has shape (N, d); ``std`` is ``impute``'s standard deviation (N, d) for the
+        EM methods and ``None`` for the baselines.
+    """
+    from sklearn.experimental import enable_iterative_imputer  # noqa: F401
+    from sklearn.impute import IterativeImputer, KNNImputer, SimpleImputer
+
+    X = _check_points(X)
+    fits = {method: run_em(X, n_components, method=method, init="kmeans++", n_init=n_init,
+                           max_iter=max_iter, random_state=random_state)
+            for method in ("soft", "hard")}
+    filled = {f"{method} EM": impute(X, fit, return_std=True) for method, fit in fits.items()}
+    baselines = (SimpleImputer(strategy="mean"), KNNImputer(),
+                 IterativeImputer(random_state=random_state))
+    for name, imputer in zip(IMPUTER_NAMES[2:], baselines):
+        filled[name] = (imputer.fit_transform(X), None)
+    return fits, filled
+
+
+def _check_mask(mask, shape, name="mask"):
+    mask = np.asarray(mask)
+    if mask.dtype != bool:
+        raise ValueError(f"{name} must be a boolean array, got dtype {mask.dtype}")
+    if mask.shape != shape:
+        raise ValueError(f"{name} must have shape {shape}, got {mask.shape}")
+    if not mask.any():
+        raise ValueError(f"{name} selects no cell; nothing to score")
+    return mask
+
+
+def _check_scored(X, shape, mask, name):
+    """A float copy of X with the same shape as the reference and finite on ``mask``."""
+    try:
+        X = np.array(X, dtype=float)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{name} must be a numeric array: {exc}") from None
+    if X.shape != shape:
+        raise ValueError(f"{name} must have shape {shape}, got {X.shape}")
+    if not np.isfinite(X[mask]).all():
+        raise ValueError(f"{name} has NaN or infinite values in the scored cells")
+    return X
+
+
+def mcar_mask(shape, rate, random_state=0):
+    """A seeded missing-completely-at-random mask that leaves every row one observed cell.
+
+    ``round(rate * N * d)`` cells are removed: the cells are visited in a random order and a
+    cell is taken unless it is the last observed cell of its row.
+
+    Parameters
+    ----------
+    shape : tuple (N, d)
+    rate : float
+        Fraction of all cells to remove, ``0 <= rate <= (d - 1) / d``.
+    random_state : int, default 0
+
+    Returns
+    -------
+    mask : ndarray of shape (N, d), bool
+        ``True`` for a removed cell.
+    """
+    if (not isinstance(shape, tuple) or len(shape) != 2
+            or not all(isinstance(s, (int, np.integer)) and s >= 1 for s in shape)):
+        raise ValueError(f"shape must be a tuple (N, d) of positive integers, got {shape!r}")
+    N, d = int(shape[0]), int(shape[1])
+    if isinstance(rate, bool) or not isinstance(rate, (int, float, np.floating)) \
+            or not np.isfinite(rate):
+        raise ValueError(f"rate must be a number between 0 and 1, got {rate!r}")
+    n_missing = int(round(rate * N * d))
+    if rate < 0 or n_missing > N * (d - 1):
+        raise ValueError(f"rate must be between 0 and (d - 1) / d = {(d - 1) / d:.4g} so that "
+                         f"every row keeps an observed cell, got {rate!r}")
+    random_state = _check_int(random_state, "random_state", minimum=0)
+    rng = np.random.default_rng(random_state)
+    mask = np.zeros(N * d, dtype=bool)
+    left_in_row = np.full(N, d)
+    taken = 0
+    for cell in rng.permutation(N * d):
+        if taken == n_missing:
+            break
+        row = cell // d
+        if left_in_row[row] > 1:
+            mask[cell] = True
+            left_in_row[row] -= 1
+            taken += 1
+    return mask.reshape(N, d)
+
+
+def imputation_rmse(X_imputed, X_complete, mask, per_coordinate=False):
+    """Root-mean-square error of the imputed cells against the true values.
+
+    Parameters
+    ----------
+    X_imputed, X_complete : array-like of shape (N, d)
+        The filled-in data and the truth; both must be finite on ``mask``.
+    mask : array-like of shape (N, d), bool
+        The cells that were missing (the only ones scored).
+    per_coordinate : bool, default False
+        Return one RMSE per coordinate instead of the overall RMSE.
+
+    Returns
+    -------
+    rmse : float, or ndarray of shape (d,) with ``per_coordinate=True``
+    """
+    shape = np.shape(X_complete)
+    mask = _check_mask(mask, shape)
+    X_complete = _check_scored(X_complete, shape, mask, "X_complete")
+    X_imputed = _check_scored(X_imputed, shape, mask, "X_imputed")
+    sq = np.where(mask, X_imputed - X_complete, 0.0) ** 2
+    if not per_coordinate:
+        return float(np.sqrt(sq.sum() / mask.sum()))
+    counts = mask.sum(axis=0)
+    if (counts == 0).any():
+        raise ValueError(f"mask has no cell in coordinate {int(np.argmin(counts))}; its RMSE is "
+                         "undefined")
+    return np.sqrt(sq.sum(axis=0) / counts)
+
+
+def interval_coverage(X_imputed, std, X_complete, mask, z=1.96):
+    """Share of the scored cells whose true value lies in ``imputed +- z * std``.
+
+    Parameters
+    ----------
+    X_imputed, std, X_complete : array-like of shape (N, d)
+        As returned by ``impute(..., return_std=True)``, and the truth.
+    mask : array-like of shape (N, d), bool
+        The cells that were missing.
+    z : float, default 1.96
+        Half-width in standard deviations (1.96: a nominal 95 % Gaussian interval).
+
+    Returns
+    -------
+    coverage : float in [0, 1]
+    """
+    shape = np.shape(X_complete)
+    mask = _check_mask(mask, shape)
+    X_complete = _check_scored(X_complete, shape, mask, "X_complete")
+    X_imputed = _check_scored(X_imputed, shape, mask, "X_imputed")
+    std = _check_scored(std, shape, mask, "std")
+    if (std[mask] < 0).any():
+        raise ValueError("std must be non-negative")
+    if isinstance(z, bool) or not isinstance(z, (int, float, np.floating)) \
+            or not (np.isfinite(z) and z > 0):
+        raise ValueError(f"z must be a positive number, got {z!r}")
+    inside = np.abs(X_imputed[mask] - X_complete[mask]) <= z * std[mask]
+    return float(inside.mean())
+
+
+# ---------------------------------------------------------------------------------------------
 # 5. Metrics against the true labels
 # ---------------------------------------------------------------------------------------------
 
@@ -1054,6 +1372,437 @@ def plot_clusters(ax, X, labels, means=None, covariances=None, title=None,
         ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=3, fontsize="small",
                   frameon=False)
     return ax
+
+
+# ---------------------------------------------------------------------------------------------
+# Categorical mixture model (theory question 5)
+# ---------------------------------------------------------------------------------------------
+#
+# Representation. ``Y`` has shape (N, C): one row per observation, one column per category.
+# A row holds one-hot indicators (one draw) or counts (several draws) of the categories. Several
+# categorical features are stacked side by side and described by ``feature_sizes = (C_1, ...,
+# C_F)`` with ``sum(feature_sizes) == C``: columns ``[0, C_1)`` belong to feature 1, the next
+# ``C_2`` columns to feature 2, and so on. ``encode_categorical`` builds ``Y`` from integer codes.
+# Component k holds one probability vector per feature, stored side by side in row k of ``probs``
+# (K, C); each block of a row sums to 1. An all-zero block (a missing feature of that observation)
+# contributes ln 1 = 0: the feature is marginalised out. The log-likelihood of a row is
+# ``ln sum_k pi_k prod_c theta_kc ** y_nc``: the probability of the observed draws in order, i.e.
+# without the multinomial coefficient of count data, which does not depend on the parameters.
+
+def encode_categorical(codes, n_categories=None):
+    """One-hot encode integer category codes, one column block per feature.
+
+    Parameters
+    ----------
+    codes : array-like of int, shape (N,) or (N, F)
+        Category of each observation for each of the F features, in ``0 .. C_j - 1``;
+        ``-1`` marks a missing value (its block is left all zero, i.e. marginalised out).
+    n_categories : int or sequence of int of length F, optional
+        Number of categories C_j of each feature. Default: ``max code + 1`` per feature.
+
+    Returns
+    -------
+    Y : ndarray of float, shape (N, sum(C_j))
+        One-hot rows, the input expected by :func:`run_cmm_em`.
+    feature_sizes : tuple of int, length F
+        The block sizes ``(C_1, ..., C_F)``.
+    """
+    codes = np.asarray(codes)
+    if codes.ndim == 1:
+        codes = codes[:, None]
+    if codes.ndim != 2 or codes.shape[0] == 0 or codes.shape[1] == 0:
+        raise ValueError("codes must be a non-empty array of shape (N,) or (N, F), "
+                         f"got shape {codes.shape}")
+    if not np.issubdtype(codes.dtype, np.integer):
+        if not (np.issubdtype(codes.dtype, np.floating) and np.all(np.isfinite(codes))
+                and np.all(codes == np.round(codes))):
+            raise ValueError("codes must hold integers (category indices, -1 for missing)")
+        codes = codes.astype(int)
+    if np.any(codes < -1):
+        raise ValueError("codes must be >= 0 (or -1 for a missing value)")
+    n_features = codes.shape[1]
+    if n_categories is None:
+        sizes = tuple(int(max(codes[:, j].max(), 0)) + 1 for j in range(n_features))
+    else:
+        sizes = tuple(np.broadcast_to(np.asarray(n_categories, dtype=int), (n_features,)).tolist())
+        for j, size in enumerate(sizes):
+            if codes[:, j].max() >= size:
+                raise ValueError(f"codes of feature {j} reach {codes[:, j].max()} "
+                                 f"but n_categories[{j}] is {size}")
+    Y = np.zeros((codes.shape[0], sum(sizes)))
+    offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    for j in range(n_features):
+        seen = codes[:, j] >= 0
+        Y[np.flatnonzero(seen), offsets[j] + codes[seen, j]] = 1.0
+    return Y, sizes
+
+
+@dataclass
+class CMMResult:
+    """Result of :func:`run_cmm_em`.
+
+    Attributes
+    ----------
+    weights : ndarray, shape (K,)
+        Mixing proportions pi_k.
+    probs : ndarray, shape (K, C)
+        Category probabilities theta_kc, one block per feature (each block of a row sums to 1).
+    feature_sizes : tuple of int
+        Block sizes (C_1, ..., C_F) of the columns of ``Y`` and ``probs``.
+    resp : ndarray, shape (K, N)
+        Responsibilities p(z_n = k | y_n) at the final parameters; columns sum to 1.
+    labels : ndarray of int, shape (N,)
+        ``resp.argmax(axis=0)``.
+    log_likelihood : float
+        Total log-likelihood sum_n ln p(y_n) at the final parameters.
+    objective : float
+        ``log_likelihood + alpha * sum(ln probs)``: the smoothed (MAP) objective that EM never
+        decreases. Equal to ``log_likelihood`` when ``alpha == 0``.
+    n_iter : int
+        Number of EM iterations (M-steps) run in the kept initialisation.
+    converged : bool
+        Whether the per-observation change of ``objective`` fell below ``tol``.
+    history : list of dict
+        One entry per parameter set, starting with the initialisation (``iteration`` 0), with keys
+        ``iteration``, ``weights``, ``probs``, ``log_likelihood`` and ``objective``.
+    init_weights, init_probs : ndarray, shapes (K,) and (K, C)
+        The initial parameters of the kept run.
+    """
+
+    weights: np.ndarray
+    probs: np.ndarray
+    feature_sizes: tuple
+    resp: np.ndarray
+    labels: np.ndarray
+    log_likelihood: float
+    objective: float
+    n_iter: int
+    converged: bool
+    history: list = field(repr=False)
+    init_weights: np.ndarray = field(repr=False)
+    init_probs: np.ndarray = field(repr=False)
+
+    @property
+    def objective_trace(self):
+        """The ``objective`` of every entry of ``history``, as an array (length n_iter + 1)."""
+        return np.array([h["objective"] for h in self.history])
+
+    def probs_per_feature(self):
+        """Split ``probs`` into one (K, C_j) array per feature."""
+        return _split_blocks(self.probs, self.feature_sizes)
+
+
+def _split_blocks(A, feature_sizes):
+    """Split the last axis of ``A`` into the feature blocks (views, not copies)."""
+    return np.split(A, np.cumsum(feature_sizes)[:-1], axis=-1)
+
+
+def _check_cmm_data(Y, feature_sizes):
+    """Validate ``Y`` and ``feature_sizes``; return a float copy of Y and the sizes as a tuple."""
+    Y_arr = np.asarray(Y)
+    if Y_arr.dtype == object or not (np.issubdtype(Y_arr.dtype, np.number) or Y_arr.dtype == bool):
+        raise ValueError("Y must be a numeric array of one-hot rows or counts, "
+                         f"got dtype {Y_arr.dtype}")
+    Y_arr = np.array(Y_arr, dtype=float)  # a copy: the caller's array is never touched
+    if Y_arr.ndim != 2:
+        raise ValueError(f"Y must be 2-D of shape (N, C), got {Y_arr.ndim}-D shape {Y_arr.shape}")
+    if Y_arr.shape[0] == 0 or Y_arr.shape[1] == 0:
+        raise ValueError(f"Y must have at least one row and one column, got shape {Y_arr.shape}")
+    if not np.all(np.isfinite(Y_arr)):
+        raise ValueError("Y contains NaN or inf; encode a missing feature as an all-zero "
+                         "block instead")
+    if np.any(Y_arr < 0):
+        raise ValueError("Y must be non-negative (one-hot indicators or counts)")
+    if not np.any(Y_arr > 0):
+        raise ValueError("Y is all zero: there is no observed category to fit")
+    if feature_sizes is None:
+        sizes = (Y_arr.shape[1],)
+    else:
+        sizes = tuple(int(s) for s in np.atleast_1d(feature_sizes))
+        if any(s != f for s, f in zip(sizes, np.atleast_1d(feature_sizes))):
+            raise ValueError(f"feature_sizes must hold integers, got {feature_sizes!r}")
+        if sum(sizes) != Y_arr.shape[1]:
+            raise ValueError(f"feature_sizes {sizes} sum to {sum(sizes)} "
+                             f"but Y has {Y_arr.shape[1]} columns")
+    for j, size in enumerate(sizes):
+        if size < 2:
+            raise ValueError(
+                f"feature {j} has {size} category; every feature needs at least 2 (pass "
+                "one-hot rows or counts, e.g. from encode_categorical(codes), not the integer "
+                "codes themselves)")
+    return Y_arr, sizes
+
+
+def _check_cmm_params(weights, probs, feature_sizes, n_columns, name="probs",
+                      weights_name="weights"):
+    """Validate mixture parameters; return float copies (weights (K,), probs (K, C))."""
+    probs = np.array(probs, dtype=float)
+    if probs.ndim != 2 or probs.shape[1] != n_columns:
+        raise ValueError(f"{name} must have shape (K, {n_columns}), got {probs.shape}")
+    if not np.all(np.isfinite(probs)) or np.any(probs < 0):
+        raise ValueError(f"{name} must be finite and non-negative")
+    for j, block in enumerate(_split_blocks(probs, feature_sizes)):
+        if not np.allclose(block.sum(axis=1), 1.0, atol=1e-8):
+            raise ValueError(f"each row of {name} must sum to 1 within feature {j}; "
+                             f"got sums {block.sum(axis=1)}")
+    return _check_weights(weights, probs.shape[0], name=weights_name), probs
+
+
+def _safe_log(a):
+    """Natural log that maps 0 to -inf without a divide-by-zero warning."""
+    out = np.full(a.shape, -np.inf)
+    np.log(a, out=out, where=a > 0)
+    return out
+
+
+def _cmm_log_prob_components(Y, probs):
+    """ln p(y_n | z_n = k) = sum_c y_nc ln theta_kc, shape (K, N), with 0 * ln 0 taken as 0."""
+    log_probs = _safe_log(probs)
+    finite = np.where(np.isfinite(log_probs), log_probs, 0.0)
+    out = finite @ Y.T
+    impossible = ((probs == 0).astype(float) @ (Y > 0).T.astype(float)) > 0
+    out[impossible] = -np.inf
+    return out
+
+
+def _cmm_log_joint(Y, weights, probs):
+    """ln pi_k + ln p(y_n | z_n = k), shape (K, N)."""
+    return _safe_log(weights)[:, None] + _cmm_log_prob_components(Y, probs)
+
+
+def _cmm_e_step(Y, weights, probs):
+    """Responsibilities (K, N) and total log-likelihood from validated inputs."""
+    log_joint = _cmm_log_joint(Y, weights, probs)
+    log_norm = logsumexp(log_joint, axis=0)  # ln p(y_n), shape (N,)
+    if not np.all(np.isfinite(log_norm)):
+        bad = np.flatnonzero(~np.isfinite(log_norm))
+        raise ValueError(f"rows {bad[:5].tolist()} of Y have probability 0 under every component "
+                         "(an observed category has probability 0); use alpha > 0")
+    resp = np.exp(log_joint - log_norm)
+    return resp, float(log_norm.sum())
+
+
+def _cmm_m_step(Y, resp, feature_sizes, alpha):
+    """Closed-form (smoothed) M-step from validated inputs: weights (K,), probs (K, C)."""
+    n_k = resp.sum(axis=1) + 10 * np.finfo(float).eps  # keeps an empty component's weight > 0
+    weights = n_k / n_k.sum()
+    counts = resp @ Y + alpha  # expected counts of each category in each component, (K, C)
+    blocks = [block / block.sum(axis=1, keepdims=True)
+              for block in _split_blocks(counts, feature_sizes)]
+    probs = np.concatenate(blocks, axis=1)
+    uniform = np.concatenate([np.full((resp.shape[0], s), 1.0 / s) for s in feature_sizes], axis=1)
+    # a component with no expected count in a feature (possible only when alpha == 0): uniform
+    empty = ~np.isfinite(probs)
+    probs[empty] = uniform[empty]
+    return weights, probs
+
+
+def _cmm_log_prior(probs, alpha):
+    """alpha * sum ln theta_kc: the log density, up to a constant, of a Dirichlet(1 + alpha)
+    prior on every probability vector."""
+    if alpha == 0:
+        return 0.0
+    return float(alpha * np.log(probs).sum())
+
+
+def cmm_log_likelihood(Y, weights, probs, feature_sizes=None):
+    """Total log-likelihood of a categorical mixture.
+
+    Parameters
+    ----------
+    Y : array-like, shape (N, C)
+        One-hot rows or counts (see the section comment for several features).
+    weights : array-like, shape (K,)
+        Mixing proportions, summing to 1.
+    probs : array-like, shape (K, C)
+        Category probabilities; each feature block of a row sums to 1.
+    feature_sizes : sequence of int, optional
+        Block sizes (C_1, ..., C_F); default one feature with C categories.
+
+    Returns
+    -------
+    float
+        sum_n ln sum_k pi_k prod_c theta_kc ** y_nc (``-inf`` if some row is impossible).
+    """
+    Y_arr, sizes = _check_cmm_data(Y, feature_sizes)
+    weights, probs = _check_cmm_params(weights, probs, sizes, Y_arr.shape[1])
+    return float(logsumexp(_cmm_log_joint(Y_arr, weights, probs), axis=0).sum())
+
+
+def cmm_e_step(Y, weights, probs, feature_sizes=None):
+    """E-step of the categorical mixture: posterior of the component of each row.
+
+    Parameters
+    ----------
+    Y, weights, probs, feature_sizes
+        As in :func:`cmm_log_likelihood`.
+
+    Returns
+    -------
+    resp : ndarray, shape (K, N)
+        q_nk = pi_k p(y_n | theta_k) / sum_j pi_j p(y_n | theta_j), computed in log space.
+    log_lik : float
+        Total log-likelihood at these parameters.
+    """
+    Y_arr, sizes = _check_cmm_data(Y, feature_sizes)
+    weights, probs = _check_cmm_params(weights, probs, sizes, Y_arr.shape[1])
+    return _cmm_e_step(Y_arr, weights, probs)
+
+
+def cmm_m_step(Y, resp, feature_sizes=None, alpha=0.0):
+    """M-step of the categorical mixture: closed-form maximiser of the expected log-likelihood.
+
+    Parameters
+    ----------
+    Y : array-like, shape (N, C)
+        One-hot rows or counts.
+    resp : array-like, shape (K, N)
+        Responsibilities (soft) or one-hot assignments (hard); columns sum to 1.
+    feature_sizes : sequence of int, optional
+        Block sizes (C_1, ..., C_F); default one feature with C categories.
+    alpha : float, default 0.0
+        Additive smoothing (pseudo-count per category and component). ``0`` gives the
+        maximum-likelihood update pi_k = N_k / N, theta_kc = sum_n q_nk y_nc / sum_n q_nk n_nj
+        (n_nj: draws of feature j in row n); ``alpha > 0`` gives the MAP update under a
+        symmetric Dirichlet(1 + alpha) prior on each theta_k.
+
+    Returns
+    -------
+    weights : ndarray, shape (K,)
+    probs : ndarray, shape (K, C)
+    """
+    Y_arr, sizes = _check_cmm_data(Y, feature_sizes)
+    resp = _check_resp(resp, Y_arr.shape[0], name="resp")
+    alpha = _check_alpha(alpha, allow_zero=True)
+    return _cmm_m_step(Y_arr, resp, sizes, alpha)
+
+
+def _check_alpha(alpha, allow_zero):
+    """Validate the smoothing pseudo-count."""
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float, np.integer, np.floating)):
+        raise ValueError(f"alpha must be a number, got {alpha!r}")
+    alpha = float(alpha)
+    if not np.isfinite(alpha) or alpha < 0 or (alpha == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0 (an unseen category would get probability 0)"
+        raise ValueError(f"alpha must be finite and {bound}, got {alpha}")
+    return alpha
+
+
+def _cmm_init(Y, n_components, feature_sizes, init, init_weights, rng):
+    """Initial (weights, probs). ``"dirichlet"``: each theta_k block ~ Dirichlet(1, ..., 1)."""
+    n_columns = Y.shape[1]
+    if isinstance(init, str):
+        if init != "dirichlet":
+            raise ValueError(f"init must be 'dirichlet' or an array of shape (K, C), got {init!r}")
+        probs = np.concatenate(
+            [rng.dirichlet(np.ones(size), size=n_components) for size in feature_sizes], axis=1)
+    else:
+        probs = init
+    if np.ndim(probs) == 2 and np.shape(probs)[0] != n_components:
+        raise ValueError(f"init must have {n_components} rows (n_components), "
+                         f"got {np.shape(probs)[0]}")
+    weights = np.full(n_components, 1.0 / n_components) if init_weights is None else init_weights
+    return _check_cmm_params(weights, probs, feature_sizes, n_columns, name="init",
+                             weights_name="init_weights")
+
+
+def _cmm_history_entry(iteration, weights, probs, log_lik, alpha):
+    """One ``history`` record: copies of the parameters and their two objectives."""
+    return {"iteration": iteration, "weights": weights.copy(), "probs": probs.copy(),
+            "log_likelihood": log_lik, "objective": log_lik + _cmm_log_prior(probs, alpha)}
+
+
+def _cmm_single_run(Y, feature_sizes, weights, probs, alpha, max_iter, tol):
+    """EM from one initialisation; returns (weights, probs, resp, history, n_iter, converged)."""
+    resp, log_lik = _cmm_e_step(Y, weights, probs)
+    history = [_cmm_history_entry(0, weights, probs, log_lik, alpha)]
+    converged = False
+    n_iter = 0
+    for n_iter in range(1, max_iter + 1):
+        weights, probs = _cmm_m_step(Y, resp, feature_sizes, alpha)
+        resp, log_lik = _cmm_e_step(Y, weights, probs)
+        history.append(_cmm_history_entry(n_iter, weights, probs, log_lik, alpha))
+        change = (history[-1]["objective"] - history[-2]["objective"]) / Y.shape[0]
+        if abs(change) <= tol:
+            converged = True
+            break
+    return weights, probs, resp, history, n_iter, converged
+
+
+def run_cmm_em(Y, n_components, feature_sizes=None, init="dirichlet", init_weights=None,
+               n_init=1, alpha=1.0, max_iter=500, tol=1e-6, random_state=0):
+    """Fit a categorical mixture model by EM (theory question 5).
+
+    Parameters
+    ----------
+    Y : array-like, shape (N, C)
+        One-hot rows or category counts; several features as column blocks (``feature_sizes``).
+        Not modified.
+    n_components : int
+        Number of mixture components K (1 <= K <= N).
+    feature_sizes : sequence of int, optional
+        Block sizes (C_1, ..., C_F), each >= 2, summing to C. Default: one feature with C
+        categories.
+    init : {"dirichlet"} or array-like of shape (K, C), default "dirichlet"
+        ``"dirichlet"`` draws each theta_k block from a flat Dirichlet(1, ..., 1) with the seeded
+        generator, which breaks the symmetry between components. An array is used as the initial
+        ``probs`` as given (e.g. the all-uniform start, a fixed point of EM; see the theory
+        notebook).
+    init_weights : array-like of shape (K,), optional
+        Initial mixing proportions; default uniform 1/K.
+    n_init : int, default 1
+        Number of initialisations (only with ``init="dirichlet"``); the run with the highest final
+        objective is kept.
+    alpha : float, default 1.0
+        Additive (Laplace) smoothing, > 0: a pseudo-count per category and component, so that an
+        unseen category never gets probability 0. EM then maximises the MAP objective
+        ``log_likelihood + alpha * sum(ln probs)`` (Dirichlet(1 + alpha) prior).
+    max_iter : int, default 500
+        Maximum number of EM iterations per initialisation.
+    tol : float, default 1e-6
+        Convergence threshold on the change of the objective divided by N.
+    random_state : int, default 0
+        Seed of ``numpy.random.default_rng`` for the initialisations.
+
+    Returns
+    -------
+    CMMResult
+
+    Warns
+    -----
+    EMConvergenceWarning
+        If the kept run did not converge within ``max_iter`` iterations.
+    """
+    Y_arr, sizes = _check_cmm_data(Y, feature_sizes)
+    n_components = _check_int(n_components, "n_components", 1)
+    if n_components > Y_arr.shape[0]:
+        raise ValueError(f"n_components ({n_components}) must not exceed the number of rows "
+                         f"of Y ({Y_arr.shape[0]})")
+    n_init = _check_int(n_init, "n_init", 1)
+    max_iter = _check_int(max_iter, "max_iter", 1)
+    alpha = _check_alpha(alpha, allow_zero=False)
+    if isinstance(tol, bool) or not isinstance(tol, (int, float, np.floating)) or not tol >= 0:
+        raise ValueError(f"tol must be a number >= 0, got {tol!r}")
+    if not isinstance(init, str) and n_init != 1:
+        raise ValueError("n_init must be 1 when init is an array (every run would be identical)")
+    if isinstance(random_state, bool) or not isinstance(random_state, (int, np.integer)):
+        raise ValueError(f"random_state must be an integer seed, got {random_state!r}")
+    rng = np.random.default_rng(random_state)
+
+    best = None
+    for _ in range(n_init):
+        weights0, probs0 = _cmm_init(Y_arr, n_components, sizes, init, init_weights, rng)
+        run = _cmm_single_run(Y_arr, sizes, weights0, probs0, alpha, max_iter, tol)
+        if best is None or run[3][-1]["objective"] > best[0][3][-1]["objective"]:
+            best = (run, weights0, probs0)
+    (weights, probs, resp, history, n_iter, converged), weights0, probs0 = best
+    if not converged:
+        warnings.warn(f"run_cmm_em did not converge in {max_iter} iterations (tol={tol}); "
+                       "raise max_iter or tol", EMConvergenceWarning, stacklevel=2)
+    return CMMResult(weights=weights, probs=probs, feature_sizes=sizes, resp=resp,
+                     labels=resp.argmax(axis=0), log_likelihood=history[-1]["log_likelihood"],
+                     objective=history[-1]["objective"], n_iter=n_iter, converged=converged,
+                     history=history, init_weights=weights0, init_probs=probs0)
 
 
 # ---------------------------------------------------------------------------------------------
