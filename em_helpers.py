@@ -2046,6 +2046,18 @@ def _plain_em(X, K, method, n_init, max_iter, random_state, reg_covar):
     return run_em(X, K, method="soft", init=start, max_iter=max_iter, reg_covar=reg_covar)
 
 
+_BLAS_CONTROLLER = []  # filled on first use
+
+
+def _blas_controller():
+    """threadpoolctl's view of the loaded BLAS libraries (built once: it scans the process)."""
+    if not _BLAS_CONTROLLER:
+        from threadpoolctl import ThreadpoolController
+
+        _BLAS_CONTROLLER.append(ThreadpoolController())
+    return _BLAS_CONTROLLER[0]
+
+
 def _check_start(start, X, K, method, beta):
     """A plain fit handed to ``segment_image`` must fit the same pixels with the same model."""
     if beta == 0:
@@ -2144,8 +2156,6 @@ def segment_image(image, mask=None, n_components=3, method="soft", beta=0.0, ran
     EMConvergenceWarning
         If an EM loop stops at ``max_iter`` without converging.
     """
-    from threadpoolctl import threadpool_limits
-
     img, inside = _check_image(image, mask)
     K = _check_int(n_components, "n_components", minimum=1)
     if method not in ("hard", "soft"):
@@ -2164,7 +2174,7 @@ def segment_image(image, mask=None, n_components=3, method="soft", beta=0.0, ran
                          "intensities inside the mask")
     # N x 1 products are far too small to gain from BLAS threads, and on a busy machine the
     # threads' spinning made each EM iteration ~30 times slower: run single-threaded.
-    with threadpool_limits(limits=1, user_api="blas"):
+    with _blas_controller().limit(limits=1, user_api="blas"):
         result = start if start is not None else _plain_em(X, K, method, n_init, max_iter,
                                                              random_state, reg_covar)
         if beta > 0:
