@@ -1834,7 +1834,8 @@ def run_cmm_em(Y, n_components, feature_sizes=None, init="dirichlet", init_weigh
 # (Gauss-Seidel, as in sequential ICM), which is what makes each sweep improve the objective;
 # updating every pixel at once from the old neighbours (as dipy does) can oscillate. With
 # coloured sweeps the mean-field free energy (soft) increases and the ICM energy (hard) decreases
-# at every step, E and M alike, so ``history`` is monotone: a check that the tests use.
+# at every step, E and M alike, so ``history`` is monotone (up to the tiny shift that reg_covar
+# adds to the M-step's variances): a check that the tests use.
 
 NEIGHBOURHOODS = {
     4: ((-1, 0), (1, 0), (0, -1), (0, 1)),
