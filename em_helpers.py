@@ -479,7 +479,9 @@ class _CompleteData:
     @classmethod
     def of(cls, X):
         shift = _round_centre(X)
-        return cls(X, shift, np.ascontiguousarray((X - shift).T))
+        centred_t = np.empty(X.shape[::-1])
+        np.subtract(X.T, shift[:, None], out=centred_t)
+        return cls(X, shift, centred_t)
 
     @property
     def n_features(self):
