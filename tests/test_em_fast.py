@@ -70,7 +70,8 @@ def test_soft_loop_equals_the_public_steps_chained(d, offset, scale):
     X = mixture(10 + d, d=d, offset=offset, scale=scale)
     rng = np.random.default_rng(d)
     A = rng.normal(size=(3, d, d)) * scale
-    start = {"means": X[:3].copy(), "covariances": A @ A.transpose(0, 2, 1) + scale ** 2 * np.eye(d),
+    covariances = A @ A.transpose(0, 2, 1) + scale ** 2 * np.eye(d)
+    start = {"means": X[:3].copy(), "covariances": covariances,
              "weights": np.array([0.5, 0.3, 0.2])}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", em.EMConvergenceWarning)
