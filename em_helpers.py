@@ -592,7 +592,8 @@ def _log_density_coefficients(shift, means, covariances, weights):
 
     With ``P = Sigma^-1`` and centred ``x`` and ``mu``: ``-(x - mu)^T P (x - mu) / 2 =
     -x^T P x / 2 + x^T P mu - mu^T P mu / 2``; the quadratic term gives ``-P_ii / 2`` on
-    ``x_i^2`` and ``-P_ij`` on ``x_i x_j`` (``i < j``).
+    ``x_i^2`` and ``-P_ij`` on ``x_i x_j`` (``i < j``). A component of weight 0 gets ``ln 1``
+    here (an infinite coefficient would make the product NaN); the caller sets its row to -inf.
     """
     K, d = means.shape
     chol = _cholesky(covariances)  # clear error if a covariance is not positive definite
@@ -601,8 +602,7 @@ def _log_density_coefficients(shift, means, covariances, weights):
     centred = means - shift
     p_mu = np.einsum("kij,kj->ki", precision, centred)
     log_det = 2.0 * np.log(np.diagonal(chol, axis1=1, axis2=2)).sum(axis=1)
-    with np.errstate(divide="ignore"):
-        log_weights = np.log(weights)
+    log_weights = np.log(np.where(weights > 0, weights, 1.0))  # weight 0: see _soft_pass
     first, second = np.triu_indices(d)
     coef = np.empty((K, 1 + d + first.size))
     coef[:, 0] = log_weights - 0.5 * (d * np.log(2 * np.pi) + log_det
@@ -647,10 +647,14 @@ def _soft_pass(data, means, covariances, weights, resp=None):
         ``stats[k] = sum_n R[k, n] t(x_n)``.
     """
     coef = _log_density_coefficients(data.shift, means, covariances, weights)
+    absent = weights <= 0  # ln 0: these components explain no point
     stats = np.zeros((means.shape[0], data.n_features))
     log_lik = 0.0
     for rows, t in data.feature_blocks():
-        block_resp, block_log_lik = _normalise_log_rows(coef @ t)
+        log_prob = coef @ t
+        if absent.any():
+            log_prob[absent] = -np.inf
+        block_resp, block_log_lik = _normalise_log_rows(log_prob)
         log_lik += block_log_lik
         stats += _block_sums(block_resp, t)
         if resp is not None:

@@ -84,6 +84,26 @@ def test_soft_loop_equals_the_public_steps_chained(d, offset, scale):
     np.testing.assert_allclose(result.objective, log_lik, rtol=1e-10)
 
 
+@pytest.mark.parametrize("method", ["hard", "soft"])
+def test_an_empty_component_is_reseeded_as_by_m_step(method):
+    # hard: the third mean is far from every point; soft: its weight is 0, so its
+    # responsibilities are exactly 0. The fast path must hand over to m_step, which re-seeds.
+    X = mixture(4)
+    means = np.vstack([X[:2], [[100.0, 100.0]]])
+    weights = np.array([0.6, 0.4, 0.0])
+    covs = np.stack([np.eye(2)] * 3)
+    init = means if method == "hard" else {"means": means, "covariances": covs,
+                                           "weights": weights}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", em.EMConvergenceWarning)
+        result = em.run_em(X, method=method, init=init, max_iter=2, tol=0)
+    assert result.reseeded[0] == (1, 2)
+    if method == "hard":
+        first = em.m_step(X, em.e_step(X, means))
+        covs, weights = first.covariances, first.weights
+    assert_same_iterates(result, reference_history(X, method, means, covs, weights, 2))
+
+
 def test_exact_ties_go_to_the_lowest_component_as_in_e_step():
     # integer points halfway between two means: the fast path must not split or double count
     X = np.array([[x, y] for x in range(5) for y in range(3)], dtype=float)
