@@ -260,9 +260,10 @@ def machine_description():
         found = re.search(r"^model name\s*:\s*(.+)$", cpuinfo.read_text(), re.MULTILINE)
         cpu = found.group(1).strip() if found else cpu
     mem = _meminfo_gib()
-    libs = sorted({f"{i['internal_api']} {i.get('version') or ''} ({i['num_threads']} threads)"
-                   for i in threadpool_info()})
-    return (f"{cpu}, {os.cpu_count()} cores, {mem:.0f} GiB RAM, {platform.system()} "
+    libs = sorted({" ".join(filter(None, (i["internal_api"], i.get("version"))))
+                   + f" ({i['num_threads']} threads)" for i in threadpool_info()})
+    return (f"{cpu}, {os.cpu_count()} cores, {cache_size()} last-level cache, {mem:.0f} GiB RAM, "
+            f"{platform.system()} "
             f"{platform.release()}; Python {platform.python_version()}, numpy {np.__version__}, "
             f"scikit-learn {sklearn.__version__}; native pools: {', '.join(libs)}")
 
@@ -389,7 +390,8 @@ def write_markdown(path, rows, peaks, memory_n, profiles, machine, load, repeats
         lines += [f"## Profile of one iteration (cProfile own time, N = {n_points:,}, one thread)",
                   "", "A slope like the timing (the fit stopped after n1 iterations is subtracted "
                   "from the one stopped after n2). Own time excludes the callees; numpy calls made "
-                  "through operators (`@`, `+=`) count in the function that makes them.", ""]
+                  "through operators (`@`, `+=`) count in the function that makes them. The "
+                  "profiler's own cost per call inflates the times: read the shares.", ""]
         for config, (top, total) in profiles.items():
             lines += [f"**{config}**", "", profile_table(top, total)]
     Path(path).write_text("\n".join(lines))
@@ -461,8 +463,10 @@ def plot(path, rows):
             label = config + (" (one pass)" if config == "X.sum" else "")
             times = [r["median"][config] if r["median"][config] > 0 else np.nan for r in sub]
             ax.loglog(n, times, style, color=color, label=label)  # noise < 0: not drawn
-        clock_name = "CPU time" if threads == "1" else "wall time"
-        ax.set_title(f"{threads} thread{'s' if threads != '1' else ''} ({clock_name})")
+        if threads == "1":
+            ax.set_title("1 thread (CPU time)")
+        else:
+            ax.set_title(f"default: {default_threads()} threads (wall time)")
         ax.set_xlabel("N (points)")
         ax.grid(True, which="both", alpha=0.3)
     axes[0].set_ylabel("seconds per iteration")
