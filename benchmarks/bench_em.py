@@ -216,22 +216,30 @@ def _function_name(key):
     return name if filename == "~" else f"{Path(filename).stem}.{name}"
 
 
-def profile_per_iteration(config, X, top=8):
-    """cProfile own time per iteration of the ``top`` functions of a fit (one thread).
-
-    Like the timing, a slope: the profile of the fit stopped after ``n1`` iterations is
-    subtracted from the one stopped after ``n2``, so the set-up is not counted; functions not
-    called in every iteration (set-up noise) are left out. Returns ``[(name, ms per iteration,
-    calls per iteration), ...]`` and the total ms per iteration.
-    """
-    n1, n2 = ITERATIONS["hard" if config in ("ours hard", "KMeans") else "soft"]
-    own = []
-    for n_iter in (n1, n2):
+def _profile_fit(config, X, n_iter, repeats):
+    """{function: (own seconds, calls)} of a fit, own seconds the median over ``repeats``."""
+    runs = []
+    for _ in range(repeats):
         profiler = cProfile.Profile(time.process_time)
         with threadpool_limits(limits=1):
             profiler.runcall(fit, config, X, n_iter)
-        own.append({_function_name(key): (value[2], value[1])
-                    for key, value in pstats.Stats(profiler).stats.items()})
+        runs.append({_function_name(key): (value[2], value[1])
+                     for key, value in pstats.Stats(profiler).stats.items()})
+    return {name: (float(np.median([run.get(name, (0.0, 0))[0] for run in runs])), calls)
+            for name, (_, calls) in runs[0].items()}
+
+
+def profile_per_iteration(config, X, top=8, repeats=3):
+    """cProfile own time per iteration of the ``top`` functions of a fit (one thread).
+
+    Like the timing, a slope: the profile of the fit stopped after ``n1`` iterations is
+    subtracted from the one stopped after ``n2`` (each the median of ``repeats`` runs), so the
+    set-up is not counted; functions not called in every iteration (set-up noise) are left out.
+    Returns ``[(name, ms per iteration, calls per iteration), ...]`` and the total ms per
+    iteration.
+    """
+    n1, n2 = ITERATIONS["hard" if config in ("ours hard", "KMeans") else "soft"]
+    own = [_profile_fit(config, X, n_iter, repeats) for n_iter in (n1, n2)]
     rows = []
     for name, (seconds, calls) in own[1].items():
         seconds0, calls0 = own[0].get(name, (0.0, 0))
@@ -389,9 +397,10 @@ def write_markdown(path, rows, peaks, memory_n, profiles, machine, load, repeats
         n_points = max(r["n"] for r in rows)
         lines += [f"## Profile of one iteration (cProfile own time, N = {n_points:,}, one thread)",
                   "", "A slope like the timing (the fit stopped after n1 iterations is subtracted "
-                  "from the one stopped after n2). Own time excludes the callees; numpy calls made "
-                  "through operators (`@`, `+=`) count in the function that makes them. The "
-                  "profiler's own cost per call inflates the times: read the shares.", ""]
+                  "from the one stopped after n2; medians of 3 runs). Own time excludes the "
+                  "callees; numpy calls made through operators (`@`, `+=`) count in the function "
+                  "that makes them. The profiler's own cost per call inflates the times: read "
+                  "the shares.", ""]
         for config, (top, total) in profiles.items():
             lines += [f"**{config}**", "", profile_table(top, total)]
     Path(path).write_text("\n".join(lines))
