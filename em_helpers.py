@@ -313,9 +313,8 @@ def _assign(X, means):
 
 
 def _one_hot(labels, n_components):
-    R = np.zeros((n_components, labels.shape[0]), dtype=np.int64)
-    R[labels, np.arange(labels.shape[0])] = 1
-    return R
+    """Int one-hot (K, N) of labels (N,)."""
+    return (labels == np.arange(n_components)[:, None]).astype(np.int64)
 
 
 def e_step(X, means):
@@ -443,6 +442,224 @@ def log_likelihood(X, means, covariances, weights):
     """Total log-likelihood ``sum_n ln sum_k pi_k N(x_n; mu_k, Sigma_k)`` (missing cells
     marginalised out). Same arguments as ``e_step_soft``."""
     return e_step_soft(X, means, covariances, weights)[1]
+
+
+# Fast path for complete data, used by the EM loop ---------------------------------------------
+#
+# A Gaussian's log-density is linear in the per-point statistics t(x) = (1, x, x_i x_j for
+# i <= j), and the M-step only needs the weighted sums of t(x) per component. So one pass over
+# the data, block by block, does an E-step (one (K, m) @ (m, b) product per block) and collects
+# what the M-step needs (one (K, b) @ (b, m) product per block). Blocks of _BLOCK_ROWS points
+# keep every temporary in the cache; there is no (N, K, d) temporary, no pass over X per
+# component, and soft EM never stores the (K, N) responsibilities inside the loop. The functions
+# above stay the reference formulas; tests check that both paths agree.
+
+_BLOCK_ROWS = 1 << 15
+
+
+@dataclass(frozen=True)
+class _CompleteData:
+    """Complete points prepared for the fast path (``_CompleteData.of(X)``).
+
+    Attributes
+    ----------
+    X : ndarray of shape (N, d)
+    shift : ndarray of shape (d,)
+        A round centre of X (``_round_centre``). The statistics use ``x - shift``, which keeps
+        ``E[x x^T] - mu mu^T`` and ``||x||^2 - 2 x.mu + ||mu||^2`` accurate: the cancellation is
+        then relative to the spread of the data, not to its distance from the origin.
+    centred_t : ndarray of shape (d, N)
+        ``(X - shift).T``, contiguous, so that a block of coordinates is a plain copy.
+    """
+
+    X: np.ndarray
+    shift: np.ndarray
+    centred_t: np.ndarray
+
+    @classmethod
+    def of(cls, X):
+        shift = _round_centre(X)
+        centred_t = np.empty(X.shape[::-1])
+        np.subtract(X.T, shift[:, None], out=centred_t)
+        return cls(X, shift, centred_t)
+
+    @property
+    def n_features(self):
+        """m = 1 + d + d (d + 1) / 2, the length of t(x)."""
+        d = self.shift.shape[0]
+        return 1 + d + d * (d + 1) // 2
+
+    def feature_blocks(self):
+        """Yield ``(rows, t)`` for consecutive blocks of points.
+
+        ``rows`` is the block's slice of ``range(N)`` and ``t`` (m, b) holds t(x) of its
+        centred points: row 0 is 1, rows ``1..d`` the coordinates, then the products
+        ``x_i x_j`` for ``i <= j`` in ``np.triu_indices(d)`` order. ``t`` is a buffer that
+        the next block overwrites.
+        """
+        d, N = self.centred_t.shape
+        buffer = np.empty((self.n_features, min(N, _BLOCK_ROWS)))
+        buffer[0] = 1.0
+        for start in range(0, N, _BLOCK_ROWS):
+            rows = slice(start, min(start + _BLOCK_ROWS, N))
+            t = buffer[:, : rows.stop - start]
+            coords = t[1: 1 + d]
+            coords[...] = self.centred_t[:, rows]
+            row = 1 + d
+            for i in range(d):  # x_i x_j for j = i..d-1: the next d - i rows
+                np.multiply(coords[i], coords[i:], out=t[row: row + d - i])
+                row += d - i
+            yield rows, t
+
+    def square_rows(self):
+        """Indices of the rows ``x_i^2`` in t(x)."""
+        d = self.shift.shape[0]
+        first, second = np.triu_indices(d)
+        return 1 + d + np.flatnonzero(first == second)
+
+
+def _round_centre(X):
+    """The column means of X (d,), rounded to a power of two at the scale of the spread.
+
+    Close enough to the mean for accuracy, and exact for integer data (the centred values stay
+    integers), so that exact ties between components break as in the reference formulas.
+    """
+    mean, spread = X.mean(axis=0), X.std(axis=0)
+    step = np.exp2(np.floor(np.log2(np.where(spread > 0, spread, 1.0))))
+    return np.round(mean / step) * step
+
+
+def _first_true(member):
+    """Keep only the first True of every column of a boolean (K, N) array (ties to lowest k)."""
+    return member & (np.cumsum(member, axis=0) == 1)
+
+
+def _nearest_in_block(coef, t_linear, member):
+    """Mark each point's nearest mean in ``member`` (K, b) and return ``sum_n min_k score``.
+
+    ``coef @ t_linear`` gives the scores ``||mu_k||^2 - 2 x.mu_k`` (K, b); ties mark several
+    components (``_hard_pass`` resolves them).
+    """
+    scores = coef @ t_linear
+    best = scores.min(axis=0)
+    np.equal(scores, best, out=member)
+    return float(best.sum())
+
+
+def _block_sums(R, t):
+    """``R @ t.T`` (K, m) in float: one block's share of the M-step's sums."""
+    return np.matmul(R, t.T, dtype=float)
+
+
+def _hard_pass(data, means):
+    """Hard E-step on complete data, with the sums that the M-step needs.
+
+    ``||x - mu||^2 = ||x||^2 - 2 x.mu + ||mu||^2``: the first term does not depend on the
+    component, so the nearest mean minimises ``||mu||^2 - 2 x.mu`` (one product per block).
+
+    Parameters
+    ----------
+    data : _CompleteData
+    means : ndarray of shape (K, d)
+
+    Returns
+    -------
+    member : ndarray of shape (K, N), bool
+        One-hot assignment to the nearest mean, ties to the lowest component.
+    objective : float
+        ``sum_n min_k ||x_n - mu_k||^2``.
+    stats : ndarray of shape (K, m)
+        ``stats[k] = sum_{n in k} t(x_n)``.
+    """
+    K, d = means.shape
+    centred = means - data.shift
+    coef = np.column_stack([np.einsum("kd,kd->k", centred, centred), -2.0 * centred])
+    member = np.empty((K, data.X.shape[0]), dtype=bool)
+    stats = np.zeros((K, data.n_features))
+    min_scores = 0.0
+    for rows, t in data.feature_blocks():
+        min_scores += _nearest_in_block(coef, t[: 1 + d], member[:, rows])
+        stats += _block_sums(member[:, rows], t)
+    if np.count_nonzero(member) > member.shape[1]:  # exact ties: recount without them
+        member = _first_true(member)
+        stats = _weighted_sums(data, member)
+    objective = min_scores + float(stats[:, data.square_rows()].sum())  # + sum_n ||x_n||^2
+    return member, max(objective, 0.0), stats
+
+
+def _log_density_coefficients(shift, means, covariances, weights):
+    """Coefficients (K, m) such that ``coef @ t(x) = ln pi_k + ln N(x; mu_k, Sigma_k)``.
+
+    With ``P = Sigma^-1`` and centred ``x`` and ``mu``: ``-(x - mu)^T P (x - mu) / 2 =
+    -x^T P x / 2 + x^T P mu - mu^T P mu / 2``; the quadratic term gives ``-P_ii / 2`` on
+    ``x_i^2`` and ``-P_ij`` on ``x_i x_j`` (``i < j``). A component of weight 0 gets ``ln 1``
+    here (an infinite coefficient would make the product NaN); the caller sets its row to -inf.
+    """
+    K, d = means.shape
+    chol = _cholesky(covariances)  # clear error if a covariance is not positive definite
+    chol_inv = np.linalg.inv(chol)
+    precision = np.swapaxes(chol_inv, 1, 2) @ chol_inv  # (L L^T)^-1 = L^-T L^-1
+    centred = means - shift
+    p_mu = np.einsum("kij,kj->ki", precision, centred)
+    log_det = 2.0 * np.log(np.diagonal(chol, axis1=1, axis2=2)).sum(axis=1)
+    log_weights = np.log(np.where(weights > 0, weights, 1.0))  # weight 0: see _soft_pass
+    first, second = np.triu_indices(d)
+    coef = np.empty((K, 1 + d + first.size))
+    coef[:, 0] = log_weights - 0.5 * (d * np.log(2 * np.pi) + log_det
+                                      + np.einsum("ki,ki->k", centred, p_mu))
+    coef[:, 1: 1 + d] = p_mu
+    coef[:, 1 + d:] = np.where(first == second, -0.5, -1.0) * precision[:, first, second]
+    return coef
+
+
+def _normalise_log_rows(log_prob):
+    """Turn ``ln pi_k N(x_n | k)`` (K, b) into responsibilities, in place.
+
+    Returns the same array, now holding ``p(z_n = k | x_n)``, and the block's log-likelihood:
+    a log-sum-exp over the K rows (max, subtract, exp, sum, divide) with no other (K, b)
+    temporary.
+    """
+    top = log_prob.max(axis=0)
+    log_prob -= top
+    np.exp(log_prob, out=log_prob)
+    norm = log_prob.sum(axis=0)
+    log_prob /= norm
+    log_norm = np.log(norm)
+    log_norm += top
+    return log_prob, float(log_norm.sum())
+
+
+def _soft_pass(data, means, covariances, weights, resp=None):
+    """Soft E-step on complete data, with the sums that the M-step needs.
+
+    Parameters
+    ----------
+    data : _CompleteData
+    means, covariances, weights : ndarrays (K, d), (K, d, d), (K,)
+    resp : ndarray of shape (K, N), optional
+        Filled with the responsibilities if given (the EM loop itself only needs the sums).
+
+    Returns
+    -------
+    log_lik : float
+        The total log-likelihood.
+    stats : ndarray of shape (K, m)
+        ``stats[k] = sum_n R[k, n] t(x_n)``.
+    """
+    coef = _log_density_coefficients(data.shift, means, covariances, weights)
+    absent = weights <= 0  # ln 0: these components explain no point
+    stats = np.zeros((means.shape[0], data.n_features))
+    log_lik = 0.0
+    for rows, t in data.feature_blocks():
+        log_prob = coef @ t
+        if absent.any():
+            log_prob[absent] = -np.inf
+        block_resp, block_log_lik = _normalise_log_rows(log_prob)
+        log_lik += block_log_lik
+        stats += _block_sums(block_resp, t)
+        if resp is not None:
+            resp[:, rows] = block_resp
+    return log_lik, stats
 
 
 # ---------------------------------------------------------------------------------------------
@@ -639,6 +856,53 @@ def m_step(X, R, means=None, covariances=None, reg_covar=1e-6):
     return MStepResult(new_means, new_covs, counts / X.shape[0], reseeded)
 
 
+def _has_empty_component(counts, n_points):
+    """The emptiness test of ``_reseed_empty``."""
+    return bool((counts <= 10 * np.finfo(float).eps * max(n_points, 1)).any())
+
+
+def _weighted_sums(data, R):
+    """``stats[k] = sum_n R[k, n] t(x_n)`` (K, m) for complete data, block by block.
+
+    ``R`` (K, N) holds responsibilities or a (boolean) one-hot; t(x) is described in
+    ``_CompleteData.feature_blocks``.
+    """
+    stats = np.zeros((R.shape[0], data.n_features))
+    for rows, t in data.feature_blocks():
+        stats += _block_sums(R[:, rows], t)
+    return stats
+
+
+def _gaussians_from_statistics(stats, shift, reg_covar):
+    """Means (K, d) and covariances (K, d, d) from the weighted sums of t(x).
+
+    ``stats[k] = sum_n R[k, n] t(x_n)`` holds the count ``N_k``, the sum of the centred points
+    and the sums of their products. Then ``mu_k = sum x / N_k`` and
+    ``Sigma_k = sum x x^T / N_k - mu_k mu_k^T`` (centred coordinates, see ``_CompleteData``),
+    plus ``reg_covar`` on the diagonal.
+    """
+    d = shift.shape[0]
+    counts = stats[:, 0]
+    centred_means = stats[:, 1: 1 + d] / counts[:, None]
+    first, second = np.triu_indices(d)
+    products = np.empty((stats.shape[0], d, d))
+    products[:, first, second] = stats[:, 1 + d:]
+    products[:, second, first] = stats[:, 1 + d:]
+    covs = products / counts[:, None, None] - centred_means[:, :, None] * centred_means[:, None, :]
+    covs[:, np.arange(d), np.arange(d)] += reg_covar
+    return centred_means + shift, covs
+
+
+def _m_step_from_statistics(stats, data, reg_covar):
+    """The M-step on complete data from ``stats`` (K, m); an ``MStepResult``.
+
+    Equal to ``m_step(data.X, R)`` when ``stats`` are the sums of t(x) weighted by ``R`` and no
+    component is empty (the EM loop checks that first).
+    """
+    means, covs = _gaussians_from_statistics(stats, data.shift, reg_covar)
+    return MStepResult(means, covs, stats[:, 0] / data.X.shape[0])
+
+
 # ---------------------------------------------------------------------------------------------
 # 4. The EM loop
 # ---------------------------------------------------------------------------------------------
@@ -748,12 +1012,86 @@ def _parse_init(X, K, init):
     return means, covs, weights
 
 
-def _starting_point(X, means, covs, weights, reg_covar):
+def _hard_e_step(X, data, means):
+    """Hard E-step of the loop: one-hot (K, N) bool, objective, stats (K, m) or None.
+
+    ``data`` is the ``_CompleteData`` of X (fast path, which also returns the M-step's sums) or
+    None when cells are missing (reference ``_assign``; no sums).
+    """
+    if data is not None:
+        return _hard_pass(data, means)
+    labels, dist = _assign(X, means)
+    return labels == np.arange(means.shape[0])[:, None], float(dist.sum()), None
+
+
+def _soft_e_step(X, data, means, covs, weights, keep_resp):
+    """Soft E-step of the loop: responsibilities (K, N) or None, log-likelihood, stats or None.
+
+    On the fast path the responsibilities are only stored when ``keep_resp`` is True.
+    """
+    if data is None:
+        resp, log_lik = _soft_assign(X, means, covs, weights)
+        return resp, log_lik, None
+    resp = np.empty((means.shape[0], X.shape[0])) if keep_resp else None
+    log_lik, stats = _soft_pass(data, means, covs, weights, resp)
+    return resp, log_lik, stats
+
+
+def _em_iteration(X, data, method, means, covs, weights, reg_covar):
+    """One E-step and one M-step from the current parameters.
+
+    Parameters
+    ----------
+    X : ndarray (N, d)
+    data : _CompleteData or None
+        None when X has missing cells; the reference E-steps and ``m_step`` then do the work.
+    method : {"hard", "soft"}
+    means, covs, weights : the current parameters; ``covs`` and ``weights`` may be None for
+        hard EM (the start of a run, before any M-step).
+    reg_covar : float
+
+    Returns
+    -------
+    fit : MStepResult
+    objective : float
+        Of the current parameters: within-cluster sum of squares (hard) or log-likelihood.
+    member : ndarray (K, N) of bool, or None
+        Hard EM: this E-step's assignment (for the convergence test); soft EM: None.
+    """
+    if method == "hard":
+        member, objective, stats = _hard_e_step(X, data, means)
+        R = member
+    else:
+        member = None
+        R, objective, stats = _soft_e_step(X, data, means, covs, weights, keep_resp=False)
+    if stats is None:  # missing cells: expected statistics under the current parameters
+        current = (means, covs) if covs is not None else (None, None)
+        return m_step(X, R, *current, reg_covar), objective, member
+    if _has_empty_component(stats[:, 0], X.shape[0]):  # re-seeding needs R: reference M-step
+        if R is None:
+            R, _, _ = _soft_e_step(X, data, means, covs, weights, keep_resp=True)
+        return m_step(X, R, reg_covar=reg_covar), objective, member
+    return _m_step_from_statistics(stats, data, reg_covar), objective, member
+
+
+def _final_e_step(X, data, method, means, covs, weights):
+    """The E-step of the final parameters: resp (K, N), labels (N,) and the objective.
+
+    ``resp`` is an int one-hot for hard EM, responsibilities for soft EM.
+    """
+    if method == "hard":
+        member, objective, _ = _hard_e_step(X, data, means)
+        labels = np.argmax(member, axis=0)
+        return _one_hot(labels, means.shape[0]), labels, objective
+    resp, objective, _ = _soft_e_step(X, data, means, covs, weights, keep_resp=True)
+    return resp, np.argmax(resp, axis=0), objective
+
+
+def _starting_point(X, data, means, covs, weights, reg_covar):
     """Complete a start given by means only: covariances and weights of the partition the
     means induce (one hard E-step), the means kept as given."""
     if covs is None or weights is None:
-        labels, _ = _assign(X, means)
-        fit = m_step(X, _one_hot(labels, means.shape[0]), reg_covar=reg_covar)
+        fit, _, _ = _em_iteration(X, data, "hard", means, None, None, reg_covar)
         covs = fit.covariances if covs is None else covs
         weights = fit.weights if weights is None else weights
     return means, covs, weights
@@ -764,52 +1102,66 @@ def _snapshot(means, covs, weights, objective=np.nan):
             "objective": objective}
 
 
-def _em_once(X, means, covs, weights, method, max_iter, tol, reg_covar):
-    """One EM run from a start; returns an EMResult."""
-    N, K = X.shape[0], means.shape[0]
+def _progress_bar(method, max_iter, start, n_starts):
+    """A tqdm bar (a widget in notebooks) for one EM run."""
+    from tqdm.auto import tqdm
+
+    desc = f"{method} EM" + (f" (start {start + 1}/{n_starts})" if n_starts > 1 else "")
+    return tqdm(total=max_iter, desc=desc, unit="it")
+
+
+def _improves(new, old, method):
+    """True if objective ``new`` beats ``old`` by more than rounding (1e-12 relative).
+
+    Lower is better for hard EM (sum of squares), higher for soft EM (log-likelihood).
+    """
+    margin = 1e-12 * max(abs(old), 1.0)
+    return new < old - margin if method == "hard" else new > old + margin
+
+
+def _em_once(X, data, means, covs, weights, method, max_iter, tol, reg_covar, bar=None):
+    """One EM run from a start; returns an EMResult.
+
+    ``data`` is the ``_CompleteData`` of X, or None with missing cells; ``bar`` an optional
+    tqdm bar, advanced once per iteration with the objective shown.
+    """
+    N = X.shape[0]
     init_means = means.copy()
     history = [_snapshot(means, covs, weights)]
     reseeded = []
     converged = False
-    prev_labels, prev_mean_ll = None, -np.inf
+    prev_member, prev_mean_ll = None, -np.inf
     n_iter = 0
     for n_iter in range(1, max_iter + 1):
-        if method == "hard":
-            labels, dist = _assign(X, means)
-            history[-1]["objective"] = float(dist.sum())
-            R = _one_hot(labels, K)
-        else:
-            R, log_lik = _soft_assign(X, means, covs, weights)
-            history[-1]["objective"] = log_lik
-        fit = m_step(X, R, means, covs, reg_covar) if np.isnan(X).any() else \
-            m_step(X, R, reg_covar=reg_covar)
+        fit, objective, member = _em_iteration(X, data, method, means, covs, weights, reg_covar)
+        history[-1]["objective"] = objective
         means, covs, weights = fit
         reseeded += [(n_iter, k) for k in fit.reseeded]
         history.append(_snapshot(means, covs, weights))
         if method == "hard":
-            converged = prev_labels is not None and np.array_equal(labels, prev_labels)
-            prev_labels = labels
+            converged = prev_member is not None and np.array_equal(member, prev_member)
+            prev_member = member
         else:
-            converged = log_lik / N - prev_mean_ll < tol
-            prev_mean_ll = log_lik / N
+            converged = objective / N - prev_mean_ll < tol
+            prev_mean_ll = objective / N
+        if bar is not None:
+            bar.set_postfix_str(f"objective={objective:.6g}", refresh=False)
+            bar.update()
         if converged:
             break
     # a last E-step so that resp, labels and the objective belong to the final parameters
-    if method == "hard":
-        labels, dist = _assign(X, means)
-        objective = float(dist.sum())
-        resp = _one_hot(labels, K)
-    else:
-        resp, objective = _soft_assign(X, means, covs, weights)
-        labels = np.argmax(resp, axis=0)
+    resp, labels, objective = _final_e_step(X, data, method, means, covs, weights)
     history[-1]["objective"] = objective
+    if bar is not None:
+        bar.set_postfix_str(f"objective={objective:.6g}")
+        bar.close()
     return EMResult(means=means, covariances=covs, weights=weights, resp=resp, labels=labels,
                     n_iter=n_iter, converged=bool(converged), objective=objective,
                     history=history, init_means=init_means, method=method, reseeded=reseeded)
 
 
 def run_em(X, n_components=3, method="hard", init="random", n_init=1, max_iter=100, tol=1e-6,
-           random_state=0, reg_covar=1e-6):
+           random_state=0, reg_covar=1e-6, progress=False):
     """Fit a mixture of Gaussians by EM.
 
     ``method="hard"`` is the algorithm of the simulation questions: the E-step assigns each
@@ -832,7 +1184,9 @@ def run_em(X, n_components=3, method="hard", init="random", n_init=1, max_iter=1
         and ``weights``: the full starting parameters. Missing covariances/weights are those of
         the partition that the initial means induce.
     n_init : int, default 1
-        Number of starts (only with a string ``init``); the best objective wins.
+        Number of starts (only with a string ``init``); the best objective wins. A later start
+        must beat an earlier one by more than rounding (1e-12 relative): the same optimum
+        reached from two starts keeps the first.
     max_iter : int, default 100
     tol : float, default 1e-6
         Soft EM only: threshold on the gain in mean log-likelihood per point.
@@ -840,6 +1194,9 @@ def run_em(X, n_components=3, method="hard", init="random", n_init=1, max_iter=1
         Seed of every random choice.
     reg_covar : float, default 1e-6
         Added to the diagonal of every covariance.
+    progress : bool, default False
+        Show a tqdm progress bar (a widget in notebooks) with the iteration and the
+        objective, one bar per start. Off by default so that notebook outputs stay stable.
 
     Returns
     -------
@@ -861,9 +1218,11 @@ def run_em(X, n_components=3, method="hard", init="random", n_init=1, max_iter=1
     if not (isinstance(reg_covar, (int, float, np.floating)) and np.isfinite(reg_covar)
             and reg_covar >= 0):
         raise ValueError(f"reg_covar must be a non-negative number, got {reg_covar!r}")
-    if len(_complete_rows(X)) < K:
-        raise ValueError(f"n_components={K} is more than the {len(_complete_rows(X))} "
-                         "complete rows of X")
+    if not isinstance(progress, (bool, np.bool_)):
+        raise ValueError(f"progress must be True or False, got {progress!r}")
+    n_complete = int(np.count_nonzero(~np.isnan(X).any(axis=1)))
+    if n_complete < K:
+        raise ValueError(f"n_components={K} is more than the {n_complete} complete rows of X")
     rng = np.random.default_rng(random_state)
     if isinstance(init, str):
         starts = [(_init_means(X, K, init, rng), None, None) for _ in range(n_init)]
@@ -871,13 +1230,13 @@ def run_em(X, n_components=3, method="hard", init="random", n_init=1, max_iter=1
         if n_init != 1:
             raise ValueError("n_init > 1 needs a random init ('random' or 'kmeans++')")
         starts = [_parse_init(X, K, init)]
+    data = None if np.isnan(X).any() else _CompleteData.of(X)  # the fast path
     best = None
-    for means, covs, weights in starts:
-        means, covs, weights = _starting_point(X, means, covs, weights, reg_covar)
-        result = _em_once(X, means, covs, weights, method, max_iter, tol, reg_covar)
-        better = best is None or (result.objective < best.objective if method == "hard"
-                                  else result.objective > best.objective)
-        if better:
+    for start, (means, covs, weights) in enumerate(starts):
+        means, covs, weights = _starting_point(X, data, means, covs, weights, reg_covar)
+        bar = _progress_bar(method, max_iter, start, len(starts)) if progress else None
+        result = _em_once(X, data, means, covs, weights, method, max_iter, tol, reg_covar, bar)
+        if best is None or _improves(result.objective, best.objective, method):
             best = result
     if not best.converged:
         warnings.warn(f"{method} EM did not converge within max_iter={max_iter} iterations; "
