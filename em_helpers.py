@@ -1,18 +1,29 @@
 """EM for mixture models: the one helper module of this project.
 
-Read top to bottom, it follows the course's order:
+Read top to bottom, it follows the course's order: the EM machinery of sections 1-2 of the
+statement, then what the simulation questions and the real application (section 3) need.
 
 1. Loading the data: ``load_image`` reads a scan (any plausible CSV layout) into ``(X, y)``.
 2. The E-step: ``e_step`` (hard assignment by Euclidean distance, the simulation questions),
-   ``log_gaussian_density`` and ``e_step_soft`` (Gaussian responsibilities).
+   ``log_gaussian_density``, ``e_step_soft`` (Gaussian responsibilities), ``log_likelihood``.
 3. The M-step: ``m_step`` (means, covariances, weights; missing cells through expected
    sufficient statistics).
-4. The EM loop: ``run_em`` returning an ``EMResult``.
-4b. Filling in missing data: ``impute`` (conditional means and standard deviations under a
-   fitted mixture); ``compare_imputers`` (ours and scikit-learn's); scoring with ``mcar_mask``,
+4. The EM loop: ``run_em`` returning an ``EMResult`` (with a fast path for complete data).
+5. The categorical mixture of theory question 5: ``encode_categorical``, ``cmm_e_step``,
+   ``cmm_m_step``, ``cmm_log_likelihood``, ``run_cmm_em`` returning a ``CMMResult``.
+6. Metrics against the true labels: ``label_mapping``, ``match_labels``, ``align_to_truth``,
+   ``clustering_scores``.
+7. Tables and the bootstrap for the simulation notebooks: ``load_images``, ``load_truth``,
+   ``initial_means``, ``fit_hard_and_soft``, ``parameter_table``, ``scores_table``,
+   ``bootstrap_parameters``, ``image_comparison_table`` and friends.
+8. Filling in missing data: ``impute`` (conditional means and standard deviations under a
+   fitted mixture), ``compare_imputers`` (ours and scikit-learn's), ``mcar_mask``,
    ``imputation_rmse``, ``interval_coverage``.
-5. Metrics against the true labels: ``match_labels``, ``align_to_truth``, ``clustering_scores``.
-6. Plotting helpers shared by the notebooks: ``plot_clusters``, ``covariance_ellipse``.
+9. Images: ``segment_image`` (EM on the intensities inside a mask, optional Potts prior by mean
+   field or ICM), ``dice``, ``region_stats``, ``implant_lesion``, ``add_gaussian_noise``,
+   ``crop_to_mask``, ``segment_dipy_hmrf``, ``plot_label_image``, ``plot_intensity_fit``.
+10. Plotting helpers shared by the notebooks: ``plot_clusters``, ``covariance_ellipse``,
+    ``shared_legend``.
 
 Conventions used everywhere:
 
@@ -444,224 +455,6 @@ def log_likelihood(X, means, covariances, weights):
     return e_step_soft(X, means, covariances, weights)[1]
 
 
-# Fast path for complete data, used by the EM loop ---------------------------------------------
-#
-# A Gaussian's log-density is linear in the per-point statistics t(x) = (1, x, x_i x_j for
-# i <= j), and the M-step only needs the weighted sums of t(x) per component. So one pass over
-# the data, block by block, does an E-step (one (K, m) @ (m, b) product per block) and collects
-# what the M-step needs (one (K, b) @ (b, m) product per block). Blocks of _BLOCK_ROWS points
-# keep every temporary in the cache; there is no (N, K, d) temporary, no pass over X per
-# component, and soft EM never stores the (K, N) responsibilities inside the loop. The functions
-# above stay the reference formulas; tests check that both paths agree.
-
-_BLOCK_ROWS = 1 << 15
-
-
-@dataclass(frozen=True)
-class _CompleteData:
-    """Complete points prepared for the fast path (``_CompleteData.of(X)``).
-
-    Attributes
-    ----------
-    X : ndarray of shape (N, d)
-    shift : ndarray of shape (d,)
-        A round centre of X (``_round_centre``). The statistics use ``x - shift``, which keeps
-        ``E[x x^T] - mu mu^T`` and ``||x||^2 - 2 x.mu + ||mu||^2`` accurate: the cancellation is
-        then relative to the spread of the data, not to its distance from the origin.
-    centred_t : ndarray of shape (d, N)
-        ``(X - shift).T``, contiguous, so that a block of coordinates is a plain copy.
-    """
-
-    X: np.ndarray
-    shift: np.ndarray
-    centred_t: np.ndarray
-
-    @classmethod
-    def of(cls, X):
-        shift = _round_centre(X)
-        centred_t = np.empty(X.shape[::-1])
-        np.subtract(X.T, shift[:, None], out=centred_t)
-        return cls(X, shift, centred_t)
-
-    @property
-    def n_features(self):
-        """m = 1 + d + d (d + 1) / 2, the length of t(x)."""
-        d = self.shift.shape[0]
-        return 1 + d + d * (d + 1) // 2
-
-    def feature_blocks(self):
-        """Yield ``(rows, t)`` for consecutive blocks of points.
-
-        ``rows`` is the block's slice of ``range(N)`` and ``t`` (m, b) holds t(x) of its
-        centred points: row 0 is 1, rows ``1..d`` the coordinates, then the products
-        ``x_i x_j`` for ``i <= j`` in ``np.triu_indices(d)`` order. ``t`` is a buffer that
-        the next block overwrites.
-        """
-        d, N = self.centred_t.shape
-        buffer = np.empty((self.n_features, min(N, _BLOCK_ROWS)))
-        buffer[0] = 1.0
-        for start in range(0, N, _BLOCK_ROWS):
-            rows = slice(start, min(start + _BLOCK_ROWS, N))
-            t = buffer[:, : rows.stop - start]
-            coords = t[1: 1 + d]
-            coords[...] = self.centred_t[:, rows]
-            row = 1 + d
-            for i in range(d):  # x_i x_j for j = i..d-1: the next d - i rows
-                np.multiply(coords[i], coords[i:], out=t[row: row + d - i])
-                row += d - i
-            yield rows, t
-
-    def square_rows(self):
-        """Indices of the rows ``x_i^2`` in t(x)."""
-        d = self.shift.shape[0]
-        first, second = np.triu_indices(d)
-        return 1 + d + np.flatnonzero(first == second)
-
-
-def _round_centre(X):
-    """The column means of X (d,), rounded to a power of two at the scale of the spread.
-
-    Close enough to the mean for accuracy, and exact for integer data (the centred values stay
-    integers), so that exact ties between components break as in the reference formulas.
-    """
-    mean, spread = X.mean(axis=0), X.std(axis=0)
-    step = np.exp2(np.floor(np.log2(np.where(spread > 0, spread, 1.0))))
-    return np.round(mean / step) * step
-
-
-def _first_true(member):
-    """Keep only the first True of every column of a boolean (K, N) array (ties to lowest k)."""
-    return member & (np.cumsum(member, axis=0) == 1)
-
-
-def _nearest_in_block(coef, t_linear, member):
-    """Mark each point's nearest mean in ``member`` (K, b) and return ``sum_n min_k score``.
-
-    ``coef @ t_linear`` gives the scores ``||mu_k||^2 - 2 x.mu_k`` (K, b); ties mark several
-    components (``_hard_pass`` resolves them).
-    """
-    scores = coef @ t_linear
-    best = scores.min(axis=0)
-    np.equal(scores, best, out=member)
-    return float(best.sum())
-
-
-def _block_sums(R, t):
-    """``R @ t.T`` (K, m) in float: one block's share of the M-step's sums."""
-    return np.matmul(R, t.T, dtype=float)
-
-
-def _hard_pass(data, means):
-    """Hard E-step on complete data, with the sums that the M-step needs.
-
-    ``||x - mu||^2 = ||x||^2 - 2 x.mu + ||mu||^2``: the first term does not depend on the
-    component, so the nearest mean minimises ``||mu||^2 - 2 x.mu`` (one product per block).
-
-    Parameters
-    ----------
-    data : _CompleteData
-    means : ndarray of shape (K, d)
-
-    Returns
-    -------
-    member : ndarray of shape (K, N), bool
-        One-hot assignment to the nearest mean, ties to the lowest component.
-    objective : float
-        ``sum_n min_k ||x_n - mu_k||^2``.
-    stats : ndarray of shape (K, m)
-        ``stats[k] = sum_{n in k} t(x_n)``.
-    """
-    K, d = means.shape
-    centred = means - data.shift
-    coef = np.column_stack([np.einsum("kd,kd->k", centred, centred), -2.0 * centred])
-    member = np.empty((K, data.X.shape[0]), dtype=bool)
-    stats = np.zeros((K, data.n_features))
-    min_scores = 0.0
-    for rows, t in data.feature_blocks():
-        min_scores += _nearest_in_block(coef, t[: 1 + d], member[:, rows])
-        stats += _block_sums(member[:, rows], t)
-    if np.count_nonzero(member) > member.shape[1]:  # exact ties: recount without them
-        member = _first_true(member)
-        stats = _weighted_sums(data, member)
-    objective = min_scores + float(stats[:, data.square_rows()].sum())  # + sum_n ||x_n||^2
-    return member, max(objective, 0.0), stats
-
-
-def _log_density_coefficients(shift, means, covariances, weights):
-    """Coefficients (K, m) such that ``coef @ t(x) = ln pi_k + ln N(x; mu_k, Sigma_k)``.
-
-    With ``P = Sigma^-1`` and centred ``x`` and ``mu``: ``-(x - mu)^T P (x - mu) / 2 =
-    -x^T P x / 2 + x^T P mu - mu^T P mu / 2``; the quadratic term gives ``-P_ii / 2`` on
-    ``x_i^2`` and ``-P_ij`` on ``x_i x_j`` (``i < j``). A component of weight 0 gets ``ln 1``
-    here (an infinite coefficient would make the product NaN); the caller sets its row to -inf.
-    """
-    K, d = means.shape
-    chol = _cholesky(covariances)  # clear error if a covariance is not positive definite
-    chol_inv = np.linalg.inv(chol)
-    precision = np.swapaxes(chol_inv, 1, 2) @ chol_inv  # (L L^T)^-1 = L^-T L^-1
-    centred = means - shift
-    p_mu = np.einsum("kij,kj->ki", precision, centred)
-    log_det = 2.0 * np.log(np.diagonal(chol, axis1=1, axis2=2)).sum(axis=1)
-    log_weights = np.log(np.where(weights > 0, weights, 1.0))  # weight 0: see _soft_pass
-    first, second = np.triu_indices(d)
-    coef = np.empty((K, 1 + d + first.size))
-    coef[:, 0] = log_weights - 0.5 * (d * np.log(2 * np.pi) + log_det
-                                      + np.einsum("ki,ki->k", centred, p_mu))
-    coef[:, 1: 1 + d] = p_mu
-    coef[:, 1 + d:] = np.where(first == second, -0.5, -1.0) * precision[:, first, second]
-    return coef
-
-
-def _normalise_log_rows(log_prob):
-    """Turn ``ln pi_k N(x_n | k)`` (K, b) into responsibilities, in place.
-
-    Returns the same array, now holding ``p(z_n = k | x_n)``, and the block's log-likelihood:
-    a log-sum-exp over the K rows (max, subtract, exp, sum, divide) with no other (K, b)
-    temporary.
-    """
-    top = log_prob.max(axis=0)
-    log_prob -= top
-    np.exp(log_prob, out=log_prob)
-    norm = log_prob.sum(axis=0)
-    log_prob /= norm
-    log_norm = np.log(norm)
-    log_norm += top
-    return log_prob, float(log_norm.sum())
-
-
-def _soft_pass(data, means, covariances, weights, resp=None):
-    """Soft E-step on complete data, with the sums that the M-step needs.
-
-    Parameters
-    ----------
-    data : _CompleteData
-    means, covariances, weights : ndarrays (K, d), (K, d, d), (K,)
-    resp : ndarray of shape (K, N), optional
-        Filled with the responsibilities if given (the EM loop itself only needs the sums).
-
-    Returns
-    -------
-    log_lik : float
-        The total log-likelihood.
-    stats : ndarray of shape (K, m)
-        ``stats[k] = sum_n R[k, n] t(x_n)``.
-    """
-    coef = _log_density_coefficients(data.shift, means, covariances, weights)
-    absent = weights <= 0  # ln 0: these components explain no point
-    stats = np.zeros((means.shape[0], data.n_features))
-    log_lik = 0.0
-    for rows, t in data.feature_blocks():
-        log_prob = coef @ t
-        if absent.any():
-            log_prob[absent] = -np.inf
-        block_resp, block_log_lik = _normalise_log_rows(log_prob)
-        log_lik += block_log_lik
-        stats += _block_sums(block_resp, t)
-        if resp is not None:
-            resp[:, rows] = block_resp
-    return log_lik, stats
-
-
 # ---------------------------------------------------------------------------------------------
 # 3. The M-step
 # ---------------------------------------------------------------------------------------------
@@ -906,6 +699,225 @@ def _m_step_from_statistics(stats, data, reg_covar):
 # ---------------------------------------------------------------------------------------------
 # 4. The EM loop
 # ---------------------------------------------------------------------------------------------
+
+# Fast path for complete data, used by the EM loop ---------------------------------------------
+#
+# A Gaussian's log-density is linear in the per-point statistics t(x) = (1, x, x_i x_j for
+# i <= j), and the M-step only needs the weighted sums of t(x) per component. So one pass over
+# the data, block by block, does an E-step (one (K, m) @ (m, b) product per block) and collects
+# what the M-step needs (one (K, b) @ (b, m) product per block). Blocks of _BLOCK_ROWS points
+# keep every temporary in the cache; there is no (N, K, d) temporary, no pass over X per
+# component, and soft EM never stores the (K, N) responsibilities inside the loop. The functions
+# above stay the reference formulas; tests check that both paths agree.
+
+_BLOCK_ROWS = 1 << 15
+
+
+@dataclass(frozen=True)
+class _CompleteData:
+    """Complete points prepared for the fast path (``_CompleteData.of(X)``).
+
+    Attributes
+    ----------
+    X : ndarray of shape (N, d)
+    shift : ndarray of shape (d,)
+        A round centre of X (``_round_centre``). The statistics use ``x - shift``, which keeps
+        ``E[x x^T] - mu mu^T`` and ``||x||^2 - 2 x.mu + ||mu||^2`` accurate: the cancellation is
+        then relative to the spread of the data, not to its distance from the origin.
+    centred_t : ndarray of shape (d, N)
+        ``(X - shift).T``, contiguous, so that a block of coordinates is a plain copy.
+    """
+
+    X: np.ndarray
+    shift: np.ndarray
+    centred_t: np.ndarray
+
+    @classmethod
+    def of(cls, X):
+        shift = _round_centre(X)
+        centred_t = np.empty(X.shape[::-1])
+        np.subtract(X.T, shift[:, None], out=centred_t)
+        return cls(X, shift, centred_t)
+
+    @property
+    def n_features(self):
+        """m = 1 + d + d (d + 1) / 2, the length of t(x)."""
+        d = self.shift.shape[0]
+        return 1 + d + d * (d + 1) // 2
+
+    def feature_blocks(self):
+        """Yield ``(rows, t)`` for consecutive blocks of points.
+
+        ``rows`` is the block's slice of ``range(N)`` and ``t`` (m, b) holds t(x) of its
+        centred points: row 0 is 1, rows ``1..d`` the coordinates, then the products
+        ``x_i x_j`` for ``i <= j`` in ``np.triu_indices(d)`` order. ``t`` is a buffer that
+        the next block overwrites.
+        """
+        d, N = self.centred_t.shape
+        buffer = np.empty((self.n_features, min(N, _BLOCK_ROWS)))
+        buffer[0] = 1.0
+        for start in range(0, N, _BLOCK_ROWS):
+            rows = slice(start, min(start + _BLOCK_ROWS, N))
+            t = buffer[:, : rows.stop - start]
+            coords = t[1: 1 + d]
+            coords[...] = self.centred_t[:, rows]
+            row = 1 + d
+            for i in range(d):  # x_i x_j for j = i..d-1: the next d - i rows
+                np.multiply(coords[i], coords[i:], out=t[row: row + d - i])
+                row += d - i
+            yield rows, t
+
+    def square_rows(self):
+        """Indices of the rows ``x_i^2`` in t(x)."""
+        d = self.shift.shape[0]
+        first, second = np.triu_indices(d)
+        return 1 + d + np.flatnonzero(first == second)
+
+
+def _round_centre(X):
+    """The column means of X (d,), rounded to a power of two at the scale of the spread.
+
+    Close enough to the mean for accuracy, and exact for integer data (the centred values stay
+    integers), so that exact ties between components break as in the reference formulas.
+    """
+    mean, spread = X.mean(axis=0), X.std(axis=0)
+    step = np.exp2(np.floor(np.log2(np.where(spread > 0, spread, 1.0))))
+    return np.round(mean / step) * step
+
+
+def _first_true(member):
+    """Keep only the first True of every column of a boolean (K, N) array (ties to lowest k)."""
+    return member & (np.cumsum(member, axis=0) == 1)
+
+
+def _nearest_in_block(coef, t_linear, member):
+    """Mark each point's nearest mean in ``member`` (K, b) and return ``sum_n min_k score``.
+
+    ``coef @ t_linear`` gives the scores ``||mu_k||^2 - 2 x.mu_k`` (K, b); ties mark several
+    components (``_hard_pass`` resolves them).
+    """
+    scores = coef @ t_linear
+    best = scores.min(axis=0)
+    np.equal(scores, best, out=member)
+    return float(best.sum())
+
+
+def _block_sums(R, t):
+    """``R @ t.T`` (K, m) in float: one block's share of the M-step's sums."""
+    return np.matmul(R, t.T, dtype=float)
+
+
+def _hard_pass(data, means):
+    """Hard E-step on complete data, with the sums that the M-step needs.
+
+    ``||x - mu||^2 = ||x||^2 - 2 x.mu + ||mu||^2``: the first term does not depend on the
+    component, so the nearest mean minimises ``||mu||^2 - 2 x.mu`` (one product per block).
+
+    Parameters
+    ----------
+    data : _CompleteData
+    means : ndarray of shape (K, d)
+
+    Returns
+    -------
+    member : ndarray of shape (K, N), bool
+        One-hot assignment to the nearest mean, ties to the lowest component.
+    objective : float
+        ``sum_n min_k ||x_n - mu_k||^2``.
+    stats : ndarray of shape (K, m)
+        ``stats[k] = sum_{n in k} t(x_n)``.
+    """
+    K, d = means.shape
+    centred = means - data.shift
+    coef = np.column_stack([np.einsum("kd,kd->k", centred, centred), -2.0 * centred])
+    member = np.empty((K, data.X.shape[0]), dtype=bool)
+    stats = np.zeros((K, data.n_features))
+    min_scores = 0.0
+    for rows, t in data.feature_blocks():
+        min_scores += _nearest_in_block(coef, t[: 1 + d], member[:, rows])
+        stats += _block_sums(member[:, rows], t)
+    if np.count_nonzero(member) > member.shape[1]:  # exact ties: recount without them
+        member = _first_true(member)
+        stats = _weighted_sums(data, member)
+    objective = min_scores + float(stats[:, data.square_rows()].sum())  # + sum_n ||x_n||^2
+    return member, max(objective, 0.0), stats
+
+
+def _log_density_coefficients(shift, means, covariances, weights):
+    """Coefficients (K, m) such that ``coef @ t(x) = ln pi_k + ln N(x; mu_k, Sigma_k)``.
+
+    With ``P = Sigma^-1`` and centred ``x`` and ``mu``: ``-(x - mu)^T P (x - mu) / 2 =
+    -x^T P x / 2 + x^T P mu - mu^T P mu / 2``; the quadratic term gives ``-P_ii / 2`` on
+    ``x_i^2`` and ``-P_ij`` on ``x_i x_j`` (``i < j``). A component of weight 0 gets ``ln 1``
+    here (an infinite coefficient would make the product NaN); the caller sets its row to -inf.
+    """
+    K, d = means.shape
+    chol = _cholesky(covariances)  # clear error if a covariance is not positive definite
+    chol_inv = np.linalg.inv(chol)
+    precision = np.swapaxes(chol_inv, 1, 2) @ chol_inv  # (L L^T)^-1 = L^-T L^-1
+    centred = means - shift
+    p_mu = np.einsum("kij,kj->ki", precision, centred)
+    log_det = 2.0 * np.log(np.diagonal(chol, axis1=1, axis2=2)).sum(axis=1)
+    log_weights = np.log(np.where(weights > 0, weights, 1.0))  # weight 0: see _soft_pass
+    first, second = np.triu_indices(d)
+    coef = np.empty((K, 1 + d + first.size))
+    coef[:, 0] = log_weights - 0.5 * (d * np.log(2 * np.pi) + log_det
+                                      + np.einsum("ki,ki->k", centred, p_mu))
+    coef[:, 1: 1 + d] = p_mu
+    coef[:, 1 + d:] = np.where(first == second, -0.5, -1.0) * precision[:, first, second]
+    return coef
+
+
+def _normalise_log_rows(log_prob):
+    """Turn ``ln pi_k N(x_n | k)`` (K, b) into responsibilities, in place.
+
+    Returns the same array, now holding ``p(z_n = k | x_n)``, and the block's log-likelihood:
+    a log-sum-exp over the K rows (max, subtract, exp, sum, divide) with no other (K, b)
+    temporary.
+    """
+    top = log_prob.max(axis=0)
+    log_prob -= top
+    np.exp(log_prob, out=log_prob)
+    norm = log_prob.sum(axis=0)
+    log_prob /= norm
+    log_norm = np.log(norm)
+    log_norm += top
+    return log_prob, float(log_norm.sum())
+
+
+def _soft_pass(data, means, covariances, weights, resp=None):
+    """Soft E-step on complete data, with the sums that the M-step needs.
+
+    Parameters
+    ----------
+    data : _CompleteData
+    means, covariances, weights : ndarrays (K, d), (K, d, d), (K,)
+    resp : ndarray of shape (K, N), optional
+        Filled with the responsibilities if given (the EM loop itself only needs the sums).
+
+    Returns
+    -------
+    log_lik : float
+        The total log-likelihood.
+    stats : ndarray of shape (K, m)
+        ``stats[k] = sum_n R[k, n] t(x_n)``.
+    """
+    coef = _log_density_coefficients(data.shift, means, covariances, weights)
+    absent = weights <= 0  # ln 0: these components explain no point
+    stats = np.zeros((means.shape[0], data.n_features))
+    log_lik = 0.0
+    for rows, t in data.feature_blocks():
+        log_prob = coef @ t
+        if absent.any():
+            log_prob[absent] = -np.inf
+        block_resp, block_log_lik = _normalise_log_rows(log_prob)
+        log_lik += block_log_lik
+        stats += _block_sums(block_resp, t)
+        if resp is not None:
+            resp[:, rows] = block_resp
+    return log_lik, stats
+
+
 
 @dataclass
 class EMResult:
@@ -1245,322 +1257,438 @@ def run_em(X, n_components=3, method="hard", init="random", n_init=1, max_iter=1
 
 
 # ---------------------------------------------------------------------------------------------
-# 4b. Filling in missing data
+# 5. Categorical mixture model (theory question 5)
 # ---------------------------------------------------------------------------------------------
+#
+# Representation. ``Y`` has shape (N, C): one row per observation, one column per category.
+# A row holds one-hot indicators (one draw) or counts (several draws) of the categories. Several
+# categorical features are stacked side by side and described by ``feature_sizes = (C_1, ...,
+# C_F)`` with ``sum(feature_sizes) == C``: columns ``[0, C_1)`` belong to feature 1, the next
+# ``C_2`` columns to feature 2, and so on. ``encode_categorical`` builds ``Y`` from integer codes.
+# Component k holds one probability vector per feature, stored side by side in row k of ``probs``
+# (K, C); each block of a row sums to 1. An all-zero block (a missing feature of that observation)
+# contributes ln 1 = 0: the feature is marginalised out. The log-likelihood of a row is
+# ``ln sum_k pi_k prod_c theta_kc ** y_nc``: the probability of the observed draws in order, i.e.
+# without the multinomial coefficient of count data, which does not depend on the parameters.
 
-def _check_impute_points(X):
-    """X as a new float (N, d) array; NaN allowed anywhere (even whole rows or columns)."""
-    if isinstance(X, (str, bytes)) or X is None:
-        raise ValueError(f"X must be a numeric array of shape (N, d), got {type(X).__name__}")
-    try:
-        X = np.array(X, dtype=float)  # a copy: the caller's array is never touched
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"X must be a numeric array of shape (N, d): {exc}") from None
-    if X.ndim != 2 or X.shape[0] == 0 or X.shape[1] == 0:
-        raise ValueError(f"X must have shape (N, d) with N, d >= 1, got shape {X.shape}")
-    if np.isinf(X).any():
-        r, c = np.argwhere(np.isinf(X))[0]
-        raise ValueError(f"X contains an infinite value (row {r}, column {c}); use NaN for "
-                         "missing cells")
-    return X
+def encode_categorical(codes, n_categories=None):
+    """One-hot encode integer category codes, one column block per feature.
 
+    Parameters
+    ----------
+    codes : array-like of int, shape (N,) or (N, F)
+        Category of each observation for each of the F features, in ``0 .. C_j - 1``;
+        ``-1`` marks a missing value (its block is left all zero, i.e. marginalised out).
+    n_categories : int or sequence of int of length F, optional
+        Number of categories C_j of each feature. Default: ``max code + 1`` per feature.
 
-def _check_fitted(result, d):
-    """The fitted means, covariances and weights of ``result``, checked against ``d``."""
-    if not isinstance(result, EMResult):
-        raise ValueError(f"result must be an EMResult returned by run_em, got "
-                         f"{type(result).__name__}")
-    if result.method not in ("hard", "soft"):
-        raise ValueError(f"result.method must be 'hard' or 'soft', got {result.method!r}")
-    fitted_d = np.shape(result.means)[-1] if np.ndim(result.means) == 2 else None
-    if fitted_d != d:
-        raise ValueError(f"X has {d} columns but result was fitted on {fitted_d}-dimensional "
-                         "points; impute needs the same coordinates as the fit")
-    means = _check_means(result.means, d, "result.means")
-    K = means.shape[0]
-    covariances = _check_covariances(result.covariances, K, d, "result.covariances")
-    _cholesky(covariances)
-    weights = _check_weights(result.weights, K, "result.weights")
-    return means, covariances, weights
-
-
-def _imputation_weights(X, means, covariances, weights, method):
-    """Weight of each component in each row's imputation, (K, N).
-
-    Soft: the posterior responsibilities given the row's observed cells only (missing cells
-    marginalised out). Hard: one-hot on the component the hard E-step assigns (nearest mean
-    over the observed cells). Rows with nothing observed get the mixing weights in both cases.
+    Returns
+    -------
+    Y : ndarray of float, shape (N, sum(C_j))
+        One-hot rows, the input expected by :func:`run_cmm_em`.
+    feature_sizes : tuple of int, length F
+        The block sizes ``(C_1, ..., C_F)``.
     """
-    empty = np.isnan(X).all(axis=1)
-    if method == "soft":
-        R, _ = _soft_assign(X, means, covariances, weights)  # empty rows: R = weights already
+    codes = np.asarray(codes)
+    if codes.ndim == 1:
+        codes = codes[:, None]
+    if codes.ndim != 2 or codes.shape[0] == 0 or codes.shape[1] == 0:
+        raise ValueError("codes must be a non-empty array of shape (N,) or (N, F), "
+                         f"got shape {codes.shape}")
+    if not np.issubdtype(codes.dtype, np.integer):
+        if not (np.issubdtype(codes.dtype, np.floating) and np.all(np.isfinite(codes))
+                and np.all(codes == np.round(codes))):
+            raise ValueError("codes must hold integers (category indices, -1 for missing)")
+        codes = codes.astype(int)
+    if np.any(codes < -1):
+        raise ValueError("codes must be >= 0 (or -1 for a missing value)")
+    n_features = codes.shape[1]
+    if n_categories is None:
+        sizes = tuple(int(max(codes[:, j].max(), 0)) + 1 for j in range(n_features))
     else:
-        labels, _ = _assign(X, means)
-        R = _one_hot(labels, means.shape[0]).astype(float)
-    R[:, empty] = weights[:, None]
-    return R
+        sizes = tuple(np.broadcast_to(np.asarray(n_categories, dtype=int), (n_features,)).tolist())
+        for j, size in enumerate(sizes):
+            if codes[:, j].max() >= size:
+                raise ValueError(f"codes of feature {j} reach {codes[:, j].max()} "
+                                 f"but n_categories[{j}] is {size}")
+    Y = np.zeros((codes.shape[0], sum(sizes)))
+    offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    for j in range(n_features):
+        seen = codes[:, j] >= 0
+        Y[np.flatnonzero(seen), offsets[j] + codes[seen, j]] = 1.0
+    return Y, sizes
 
 
-def _component_conditionals(X_rows, obs, means, covariances):
-    """Per-component conditional means (K, n, d) and variances (K, d) for one pattern.
+@dataclass
+class CMMResult:
+    """Result of :func:`run_cmm_em`.
 
-    Component ``k`` gives ``E[x | x_o, k]`` (observed cells unchanged) and the diagonal of
-    ``Cov[x | x_o, k]`` (0 on observed coordinates), by ``_conditional_fill``.
+    Attributes
+    ----------
+    weights : ndarray, shape (K,)
+        Mixing proportions pi_k.
+    probs : ndarray, shape (K, C)
+        Category probabilities theta_kc, one block per feature (each block of a row sums to 1).
+    feature_sizes : tuple of int
+        Block sizes (C_1, ..., C_F) of the columns of ``Y`` and ``probs``.
+    resp : ndarray, shape (K, N)
+        Responsibilities p(z_n = k | y_n) at the final parameters; columns sum to 1.
+    labels : ndarray of int, shape (N,)
+        ``resp.argmax(axis=0)``.
+    log_likelihood : float
+        Total log-likelihood sum_n ln p(y_n) at the final parameters.
+    objective : float
+        ``log_likelihood + alpha * sum(ln probs)``: the smoothed (MAP) objective that EM never
+        decreases. Equal to ``log_likelihood`` when ``alpha == 0``.
+    n_iter : int
+        Number of EM iterations (M-steps) run in the kept initialisation.
+    converged : bool
+        Whether the per-observation change of ``objective`` fell below ``tol``.
+    history : list of dict
+        One entry per parameter set, starting with the initialisation (``iteration`` 0), with keys
+        ``iteration``, ``weights``, ``probs``, ``log_likelihood`` and ``objective``.
+    init_weights, init_probs : ndarray, shapes (K,) and (K, C)
+        The initial parameters of the kept run.
     """
-    K, d = means.shape
-    cond_means = np.empty((K,) + X_rows.shape)
-    cond_vars = np.empty((K, d))
-    for k in range(K):
-        cond_means[k], cond_cov = _conditional_fill(X_rows, obs, means[k], covariances[k])
-        cond_vars[k] = np.diag(cond_cov)
-    return cond_means, cond_vars
+
+    weights: np.ndarray
+    probs: np.ndarray
+    feature_sizes: tuple
+    resp: np.ndarray
+    labels: np.ndarray
+    log_likelihood: float
+    objective: float
+    n_iter: int
+    converged: bool
+    history: list = field(repr=False)
+    init_weights: np.ndarray = field(repr=False)
+    init_probs: np.ndarray = field(repr=False)
+
+    @property
+    def objective_trace(self):
+        """The ``objective`` of every entry of ``history``, as an array (length n_iter + 1)."""
+        return np.array([h["objective"] for h in self.history])
+
+    def probs_per_feature(self):
+        """Split ``probs`` into one (K, C_j) array per feature."""
+        return _split_blocks(self.probs, self.feature_sizes)
 
 
-def _mix_conditionals(R_rows, cond_means, cond_vars):
-    """Mixture mean (n, d) and variance (n, d) by the law of total variance.
-
-    ``E[x] = sum_k r_k m_k`` and ``Var[x] = sum_k r_k (v_k + (m_k - E[x])^2)``: the expected
-    within-component variance plus the variance of the component means.
-    """
-    mean = np.einsum("kn,knd->nd", R_rows, cond_means)
-    spread = (cond_means - mean[None]) ** 2
-    var = np.einsum("kn,kd->nd", R_rows, cond_vars) + np.einsum("kn,knd->nd", R_rows, spread)
-    return mean, var
+def _split_blocks(A, feature_sizes):
+    """Split the last axis of ``A`` into the feature blocks (views, not copies)."""
+    return np.split(A, np.cumsum(feature_sizes)[:-1], axis=-1)
 
 
-def impute(X, result, return_std=False):
-    """Fill every missing cell with its conditional expectation under a fitted mixture.
+def _check_cmm_data(Y, feature_sizes):
+    """Validate ``Y`` and ``feature_sizes``; return a float copy of Y and the sizes as a tuple."""
+    Y_arr = np.asarray(Y)
+    if Y_arr.dtype == object or not (np.issubdtype(Y_arr.dtype, np.number) or Y_arr.dtype == bool):
+        raise ValueError("Y must be a numeric array of one-hot rows or counts, "
+                         f"got dtype {Y_arr.dtype}")
+    Y_arr = np.array(Y_arr, dtype=float)  # a copy: the caller's array is never touched
+    if Y_arr.ndim != 2:
+        raise ValueError(f"Y must be 2-D of shape (N, C), got {Y_arr.ndim}-D shape {Y_arr.shape}")
+    if Y_arr.shape[0] == 0 or Y_arr.shape[1] == 0:
+        raise ValueError(f"Y must have at least one row and one column, got shape {Y_arr.shape}")
+    if not np.all(np.isfinite(Y_arr)):
+        raise ValueError("Y contains NaN or inf; encode a missing feature as an all-zero "
+                         "block instead")
+    if np.any(Y_arr < 0):
+        raise ValueError("Y must be non-negative (one-hot indicators or counts)")
+    if not np.any(Y_arr > 0):
+        raise ValueError("Y is all zero: there is no observed category to fit")
+    if feature_sizes is None:
+        sizes = (Y_arr.shape[1],)
+    else:
+        sizes = tuple(int(s) for s in np.atleast_1d(feature_sizes))
+        if any(s != f for s, f in zip(sizes, np.atleast_1d(feature_sizes))):
+            raise ValueError(f"feature_sizes must hold integers, got {feature_sizes!r}")
+        if sum(sizes) != Y_arr.shape[1]:
+            raise ValueError(f"feature_sizes {sizes} sum to {sum(sizes)} "
+                             f"but Y has {Y_arr.shape[1]} columns")
+    for j, size in enumerate(sizes):
+        if size < 2:
+            raise ValueError(
+                f"feature {j} has {size} category; every feature needs at least 2 (pass "
+                "one-hot rows or counts, e.g. from encode_categorical(codes), not the integer "
+                "codes themselves)")
+    return Y_arr, sizes
 
-    For a row observed on the coordinates ``o`` and missing on ``m``, component ``k`` predicts
 
-    ``E[x_m | x_o, k] = mu_km + Sigma_k,mo Sigma_k,oo^-1 (x_o - mu_ko)`` and
-    ``Cov[x_m | x_o, k] = Sigma_k,mm - Sigma_k,mo Sigma_k,oo^-1 Sigma_k,om``.
+def _check_cmm_params(weights, probs, feature_sizes, n_columns, name="probs",
+                      weights_name="weights"):
+    """Validate mixture parameters; return float copies (weights (K,), probs (K, C))."""
+    probs = np.array(probs, dtype=float)
+    if probs.ndim != 2 or probs.shape[1] != n_columns:
+        raise ValueError(f"{name} must have shape (K, {n_columns}), got {probs.shape}")
+    if not np.all(np.isfinite(probs)) or np.any(probs < 0):
+        raise ValueError(f"{name} must be finite and non-negative")
+    for j, block in enumerate(_split_blocks(probs, feature_sizes)):
+        if not np.allclose(block.sum(axis=1), 1.0, atol=1e-8):
+            raise ValueError(f"each row of {name} must sum to 1 within feature {j}; "
+                             f"got sums {block.sum(axis=1)}")
+    return _check_weights(weights, probs.shape[0], name=weights_name), probs
 
-    ``result.method == "soft"``: the imputed value is ``sum_k r_k E[x_m | x_o, k]`` with
-    ``r_k = p(z = k | x_o)``, the responsibilities computed from the observed cells only.
-    ``result.method == "hard"``: the imputed value is ``E[x_m | x_o, k*]`` for the component
-    ``k*`` that the hard E-step assigns (nearest mean over the observed cells). A row with
-    nothing observed gets the mixture mean ``sum_k pi_k mu_k`` in both cases.
+
+def _safe_log(a):
+    """Natural log that maps 0 to -inf without a divide-by-zero warning."""
+    out = np.full(a.shape, -np.inf)
+    np.log(a, out=out, where=a > 0)
+    return out
+
+
+def _cmm_log_prob_components(Y, probs):
+    """ln p(y_n | z_n = k) = sum_c y_nc ln theta_kc, shape (K, N), with 0 * ln 0 taken as 0."""
+    log_probs = _safe_log(probs)
+    finite = np.where(np.isfinite(log_probs), log_probs, 0.0)
+    out = finite @ Y.T
+    impossible = ((probs == 0).astype(float) @ (Y > 0).T.astype(float)) > 0
+    out[impossible] = -np.inf
+    return out
+
+
+def _cmm_log_joint(Y, weights, probs):
+    """ln pi_k + ln p(y_n | z_n = k), shape (K, N)."""
+    return _safe_log(weights)[:, None] + _cmm_log_prob_components(Y, probs)
+
+
+def _cmm_e_step(Y, weights, probs):
+    """Responsibilities (K, N) and total log-likelihood from validated inputs."""
+    log_joint = _cmm_log_joint(Y, weights, probs)
+    log_norm = logsumexp(log_joint, axis=0)  # ln p(y_n), shape (N,)
+    if not np.all(np.isfinite(log_norm)):
+        bad = np.flatnonzero(~np.isfinite(log_norm))
+        raise ValueError(f"rows {bad[:5].tolist()} of Y have probability 0 under every component "
+                         "(an observed category has probability 0); use alpha > 0")
+    resp = np.exp(log_joint - log_norm)
+    return resp, float(log_norm.sum())
+
+
+def _cmm_m_step(Y, resp, feature_sizes, alpha):
+    """Closed-form (smoothed) M-step from validated inputs: weights (K,), probs (K, C)."""
+    n_k = resp.sum(axis=1) + 10 * np.finfo(float).eps  # keeps an empty component's weight > 0
+    weights = n_k / n_k.sum()
+    counts = resp @ Y + alpha  # expected counts of each category in each component, (K, C)
+    blocks = [block / block.sum(axis=1, keepdims=True)
+              for block in _split_blocks(counts, feature_sizes)]
+    probs = np.concatenate(blocks, axis=1)
+    uniform = np.concatenate([np.full((resp.shape[0], s), 1.0 / s) for s in feature_sizes], axis=1)
+    # a component with no expected count in a feature (possible only when alpha == 0): uniform
+    empty = ~np.isfinite(probs)
+    probs[empty] = uniform[empty]
+    return weights, probs
+
+
+def _cmm_log_prior(probs, alpha):
+    """alpha * sum ln theta_kc: the log density, up to a constant, of a Dirichlet(1 + alpha)
+    prior on every probability vector."""
+    if alpha == 0:
+        return 0.0
+    return float(alpha * np.log(probs).sum())
+
+
+def cmm_log_likelihood(Y, weights, probs, feature_sizes=None):
+    """Total log-likelihood of a categorical mixture.
 
     Parameters
     ----------
-    X : array-like of shape (N, d)
-        ``NaN`` marks a missing cell; any pattern is accepted, including rows (or columns) with
-        nothing observed. Observed cells must be finite.
-    result : EMResult
-        A mixture fitted by ``run_em`` on ``d``-dimensional points (not necessarily on ``X``).
-    return_std : bool, default False
-        Also return the conditional standard deviation of every cell.
+    Y : array-like, shape (N, C)
+        One-hot rows or counts (see the section comment for several features).
+    weights : array-like, shape (K,)
+        Mixing proportions, summing to 1.
+    probs : array-like, shape (K, C)
+        Category probabilities; each feature block of a row sums to 1.
+    feature_sizes : sequence of int, optional
+        Block sizes (C_1, ..., C_F); default one feature with C categories.
 
     Returns
     -------
-    X_imputed : ndarray of shape (N, d)
-        A new array: observed cells copied unchanged, missing cells filled.
-    std : ndarray of shape (N, d)
-        Only with ``return_std=True``. ``0`` for observed cells; for a missing cell the square
-        root of its conditional variance: by the law of total variance
-        ``sum_k r_k (Var[x_j | x_o, k] + (E[x_j | x_o, k] - E[x_j | x_o])^2)`` (soft, and
-        rows with nothing observed, where ``r = pi`` and this is the marginal spread of the
-        mixture), or ``Var[x_j | x_o, k*]`` (hard).
-
-    Raises
-    ------
-    ValueError
-        If ``X`` is not a numeric 2-D array or holds an infinite value, if ``result`` is not
-        an ``EMResult``, was fitted on another number of coordinates or holds invalid
-        parameters, or if ``return_std`` is not a bool.
+    float
+        sum_n ln sum_k pi_k prod_c theta_kc ** y_nc (``-inf`` if some row is impossible).
     """
-    if not isinstance(return_std, (bool, np.bool_)):
-        raise ValueError(f"return_std must be True or False, got {return_std!r}")
-    X = _check_impute_points(X)
-    means, covariances, weights = _check_fitted(result, X.shape[1])
-    X_imputed = X  # already a private copy
-    std = np.zeros_like(X)
-    if np.isnan(X).any():
-        R = _imputation_weights(X, means, covariances, weights, result.method)
-        for obs, rows in _missing_patterns(X):
-            if obs.all():
-                continue
-            cond_means, cond_vars = _component_conditionals(X[rows], obs, means, covariances)
-            mean, var = _mix_conditionals(R[:, rows], cond_means, cond_vars)
-            mis = np.flatnonzero(~obs)
-            X_imputed[np.ix_(rows, mis)] = mean[:, mis]
-            std[np.ix_(rows, mis)] = np.sqrt(np.maximum(var[:, mis], 0.0))
-    return (X_imputed, std) if return_std else X_imputed
+    Y_arr, sizes = _check_cmm_data(Y, feature_sizes)
+    weights, probs = _check_cmm_params(weights, probs, sizes, Y_arr.shape[1])
+    return float(logsumexp(_cmm_log_joint(Y_arr, weights, probs), axis=0).sum())
 
 
-IMPUTER_NAMES = ("soft EM", "hard EM", "mean (SimpleImputer)", "KNNImputer", "IterativeImputer")
-
-
-def compare_imputers(X, n_components=3, n_init=3, random_state=0, max_iter=500):
-    """Fill in ``X`` five ways: our soft and hard EM imputation and three scikit-learn baselines.
-
-    The EM fits use ``run_em(X, n_components, method, init="kmeans++", n_init, max_iter,
-    random_state)``; the baselines are ``SimpleImputer(strategy="mean")``, ``KNNImputer()`` and
-    ``IterativeImputer(random_state=random_state)`` with their default settings.
+def cmm_e_step(Y, weights, probs, feature_sizes=None):
+    """E-step of the categorical mixture: posterior of the component of each row.
 
     Parameters
     ----------
-    X : array-like of shape (N, d)
-        ``NaN`` marks a missing cell.
-    n_components, n_init, random_state, max_iter : int
-        Passed to ``run_em`` (``random_state`` also to ``IterativeImputer``).
+    Y, weights, probs, feature_sizes
+        As in :func:`cmm_log_likelihood`.
 
     Returns
     -------
-    fits : dict
-        ``{"soft": EMResult, "hard": EMResult}``.
-    filled : dict
-        ``{name: (X_filled, std)}`` for every name of ``IMPUTER_NAMES``, in that order;
-        ``X_filled`` has shape (N, d); ``std`` is ``impute``'s standard deviation (N, d) for the
-        EM methods and ``None`` for the baselines.
+    resp : ndarray, shape (K, N)
+        q_nk = pi_k p(y_n | theta_k) / sum_j pi_j p(y_n | theta_j), computed in log space.
+    log_lik : float
+        Total log-likelihood at these parameters.
     """
-    from sklearn.experimental import enable_iterative_imputer  # noqa: F401
-    from sklearn.impute import IterativeImputer, KNNImputer, SimpleImputer
-
-    X = _check_points(X)
-    fits = {method: run_em(X, n_components, method=method, init="kmeans++", n_init=n_init,
-                           max_iter=max_iter, random_state=random_state)
-            for method in ("soft", "hard")}
-    filled = {f"{method} EM": impute(X, fit, return_std=True) for method, fit in fits.items()}
-    baselines = (SimpleImputer(strategy="mean"), KNNImputer(),
-                 IterativeImputer(random_state=random_state))
-    for name, imputer in zip(IMPUTER_NAMES[2:], baselines):
-        filled[name] = (imputer.fit_transform(X), None)
-    return fits, filled
+    Y_arr, sizes = _check_cmm_data(Y, feature_sizes)
+    weights, probs = _check_cmm_params(weights, probs, sizes, Y_arr.shape[1])
+    return _cmm_e_step(Y_arr, weights, probs)
 
 
-def _check_mask(mask, shape, name="mask"):
-    mask = np.asarray(mask)
-    if mask.dtype != bool:
-        raise ValueError(f"{name} must be a boolean array, got dtype {mask.dtype}")
-    if mask.shape != shape:
-        raise ValueError(f"{name} must have shape {shape}, got {mask.shape}")
-    if not mask.any():
-        raise ValueError(f"{name} selects no cell; nothing to score")
-    return mask
-
-
-def _check_scored(X, shape, mask, name):
-    """A float copy of X with the same shape as the reference and finite on ``mask``."""
-    try:
-        X = np.array(X, dtype=float)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"{name} must be a numeric array: {exc}") from None
-    if X.shape != shape:
-        raise ValueError(f"{name} must have shape {shape}, got {X.shape}")
-    if not np.isfinite(X[mask]).all():
-        raise ValueError(f"{name} has NaN or infinite values in the scored cells")
-    return X
-
-
-def mcar_mask(shape, rate, random_state=0):
-    """A seeded missing-completely-at-random mask that leaves every row one observed cell.
-
-    ``round(rate * N * d)`` cells are removed: the cells are visited in a random order and a
-    cell is taken unless it is the last observed cell of its row.
+def cmm_m_step(Y, resp, feature_sizes=None, alpha=0.0):
+    """M-step of the categorical mixture: closed-form maximiser of the expected log-likelihood.
 
     Parameters
     ----------
-    shape : tuple (N, d)
-    rate : float
-        Fraction of all cells to remove, ``0 <= rate <= (d - 1) / d``.
-    random_state : int, default 0
+    Y : array-like, shape (N, C)
+        One-hot rows or counts.
+    resp : array-like, shape (K, N)
+        Responsibilities (soft) or one-hot assignments (hard); columns sum to 1.
+    feature_sizes : sequence of int, optional
+        Block sizes (C_1, ..., C_F); default one feature with C categories.
+    alpha : float, default 0.0
+        Additive smoothing (pseudo-count per category and component). ``0`` gives the
+        maximum-likelihood update pi_k = N_k / N, theta_kc = sum_n q_nk y_nc / sum_n q_nk n_nj
+        (n_nj: draws of feature j in row n); ``alpha > 0`` gives the MAP update under a
+        symmetric Dirichlet(1 + alpha) prior on each theta_k.
 
     Returns
     -------
-    mask : ndarray of shape (N, d), bool
-        ``True`` for a removed cell.
+    weights : ndarray, shape (K,)
+    probs : ndarray, shape (K, C)
     """
-    if (not isinstance(shape, tuple) or len(shape) != 2
-            or not all(isinstance(s, (int, np.integer)) and s >= 1 for s in shape)):
-        raise ValueError(f"shape must be a tuple (N, d) of positive integers, got {shape!r}")
-    N, d = int(shape[0]), int(shape[1])
-    if isinstance(rate, bool) or not isinstance(rate, (int, float, np.floating)) \
-            or not np.isfinite(rate):
-        raise ValueError(f"rate must be a number between 0 and 1, got {rate!r}")
-    n_missing = int(round(rate * N * d))
-    if rate < 0 or n_missing > N * (d - 1):
-        raise ValueError(f"rate must be between 0 and (d - 1) / d = {(d - 1) / d:.4g} so that "
-                         f"every row keeps an observed cell, got {rate!r}")
-    random_state = _check_int(random_state, "random_state", minimum=0)
-    rng = np.random.default_rng(random_state)
-    mask = np.zeros(N * d, dtype=bool)
-    left_in_row = np.full(N, d)
-    taken = 0
-    for cell in rng.permutation(N * d):
-        if taken == n_missing:
+    Y_arr, sizes = _check_cmm_data(Y, feature_sizes)
+    resp = _check_resp(resp, Y_arr.shape[0], name="resp")
+    alpha = _check_alpha(alpha, allow_zero=True)
+    return _cmm_m_step(Y_arr, resp, sizes, alpha)
+
+
+def _check_alpha(alpha, allow_zero):
+    """Validate the smoothing pseudo-count."""
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float, np.integer, np.floating)):
+        raise ValueError(f"alpha must be a number, got {alpha!r}")
+    alpha = float(alpha)
+    if not np.isfinite(alpha) or alpha < 0 or (alpha == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0 (an unseen category would get probability 0)"
+        raise ValueError(f"alpha must be finite and {bound}, got {alpha}")
+    return alpha
+
+
+def _cmm_init(Y, n_components, feature_sizes, init, init_weights, rng):
+    """Initial (weights, probs). ``"dirichlet"``: each theta_k block ~ Dirichlet(1, ..., 1)."""
+    n_columns = Y.shape[1]
+    if isinstance(init, str):
+        if init != "dirichlet":
+            raise ValueError(f"init must be 'dirichlet' or an array of shape (K, C), got {init!r}")
+        probs = np.concatenate(
+            [rng.dirichlet(np.ones(size), size=n_components) for size in feature_sizes], axis=1)
+    else:
+        probs = init
+    if np.ndim(probs) == 2 and np.shape(probs)[0] != n_components:
+        raise ValueError(f"init must have {n_components} rows (n_components), "
+                         f"got {np.shape(probs)[0]}")
+    weights = np.full(n_components, 1.0 / n_components) if init_weights is None else init_weights
+    return _check_cmm_params(weights, probs, feature_sizes, n_columns, name="init",
+                             weights_name="init_weights")
+
+
+def _cmm_history_entry(iteration, weights, probs, log_lik, alpha):
+    """One ``history`` record: copies of the parameters and their two objectives."""
+    return {"iteration": iteration, "weights": weights.copy(), "probs": probs.copy(),
+            "log_likelihood": log_lik, "objective": log_lik + _cmm_log_prior(probs, alpha)}
+
+
+def _cmm_single_run(Y, feature_sizes, weights, probs, alpha, max_iter, tol):
+    """EM from one initialisation; returns (weights, probs, resp, history, n_iter, converged)."""
+    resp, log_lik = _cmm_e_step(Y, weights, probs)
+    history = [_cmm_history_entry(0, weights, probs, log_lik, alpha)]
+    converged = False
+    n_iter = 0
+    for n_iter in range(1, max_iter + 1):
+        weights, probs = _cmm_m_step(Y, resp, feature_sizes, alpha)
+        resp, log_lik = _cmm_e_step(Y, weights, probs)
+        history.append(_cmm_history_entry(n_iter, weights, probs, log_lik, alpha))
+        change = (history[-1]["objective"] - history[-2]["objective"]) / Y.shape[0]
+        if abs(change) <= tol:
+            converged = True
             break
-        row = cell // d
-        if left_in_row[row] > 1:
-            mask[cell] = True
-            left_in_row[row] -= 1
-            taken += 1
-    return mask.reshape(N, d)
+    return weights, probs, resp, history, n_iter, converged
 
 
-def imputation_rmse(X_imputed, X_complete, mask, per_coordinate=False):
-    """Root-mean-square error of the imputed cells against the true values.
+def run_cmm_em(Y, n_components, feature_sizes=None, init="dirichlet", init_weights=None,
+               n_init=1, alpha=1.0, max_iter=500, tol=1e-6, random_state=0):
+    """Fit a categorical mixture model by EM (theory question 5).
 
     Parameters
     ----------
-    X_imputed, X_complete : array-like of shape (N, d)
-        The filled-in data and the truth; both must be finite on ``mask``.
-    mask : array-like of shape (N, d), bool
-        The cells that were missing (the only ones scored).
-    per_coordinate : bool, default False
-        Return one RMSE per coordinate instead of the overall RMSE.
+    Y : array-like, shape (N, C)
+        One-hot rows or category counts; several features as column blocks (``feature_sizes``).
+        Not modified.
+    n_components : int
+        Number of mixture components K (1 <= K <= N).
+    feature_sizes : sequence of int, optional
+        Block sizes (C_1, ..., C_F), each >= 2, summing to C. Default: one feature with C
+        categories.
+    init : {"dirichlet"} or array-like of shape (K, C), default "dirichlet"
+        ``"dirichlet"`` draws each theta_k block from a flat Dirichlet(1, ..., 1) with the seeded
+        generator, which breaks the symmetry between components. An array is used as the initial
+        ``probs`` as given (e.g. the all-uniform start, a fixed point of EM; see the theory
+        notebook).
+    init_weights : array-like of shape (K,), optional
+        Initial mixing proportions; default uniform 1/K.
+    n_init : int, default 1
+        Number of initialisations (only with ``init="dirichlet"``); the run with the highest final
+        objective is kept.
+    alpha : float, default 1.0
+        Additive (Laplace) smoothing, > 0: a pseudo-count per category and component, so that an
+        unseen category never gets probability 0. EM then maximises the MAP objective
+        ``log_likelihood + alpha * sum(ln probs)`` (Dirichlet(1 + alpha) prior).
+    max_iter : int, default 500
+        Maximum number of EM iterations per initialisation.
+    tol : float, default 1e-6
+        Convergence threshold on the change of the objective divided by N.
+    random_state : int, default 0
+        Seed of ``numpy.random.default_rng`` for the initialisations.
 
     Returns
     -------
-    rmse : float, or ndarray of shape (d,) with ``per_coordinate=True``
+    CMMResult
+
+    Warns
+    -----
+    EMConvergenceWarning
+        If the kept run did not converge within ``max_iter`` iterations.
     """
-    shape = np.shape(X_complete)
-    mask = _check_mask(mask, shape)
-    X_complete = _check_scored(X_complete, shape, mask, "X_complete")
-    X_imputed = _check_scored(X_imputed, shape, mask, "X_imputed")
-    sq = np.where(mask, X_imputed - X_complete, 0.0) ** 2
-    if not per_coordinate:
-        return float(np.sqrt(sq.sum() / mask.sum()))
-    counts = mask.sum(axis=0)
-    if (counts == 0).any():
-        raise ValueError(f"mask has no cell in coordinate {int(np.argmin(counts))}; its RMSE is "
-                         "undefined")
-    return np.sqrt(sq.sum(axis=0) / counts)
+    Y_arr, sizes = _check_cmm_data(Y, feature_sizes)
+    n_components = _check_int(n_components, "n_components", 1)
+    if n_components > Y_arr.shape[0]:
+        raise ValueError(f"n_components ({n_components}) must not exceed the number of rows "
+                         f"of Y ({Y_arr.shape[0]})")
+    n_init = _check_int(n_init, "n_init", 1)
+    max_iter = _check_int(max_iter, "max_iter", 1)
+    alpha = _check_alpha(alpha, allow_zero=False)
+    if isinstance(tol, bool) or not isinstance(tol, (int, float, np.floating)) or not tol >= 0:
+        raise ValueError(f"tol must be a number >= 0, got {tol!r}")
+    if not isinstance(init, str) and n_init != 1:
+        raise ValueError("n_init must be 1 when init is an array (every run would be identical)")
+    if isinstance(random_state, bool) or not isinstance(random_state, (int, np.integer)):
+        raise ValueError(f"random_state must be an integer seed, got {random_state!r}")
+    rng = np.random.default_rng(random_state)
 
-
-def interval_coverage(X_imputed, std, X_complete, mask, z=1.96):
-    """Share of the scored cells whose true value lies in ``imputed +- z * std``.
-
-    Parameters
-    ----------
-    X_imputed, std, X_complete : array-like of shape (N, d)
-        As returned by ``impute(..., return_std=True)``, and the truth.
-    mask : array-like of shape (N, d), bool
-        The cells that were missing.
-    z : float, default 1.96
-        Half-width in standard deviations (1.96: a nominal 95 % Gaussian interval).
-
-    Returns
-    -------
-    coverage : float in [0, 1]
-    """
-    shape = np.shape(X_complete)
-    mask = _check_mask(mask, shape)
-    X_complete = _check_scored(X_complete, shape, mask, "X_complete")
-    X_imputed = _check_scored(X_imputed, shape, mask, "X_imputed")
-    std = _check_scored(std, shape, mask, "std")
-    if (std[mask] < 0).any():
-        raise ValueError("std must be non-negative")
-    if isinstance(z, bool) or not isinstance(z, (int, float, np.floating)) \
-            or not (np.isfinite(z) and z > 0):
-        raise ValueError(f"z must be a positive number, got {z!r}")
-    inside = np.abs(X_imputed[mask] - X_complete[mask]) <= z * std[mask]
-    return float(inside.mean())
+    best = None
+    for _ in range(n_init):
+        weights0, probs0 = _cmm_init(Y_arr, n_components, sizes, init, init_weights, rng)
+        run = _cmm_single_run(Y_arr, sizes, weights0, probs0, alpha, max_iter, tol)
+        if best is None or run[3][-1]["objective"] > best[0][3][-1]["objective"]:
+            best = (run, weights0, probs0)
+    (weights, probs, resp, history, n_iter, converged), weights0, probs0 = best
+    if not converged:
+        warnings.warn(f"run_cmm_em did not converge in {max_iter} iterations (tol={tol}); "
+                       "raise max_iter or tol", EMConvergenceWarning, stacklevel=2)
+    return CMMResult(weights=weights, probs=probs, feature_sizes=sizes, resp=resp,
+                     labels=resp.argmax(axis=0), log_likelihood=history[-1]["log_likelihood"],
+                     objective=history[-1]["objective"], n_iter=n_iter, converged=converged,
+                     history=history, init_weights=weights0, init_probs=probs0)
 
 
 # ---------------------------------------------------------------------------------------------
-# 5. Metrics against the true labels
+# 6. Metrics against the true labels
 # ---------------------------------------------------------------------------------------------
 
 def _check_labels(y_true, y_pred):
@@ -1640,7 +1768,11 @@ def clustering_scores(y_true, y_pred):
             "ari": float(adjusted_rand_score(y_true, y_pred))}
 
 
-# Helpers shared by the simulation notebooks: both scans and the truth, tables, the bootstrap.
+# ---------------------------------------------------------------------------------------------
+# 7. Tables and the bootstrap for the simulation notebooks
+# ---------------------------------------------------------------------------------------------
+
+# Shared by notebooks 01-05: both scans and the truth, tables, the bootstrap.
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 PARAMETER_NAMES = ("mean x1", "mean x2", "var x1", "var x2", "cov x1,x2", "weight")
@@ -2300,572 +2432,322 @@ def accuracy_on_rows(y_true, y_pred, rows):
 
 
 # ---------------------------------------------------------------------------------------------
-# 6. Plotting helpers shared by the notebooks
+# 8. Filling in missing data
 # ---------------------------------------------------------------------------------------------
 
-CLASS_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b")
+def _check_impute_points(X):
+    """X as a new float (N, d) array; NaN allowed anywhere (even whole rows or columns)."""
+    if isinstance(X, (str, bytes)) or X is None:
+        raise ValueError(f"X must be a numeric array of shape (N, d), got {type(X).__name__}")
+    try:
+        X = np.array(X, dtype=float)  # a copy: the caller's array is never touched
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"X must be a numeric array of shape (N, d): {exc}") from None
+    if X.ndim != 2 or X.shape[0] == 0 or X.shape[1] == 0:
+        raise ValueError(f"X must have shape (N, d) with N, d >= 1, got shape {X.shape}")
+    if np.isinf(X).any():
+        r, c = np.argwhere(np.isinf(X))[0]
+        raise ValueError(f"X contains an infinite value (row {r}, column {c}); use NaN for "
+                         "missing cells")
+    return X
 
 
-def covariance_ellipse(mean, cov, n_std=1.0, **kwargs):
-    """A matplotlib ``Ellipse`` of the points at Mahalanobis distance ``n_std`` from ``mean``."""
-    from matplotlib.patches import Ellipse
+def _check_fitted(result, d):
+    """The fitted means, covariances and weights of ``result``, checked against ``d``."""
+    if not isinstance(result, EMResult):
+        raise ValueError(f"result must be an EMResult returned by run_em, got "
+                         f"{type(result).__name__}")
+    if result.method not in ("hard", "soft"):
+        raise ValueError(f"result.method must be 'hard' or 'soft', got {result.method!r}")
+    fitted_d = np.shape(result.means)[-1] if np.ndim(result.means) == 2 else None
+    if fitted_d != d:
+        raise ValueError(f"X has {d} columns but result was fitted on {fitted_d}-dimensional "
+                         "points; impute needs the same coordinates as the fit")
+    means = _check_means(result.means, d, "result.means")
+    K = means.shape[0]
+    covariances = _check_covariances(result.covariances, K, d, "result.covariances")
+    _cholesky(covariances)
+    weights = _check_weights(result.weights, K, "result.weights")
+    return means, covariances, weights
 
-    mean = np.asarray(mean, dtype=float)
-    cov = np.asarray(cov, dtype=float)
-    if mean.shape != (2,) or cov.shape != (2, 2):
-        raise ValueError(f"need a 2-D mean and a 2x2 covariance, got {mean.shape}, {cov.shape}")
-    eigval, eigvec = np.linalg.eigh(cov)
-    if (eigval < 0).any():
-        raise ValueError("cov must be positive semi-definite")
-    angle = np.degrees(np.arctan2(eigvec[1, 1], eigvec[0, 1]))
-    width, height = 2 * n_std * np.sqrt(eigval[::-1])
-    return Ellipse(xy=mean, width=width, height=height, angle=angle, **kwargs)
 
+def _imputation_weights(X, means, covariances, weights, method):
+    """Weight of each component in each row's imputation, (K, N).
 
-def plot_clusters(ax, X, labels, means=None, covariances=None, title=None,
-                  names=CLASS_NAMES, show_missing=True, point_size=12, legend=True):
-    """Scatter points coloured by label, with each component's mean and 1-sigma/2-sigma ellipses.
-
-    Rows with a missing coordinate cannot be placed in the plane: with ``show_missing`` they are
-    drawn on the margin instead, as ticks at their observed coordinate (x1 observed: bottom
-    edge; x2 observed: left edge).
-
-    Parameters
-    ----------
-    ax : matplotlib Axes
-    X : array-like (N, 2)
-    labels : array-like (N,) of int
-    means, covariances : optional, (K, 2) and (K, 2, 2)
-    title : str, optional
-    names : sequence of str
-        Legend name of label ``k`` (``names[k]``; "cluster k" past its end).
-    legend : bool, default True
-        Draw the legend below the axes (off the data); pass False to draw one shared legend.
-
-    Returns
-    -------
-    ax
+    Soft: the posterior responsibilities given the row's observed cells only (missing cells
+    marginalised out). Hard: one-hot on the component the hard E-step assigns (nearest mean
+    over the observed cells). Rows with nothing observed get the mixing weights in both cases.
     """
-    X = np.asarray(X, dtype=float)
-    labels = np.asarray(labels)
-    if X.ndim != 2 or X.shape[1] != 2 or labels.shape != (X.shape[0],):
-        raise ValueError(f"need X of shape (N, 2) and labels of shape (N,), got {X.shape} "
-                         f"and {labels.shape}")
-    complete = ~np.isnan(X).any(axis=1)
-    n_labels = int(labels.max()) + 1 if labels.size else 0
-    if means is not None:
-        n_labels = max(n_labels, len(means))
-    for k in range(n_labels):
-        color = CLASS_COLORS[k % len(CLASS_COLORS)]
-        name = names[k] if k < len(names) else f"cluster {k}"
-        sel = complete & (labels == k)
-        ax.scatter(X[sel, 0], X[sel, 1], s=point_size, color=color, alpha=0.6, label=name,
-                   edgecolors="none")
-        if show_missing:
-            only_x1 = (labels == k) & ~np.isnan(X[:, 0]) & np.isnan(X[:, 1])
-            only_x2 = (labels == k) & np.isnan(X[:, 0]) & ~np.isnan(X[:, 1])
-            if only_x1.any():  # an empty unclipped line would stretch a tight bounding box
-                ax.plot(X[only_x1, 0], np.zeros(only_x1.sum()), "|", color=color, ms=12,
-                        mew=1.5, transform=ax.get_xaxis_transform(), clip_on=False)
-            if only_x2.any():
-                ax.plot(np.zeros(only_x2.sum()), X[only_x2, 1], "_", color=color, ms=12,
-                        mew=1.5, transform=ax.get_yaxis_transform(), clip_on=False)
-        if means is not None:
-            ax.scatter(*means[k], marker="X", s=120, color=color, edgecolors="black",
-                       linewidths=1.0, zorder=3)
-            if covariances is not None:
-                for n_std, style in ((1, "-"), (2, "--")):
-                    ax.add_patch(covariance_ellipse(means[k], covariances[k], n_std,
-                                                    fill=False, color=color, lw=1.5, ls=style))
-    if means is not None:
-        ax.scatter([], [], marker="X", s=80, color="grey", edgecolors="black", label="mean")
-        if covariances is not None:
-            ax.plot([], [], "-", color="grey", label=r"1$\sigma$ ellipse")
-            ax.plot([], [], "--", color="grey", label=r"2$\sigma$ ellipse")
-    if show_missing and not complete.all():
-        ax.plot([], [], "|", color="grey", ms=10, label="one coordinate missing (margin)")
-    ax.set_xlabel("$x_1$")
-    ax.set_ylabel("$x_2$")
-    if title:
-        ax.set_title(title)
-    if legend:
-        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=3, fontsize="small",
-                  frameon=False)
-    return ax
-
-
-def shared_legend(fig, axes, ncols=None, **kwargs):
-    """Replace the legends of several panels by one legend below the figure.
-
-    Entries are taken from every axes in order, each label once. With a figure made with
-    ``layout="constrained"`` the legend goes outside the panels, so it never hides a point.
-
-    Parameters
-    ----------
-    fig : matplotlib Figure
-    axes : iterable of Axes
-    ncols : int, optional
-        Columns of the legend; default: one row of up to 7 entries, else two balanced rows.
-    **kwargs
-        Passed to ``fig.legend``.
-
-    Returns
-    -------
-    matplotlib Legend
-    """
-    axes = list(np.ravel(axes))
-    if not axes:
-        raise ValueError("axes must hold at least one Axes")
-    entries = {}
-    for ax in axes:
-        for handle, label in zip(*ax.get_legend_handles_labels()):
-            entries.setdefault(label, handle)
-        if ax.get_legend() is not None:
-            ax.get_legend().remove()
-    if not entries:
-        raise ValueError("no labelled artist in axes: nothing to put in a legend")
-    constrained = fig.get_layout_engine() is not None and \
-        type(fig.get_layout_engine()).__name__ == "ConstrainedLayoutEngine"
-    kwargs.setdefault("fontsize", "small")
-    kwargs.setdefault("loc", "outside lower center" if constrained else "lower center")
-    if ncols is None:  # one row, or two balanced rows past 7 entries
-        ncols = len(entries) if len(entries) <= 7 else -(-len(entries) // 2)
-    return fig.legend(list(entries.values()), list(entries), ncols=ncols, **kwargs)
-
-
-# ---------------------------------------------------------------------------------------------
-# Categorical mixture model (theory question 5)
-# ---------------------------------------------------------------------------------------------
-#
-# Representation. ``Y`` has shape (N, C): one row per observation, one column per category.
-# A row holds one-hot indicators (one draw) or counts (several draws) of the categories. Several
-# categorical features are stacked side by side and described by ``feature_sizes = (C_1, ...,
-# C_F)`` with ``sum(feature_sizes) == C``: columns ``[0, C_1)`` belong to feature 1, the next
-# ``C_2`` columns to feature 2, and so on. ``encode_categorical`` builds ``Y`` from integer codes.
-# Component k holds one probability vector per feature, stored side by side in row k of ``probs``
-# (K, C); each block of a row sums to 1. An all-zero block (a missing feature of that observation)
-# contributes ln 1 = 0: the feature is marginalised out. The log-likelihood of a row is
-# ``ln sum_k pi_k prod_c theta_kc ** y_nc``: the probability of the observed draws in order, i.e.
-# without the multinomial coefficient of count data, which does not depend on the parameters.
-
-def encode_categorical(codes, n_categories=None):
-    """One-hot encode integer category codes, one column block per feature.
-
-    Parameters
-    ----------
-    codes : array-like of int, shape (N,) or (N, F)
-        Category of each observation for each of the F features, in ``0 .. C_j - 1``;
-        ``-1`` marks a missing value (its block is left all zero, i.e. marginalised out).
-    n_categories : int or sequence of int of length F, optional
-        Number of categories C_j of each feature. Default: ``max code + 1`` per feature.
-
-    Returns
-    -------
-    Y : ndarray of float, shape (N, sum(C_j))
-        One-hot rows, the input expected by :func:`run_cmm_em`.
-    feature_sizes : tuple of int, length F
-        The block sizes ``(C_1, ..., C_F)``.
-    """
-    codes = np.asarray(codes)
-    if codes.ndim == 1:
-        codes = codes[:, None]
-    if codes.ndim != 2 or codes.shape[0] == 0 or codes.shape[1] == 0:
-        raise ValueError("codes must be a non-empty array of shape (N,) or (N, F), "
-                         f"got shape {codes.shape}")
-    if not np.issubdtype(codes.dtype, np.integer):
-        if not (np.issubdtype(codes.dtype, np.floating) and np.all(np.isfinite(codes))
-                and np.all(codes == np.round(codes))):
-            raise ValueError("codes must hold integers (category indices, -1 for missing)")
-        codes = codes.astype(int)
-    if np.any(codes < -1):
-        raise ValueError("codes must be >= 0 (or -1 for a missing value)")
-    n_features = codes.shape[1]
-    if n_categories is None:
-        sizes = tuple(int(max(codes[:, j].max(), 0)) + 1 for j in range(n_features))
+    empty = np.isnan(X).all(axis=1)
+    if method == "soft":
+        R, _ = _soft_assign(X, means, covariances, weights)  # empty rows: R = weights already
     else:
-        sizes = tuple(np.broadcast_to(np.asarray(n_categories, dtype=int), (n_features,)).tolist())
-        for j, size in enumerate(sizes):
-            if codes[:, j].max() >= size:
-                raise ValueError(f"codes of feature {j} reach {codes[:, j].max()} "
-                                 f"but n_categories[{j}] is {size}")
-    Y = np.zeros((codes.shape[0], sum(sizes)))
-    offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]])
-    for j in range(n_features):
-        seen = codes[:, j] >= 0
-        Y[np.flatnonzero(seen), offsets[j] + codes[seen, j]] = 1.0
-    return Y, sizes
+        labels, _ = _assign(X, means)
+        R = _one_hot(labels, means.shape[0]).astype(float)
+    R[:, empty] = weights[:, None]
+    return R
 
 
-@dataclass
-class CMMResult:
-    """Result of :func:`run_cmm_em`.
+def _component_conditionals(X_rows, obs, means, covariances):
+    """Per-component conditional means (K, n, d) and variances (K, d) for one pattern.
 
-    Attributes
-    ----------
-    weights : ndarray, shape (K,)
-        Mixing proportions pi_k.
-    probs : ndarray, shape (K, C)
-        Category probabilities theta_kc, one block per feature (each block of a row sums to 1).
-    feature_sizes : tuple of int
-        Block sizes (C_1, ..., C_F) of the columns of ``Y`` and ``probs``.
-    resp : ndarray, shape (K, N)
-        Responsibilities p(z_n = k | y_n) at the final parameters; columns sum to 1.
-    labels : ndarray of int, shape (N,)
-        ``resp.argmax(axis=0)``.
-    log_likelihood : float
-        Total log-likelihood sum_n ln p(y_n) at the final parameters.
-    objective : float
-        ``log_likelihood + alpha * sum(ln probs)``: the smoothed (MAP) objective that EM never
-        decreases. Equal to ``log_likelihood`` when ``alpha == 0``.
-    n_iter : int
-        Number of EM iterations (M-steps) run in the kept initialisation.
-    converged : bool
-        Whether the per-observation change of ``objective`` fell below ``tol``.
-    history : list of dict
-        One entry per parameter set, starting with the initialisation (``iteration`` 0), with keys
-        ``iteration``, ``weights``, ``probs``, ``log_likelihood`` and ``objective``.
-    init_weights, init_probs : ndarray, shapes (K,) and (K, C)
-        The initial parameters of the kept run.
+    Component ``k`` gives ``E[x | x_o, k]`` (observed cells unchanged) and the diagonal of
+    ``Cov[x | x_o, k]`` (0 on observed coordinates), by ``_conditional_fill``.
     """
-
-    weights: np.ndarray
-    probs: np.ndarray
-    feature_sizes: tuple
-    resp: np.ndarray
-    labels: np.ndarray
-    log_likelihood: float
-    objective: float
-    n_iter: int
-    converged: bool
-    history: list = field(repr=False)
-    init_weights: np.ndarray = field(repr=False)
-    init_probs: np.ndarray = field(repr=False)
-
-    @property
-    def objective_trace(self):
-        """The ``objective`` of every entry of ``history``, as an array (length n_iter + 1)."""
-        return np.array([h["objective"] for h in self.history])
-
-    def probs_per_feature(self):
-        """Split ``probs`` into one (K, C_j) array per feature."""
-        return _split_blocks(self.probs, self.feature_sizes)
+    K, d = means.shape
+    cond_means = np.empty((K,) + X_rows.shape)
+    cond_vars = np.empty((K, d))
+    for k in range(K):
+        cond_means[k], cond_cov = _conditional_fill(X_rows, obs, means[k], covariances[k])
+        cond_vars[k] = np.diag(cond_cov)
+    return cond_means, cond_vars
 
 
-def _split_blocks(A, feature_sizes):
-    """Split the last axis of ``A`` into the feature blocks (views, not copies)."""
-    return np.split(A, np.cumsum(feature_sizes)[:-1], axis=-1)
+def _mix_conditionals(R_rows, cond_means, cond_vars):
+    """Mixture mean (n, d) and variance (n, d) by the law of total variance.
+
+    ``E[x] = sum_k r_k m_k`` and ``Var[x] = sum_k r_k (v_k + (m_k - E[x])^2)``: the expected
+    within-component variance plus the variance of the component means.
+    """
+    mean = np.einsum("kn,knd->nd", R_rows, cond_means)
+    spread = (cond_means - mean[None]) ** 2
+    var = np.einsum("kn,kd->nd", R_rows, cond_vars) + np.einsum("kn,knd->nd", R_rows, spread)
+    return mean, var
 
 
-def _check_cmm_data(Y, feature_sizes):
-    """Validate ``Y`` and ``feature_sizes``; return a float copy of Y and the sizes as a tuple."""
-    Y_arr = np.asarray(Y)
-    if Y_arr.dtype == object or not (np.issubdtype(Y_arr.dtype, np.number) or Y_arr.dtype == bool):
-        raise ValueError("Y must be a numeric array of one-hot rows or counts, "
-                         f"got dtype {Y_arr.dtype}")
-    Y_arr = np.array(Y_arr, dtype=float)  # a copy: the caller's array is never touched
-    if Y_arr.ndim != 2:
-        raise ValueError(f"Y must be 2-D of shape (N, C), got {Y_arr.ndim}-D shape {Y_arr.shape}")
-    if Y_arr.shape[0] == 0 or Y_arr.shape[1] == 0:
-        raise ValueError(f"Y must have at least one row and one column, got shape {Y_arr.shape}")
-    if not np.all(np.isfinite(Y_arr)):
-        raise ValueError("Y contains NaN or inf; encode a missing feature as an all-zero "
-                         "block instead")
-    if np.any(Y_arr < 0):
-        raise ValueError("Y must be non-negative (one-hot indicators or counts)")
-    if not np.any(Y_arr > 0):
-        raise ValueError("Y is all zero: there is no observed category to fit")
-    if feature_sizes is None:
-        sizes = (Y_arr.shape[1],)
-    else:
-        sizes = tuple(int(s) for s in np.atleast_1d(feature_sizes))
-        if any(s != f for s, f in zip(sizes, np.atleast_1d(feature_sizes))):
-            raise ValueError(f"feature_sizes must hold integers, got {feature_sizes!r}")
-        if sum(sizes) != Y_arr.shape[1]:
-            raise ValueError(f"feature_sizes {sizes} sum to {sum(sizes)} "
-                             f"but Y has {Y_arr.shape[1]} columns")
-    for j, size in enumerate(sizes):
-        if size < 2:
-            raise ValueError(
-                f"feature {j} has {size} category; every feature needs at least 2 (pass "
-                "one-hot rows or counts, e.g. from encode_categorical(codes), not the integer "
-                "codes themselves)")
-    return Y_arr, sizes
+def impute(X, result, return_std=False):
+    """Fill every missing cell with its conditional expectation under a fitted mixture.
 
+    For a row observed on the coordinates ``o`` and missing on ``m``, component ``k`` predicts
 
-def _check_cmm_params(weights, probs, feature_sizes, n_columns, name="probs",
-                      weights_name="weights"):
-    """Validate mixture parameters; return float copies (weights (K,), probs (K, C))."""
-    probs = np.array(probs, dtype=float)
-    if probs.ndim != 2 or probs.shape[1] != n_columns:
-        raise ValueError(f"{name} must have shape (K, {n_columns}), got {probs.shape}")
-    if not np.all(np.isfinite(probs)) or np.any(probs < 0):
-        raise ValueError(f"{name} must be finite and non-negative")
-    for j, block in enumerate(_split_blocks(probs, feature_sizes)):
-        if not np.allclose(block.sum(axis=1), 1.0, atol=1e-8):
-            raise ValueError(f"each row of {name} must sum to 1 within feature {j}; "
-                             f"got sums {block.sum(axis=1)}")
-    return _check_weights(weights, probs.shape[0], name=weights_name), probs
+    ``E[x_m | x_o, k] = mu_km + Sigma_k,mo Sigma_k,oo^-1 (x_o - mu_ko)`` and
+    ``Cov[x_m | x_o, k] = Sigma_k,mm - Sigma_k,mo Sigma_k,oo^-1 Sigma_k,om``.
 
-
-def _safe_log(a):
-    """Natural log that maps 0 to -inf without a divide-by-zero warning."""
-    out = np.full(a.shape, -np.inf)
-    np.log(a, out=out, where=a > 0)
-    return out
-
-
-def _cmm_log_prob_components(Y, probs):
-    """ln p(y_n | z_n = k) = sum_c y_nc ln theta_kc, shape (K, N), with 0 * ln 0 taken as 0."""
-    log_probs = _safe_log(probs)
-    finite = np.where(np.isfinite(log_probs), log_probs, 0.0)
-    out = finite @ Y.T
-    impossible = ((probs == 0).astype(float) @ (Y > 0).T.astype(float)) > 0
-    out[impossible] = -np.inf
-    return out
-
-
-def _cmm_log_joint(Y, weights, probs):
-    """ln pi_k + ln p(y_n | z_n = k), shape (K, N)."""
-    return _safe_log(weights)[:, None] + _cmm_log_prob_components(Y, probs)
-
-
-def _cmm_e_step(Y, weights, probs):
-    """Responsibilities (K, N) and total log-likelihood from validated inputs."""
-    log_joint = _cmm_log_joint(Y, weights, probs)
-    log_norm = logsumexp(log_joint, axis=0)  # ln p(y_n), shape (N,)
-    if not np.all(np.isfinite(log_norm)):
-        bad = np.flatnonzero(~np.isfinite(log_norm))
-        raise ValueError(f"rows {bad[:5].tolist()} of Y have probability 0 under every component "
-                         "(an observed category has probability 0); use alpha > 0")
-    resp = np.exp(log_joint - log_norm)
-    return resp, float(log_norm.sum())
-
-
-def _cmm_m_step(Y, resp, feature_sizes, alpha):
-    """Closed-form (smoothed) M-step from validated inputs: weights (K,), probs (K, C)."""
-    n_k = resp.sum(axis=1) + 10 * np.finfo(float).eps  # keeps an empty component's weight > 0
-    weights = n_k / n_k.sum()
-    counts = resp @ Y + alpha  # expected counts of each category in each component, (K, C)
-    blocks = [block / block.sum(axis=1, keepdims=True)
-              for block in _split_blocks(counts, feature_sizes)]
-    probs = np.concatenate(blocks, axis=1)
-    uniform = np.concatenate([np.full((resp.shape[0], s), 1.0 / s) for s in feature_sizes], axis=1)
-    # a component with no expected count in a feature (possible only when alpha == 0): uniform
-    empty = ~np.isfinite(probs)
-    probs[empty] = uniform[empty]
-    return weights, probs
-
-
-def _cmm_log_prior(probs, alpha):
-    """alpha * sum ln theta_kc: the log density, up to a constant, of a Dirichlet(1 + alpha)
-    prior on every probability vector."""
-    if alpha == 0:
-        return 0.0
-    return float(alpha * np.log(probs).sum())
-
-
-def cmm_log_likelihood(Y, weights, probs, feature_sizes=None):
-    """Total log-likelihood of a categorical mixture.
+    ``result.method == "soft"``: the imputed value is ``sum_k r_k E[x_m | x_o, k]`` with
+    ``r_k = p(z = k | x_o)``, the responsibilities computed from the observed cells only.
+    ``result.method == "hard"``: the imputed value is ``E[x_m | x_o, k*]`` for the component
+    ``k*`` that the hard E-step assigns (nearest mean over the observed cells). A row with
+    nothing observed gets the mixture mean ``sum_k pi_k mu_k`` in both cases.
 
     Parameters
     ----------
-    Y : array-like, shape (N, C)
-        One-hot rows or counts (see the section comment for several features).
-    weights : array-like, shape (K,)
-        Mixing proportions, summing to 1.
-    probs : array-like, shape (K, C)
-        Category probabilities; each feature block of a row sums to 1.
-    feature_sizes : sequence of int, optional
-        Block sizes (C_1, ..., C_F); default one feature with C categories.
+    X : array-like of shape (N, d)
+        ``NaN`` marks a missing cell; any pattern is accepted, including rows (or columns) with
+        nothing observed. Observed cells must be finite.
+    result : EMResult
+        A mixture fitted by ``run_em`` on ``d``-dimensional points (not necessarily on ``X``).
+    return_std : bool, default False
+        Also return the conditional standard deviation of every cell.
 
     Returns
     -------
-    float
-        sum_n ln sum_k pi_k prod_c theta_kc ** y_nc (``-inf`` if some row is impossible).
+    X_imputed : ndarray of shape (N, d)
+        A new array: observed cells copied unchanged, missing cells filled.
+    std : ndarray of shape (N, d)
+        Only with ``return_std=True``. ``0`` for observed cells; for a missing cell the square
+        root of its conditional variance: by the law of total variance
+        ``sum_k r_k (Var[x_j | x_o, k] + (E[x_j | x_o, k] - E[x_j | x_o])^2)`` (soft, and
+        rows with nothing observed, where ``r = pi`` and this is the marginal spread of the
+        mixture), or ``Var[x_j | x_o, k*]`` (hard).
+
+    Raises
+    ------
+    ValueError
+        If ``X`` is not a numeric 2-D array or holds an infinite value, if ``result`` is not
+        an ``EMResult``, was fitted on another number of coordinates or holds invalid
+        parameters, or if ``return_std`` is not a bool.
     """
-    Y_arr, sizes = _check_cmm_data(Y, feature_sizes)
-    weights, probs = _check_cmm_params(weights, probs, sizes, Y_arr.shape[1])
-    return float(logsumexp(_cmm_log_joint(Y_arr, weights, probs), axis=0).sum())
+    if not isinstance(return_std, (bool, np.bool_)):
+        raise ValueError(f"return_std must be True or False, got {return_std!r}")
+    X = _check_impute_points(X)
+    means, covariances, weights = _check_fitted(result, X.shape[1])
+    X_imputed = X  # already a private copy
+    std = np.zeros_like(X)
+    if np.isnan(X).any():
+        R = _imputation_weights(X, means, covariances, weights, result.method)
+        for obs, rows in _missing_patterns(X):
+            if obs.all():
+                continue
+            cond_means, cond_vars = _component_conditionals(X[rows], obs, means, covariances)
+            mean, var = _mix_conditionals(R[:, rows], cond_means, cond_vars)
+            mis = np.flatnonzero(~obs)
+            X_imputed[np.ix_(rows, mis)] = mean[:, mis]
+            std[np.ix_(rows, mis)] = np.sqrt(np.maximum(var[:, mis], 0.0))
+    return (X_imputed, std) if return_std else X_imputed
 
 
-def cmm_e_step(Y, weights, probs, feature_sizes=None):
-    """E-step of the categorical mixture: posterior of the component of each row.
+IMPUTER_NAMES = ("soft EM", "hard EM", "mean (SimpleImputer)", "KNNImputer", "IterativeImputer")
+
+
+def compare_imputers(X, n_components=3, n_init=3, random_state=0, max_iter=500):
+    """Fill in ``X`` five ways: our soft and hard EM imputation and three scikit-learn baselines.
+
+    The EM fits use ``run_em(X, n_components, method, init="kmeans++", n_init, max_iter,
+    random_state)``; the baselines are ``SimpleImputer(strategy="mean")``, ``KNNImputer()`` and
+    ``IterativeImputer(random_state=random_state)`` with their default settings.
 
     Parameters
     ----------
-    Y, weights, probs, feature_sizes
-        As in :func:`cmm_log_likelihood`.
+    X : array-like of shape (N, d)
+        ``NaN`` marks a missing cell.
+    n_components, n_init, random_state, max_iter : int
+        Passed to ``run_em`` (``random_state`` also to ``IterativeImputer``).
 
     Returns
     -------
-    resp : ndarray, shape (K, N)
-        q_nk = pi_k p(y_n | theta_k) / sum_j pi_j p(y_n | theta_j), computed in log space.
-    log_lik : float
-        Total log-likelihood at these parameters.
+    fits : dict
+        ``{"soft": EMResult, "hard": EMResult}``.
+    filled : dict
+        ``{name: (X_filled, std)}`` for every name of ``IMPUTER_NAMES``, in that order;
+        ``X_filled`` has shape (N, d); ``std`` is ``impute``'s standard deviation (N, d) for the
+        EM methods and ``None`` for the baselines.
     """
-    Y_arr, sizes = _check_cmm_data(Y, feature_sizes)
-    weights, probs = _check_cmm_params(weights, probs, sizes, Y_arr.shape[1])
-    return _cmm_e_step(Y_arr, weights, probs)
+    from sklearn.experimental import enable_iterative_imputer  # noqa: F401
+    from sklearn.impute import IterativeImputer, KNNImputer, SimpleImputer
+
+    X = _check_points(X)
+    fits = {method: run_em(X, n_components, method=method, init="kmeans++", n_init=n_init,
+                           max_iter=max_iter, random_state=random_state)
+            for method in ("soft", "hard")}
+    filled = {f"{method} EM": impute(X, fit, return_std=True) for method, fit in fits.items()}
+    baselines = (SimpleImputer(strategy="mean"), KNNImputer(),
+                 IterativeImputer(random_state=random_state))
+    for name, imputer in zip(IMPUTER_NAMES[2:], baselines):
+        filled[name] = (imputer.fit_transform(X), None)
+    return fits, filled
 
 
-def cmm_m_step(Y, resp, feature_sizes=None, alpha=0.0):
-    """M-step of the categorical mixture: closed-form maximiser of the expected log-likelihood.
+def _check_mask(mask, shape, name="mask"):
+    mask = np.asarray(mask)
+    if mask.dtype != bool:
+        raise ValueError(f"{name} must be a boolean array, got dtype {mask.dtype}")
+    if mask.shape != shape:
+        raise ValueError(f"{name} must have shape {shape}, got {mask.shape}")
+    if not mask.any():
+        raise ValueError(f"{name} selects no cell; nothing to score")
+    return mask
+
+
+def _check_scored(X, shape, mask, name):
+    """A float copy of X with the same shape as the reference and finite on ``mask``."""
+    try:
+        X = np.array(X, dtype=float)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{name} must be a numeric array: {exc}") from None
+    if X.shape != shape:
+        raise ValueError(f"{name} must have shape {shape}, got {X.shape}")
+    if not np.isfinite(X[mask]).all():
+        raise ValueError(f"{name} has NaN or infinite values in the scored cells")
+    return X
+
+
+def mcar_mask(shape, rate, random_state=0):
+    """A seeded missing-completely-at-random mask that leaves every row one observed cell.
+
+    ``round(rate * N * d)`` cells are removed: the cells are visited in a random order and a
+    cell is taken unless it is the last observed cell of its row.
 
     Parameters
     ----------
-    Y : array-like, shape (N, C)
-        One-hot rows or counts.
-    resp : array-like, shape (K, N)
-        Responsibilities (soft) or one-hot assignments (hard); columns sum to 1.
-    feature_sizes : sequence of int, optional
-        Block sizes (C_1, ..., C_F); default one feature with C categories.
-    alpha : float, default 0.0
-        Additive smoothing (pseudo-count per category and component). ``0`` gives the
-        maximum-likelihood update pi_k = N_k / N, theta_kc = sum_n q_nk y_nc / sum_n q_nk n_nj
-        (n_nj: draws of feature j in row n); ``alpha > 0`` gives the MAP update under a
-        symmetric Dirichlet(1 + alpha) prior on each theta_k.
-
-    Returns
-    -------
-    weights : ndarray, shape (K,)
-    probs : ndarray, shape (K, C)
-    """
-    Y_arr, sizes = _check_cmm_data(Y, feature_sizes)
-    resp = _check_resp(resp, Y_arr.shape[0], name="resp")
-    alpha = _check_alpha(alpha, allow_zero=True)
-    return _cmm_m_step(Y_arr, resp, sizes, alpha)
-
-
-def _check_alpha(alpha, allow_zero):
-    """Validate the smoothing pseudo-count."""
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float, np.integer, np.floating)):
-        raise ValueError(f"alpha must be a number, got {alpha!r}")
-    alpha = float(alpha)
-    if not np.isfinite(alpha) or alpha < 0 or (alpha == 0 and not allow_zero):
-        bound = ">= 0" if allow_zero else "> 0 (an unseen category would get probability 0)"
-        raise ValueError(f"alpha must be finite and {bound}, got {alpha}")
-    return alpha
-
-
-def _cmm_init(Y, n_components, feature_sizes, init, init_weights, rng):
-    """Initial (weights, probs). ``"dirichlet"``: each theta_k block ~ Dirichlet(1, ..., 1)."""
-    n_columns = Y.shape[1]
-    if isinstance(init, str):
-        if init != "dirichlet":
-            raise ValueError(f"init must be 'dirichlet' or an array of shape (K, C), got {init!r}")
-        probs = np.concatenate(
-            [rng.dirichlet(np.ones(size), size=n_components) for size in feature_sizes], axis=1)
-    else:
-        probs = init
-    if np.ndim(probs) == 2 and np.shape(probs)[0] != n_components:
-        raise ValueError(f"init must have {n_components} rows (n_components), "
-                         f"got {np.shape(probs)[0]}")
-    weights = np.full(n_components, 1.0 / n_components) if init_weights is None else init_weights
-    return _check_cmm_params(weights, probs, feature_sizes, n_columns, name="init",
-                             weights_name="init_weights")
-
-
-def _cmm_history_entry(iteration, weights, probs, log_lik, alpha):
-    """One ``history`` record: copies of the parameters and their two objectives."""
-    return {"iteration": iteration, "weights": weights.copy(), "probs": probs.copy(),
-            "log_likelihood": log_lik, "objective": log_lik + _cmm_log_prior(probs, alpha)}
-
-
-def _cmm_single_run(Y, feature_sizes, weights, probs, alpha, max_iter, tol):
-    """EM from one initialisation; returns (weights, probs, resp, history, n_iter, converged)."""
-    resp, log_lik = _cmm_e_step(Y, weights, probs)
-    history = [_cmm_history_entry(0, weights, probs, log_lik, alpha)]
-    converged = False
-    n_iter = 0
-    for n_iter in range(1, max_iter + 1):
-        weights, probs = _cmm_m_step(Y, resp, feature_sizes, alpha)
-        resp, log_lik = _cmm_e_step(Y, weights, probs)
-        history.append(_cmm_history_entry(n_iter, weights, probs, log_lik, alpha))
-        change = (history[-1]["objective"] - history[-2]["objective"]) / Y.shape[0]
-        if abs(change) <= tol:
-            converged = True
-            break
-    return weights, probs, resp, history, n_iter, converged
-
-
-def run_cmm_em(Y, n_components, feature_sizes=None, init="dirichlet", init_weights=None,
-               n_init=1, alpha=1.0, max_iter=500, tol=1e-6, random_state=0):
-    """Fit a categorical mixture model by EM (theory question 5).
-
-    Parameters
-    ----------
-    Y : array-like, shape (N, C)
-        One-hot rows or category counts; several features as column blocks (``feature_sizes``).
-        Not modified.
-    n_components : int
-        Number of mixture components K (1 <= K <= N).
-    feature_sizes : sequence of int, optional
-        Block sizes (C_1, ..., C_F), each >= 2, summing to C. Default: one feature with C
-        categories.
-    init : {"dirichlet"} or array-like of shape (K, C), default "dirichlet"
-        ``"dirichlet"`` draws each theta_k block from a flat Dirichlet(1, ..., 1) with the seeded
-        generator, which breaks the symmetry between components. An array is used as the initial
-        ``probs`` as given (e.g. the all-uniform start, a fixed point of EM; see the theory
-        notebook).
-    init_weights : array-like of shape (K,), optional
-        Initial mixing proportions; default uniform 1/K.
-    n_init : int, default 1
-        Number of initialisations (only with ``init="dirichlet"``); the run with the highest final
-        objective is kept.
-    alpha : float, default 1.0
-        Additive (Laplace) smoothing, > 0: a pseudo-count per category and component, so that an
-        unseen category never gets probability 0. EM then maximises the MAP objective
-        ``log_likelihood + alpha * sum(ln probs)`` (Dirichlet(1 + alpha) prior).
-    max_iter : int, default 500
-        Maximum number of EM iterations per initialisation.
-    tol : float, default 1e-6
-        Convergence threshold on the change of the objective divided by N.
+    shape : tuple (N, d)
+    rate : float
+        Fraction of all cells to remove, ``0 <= rate <= (d - 1) / d``.
     random_state : int, default 0
-        Seed of ``numpy.random.default_rng`` for the initialisations.
 
     Returns
     -------
-    CMMResult
-
-    Warns
-    -----
-    EMConvergenceWarning
-        If the kept run did not converge within ``max_iter`` iterations.
+    mask : ndarray of shape (N, d), bool
+        ``True`` for a removed cell.
     """
-    Y_arr, sizes = _check_cmm_data(Y, feature_sizes)
-    n_components = _check_int(n_components, "n_components", 1)
-    if n_components > Y_arr.shape[0]:
-        raise ValueError(f"n_components ({n_components}) must not exceed the number of rows "
-                         f"of Y ({Y_arr.shape[0]})")
-    n_init = _check_int(n_init, "n_init", 1)
-    max_iter = _check_int(max_iter, "max_iter", 1)
-    alpha = _check_alpha(alpha, allow_zero=False)
-    if isinstance(tol, bool) or not isinstance(tol, (int, float, np.floating)) or not tol >= 0:
-        raise ValueError(f"tol must be a number >= 0, got {tol!r}")
-    if not isinstance(init, str) and n_init != 1:
-        raise ValueError("n_init must be 1 when init is an array (every run would be identical)")
-    if isinstance(random_state, bool) or not isinstance(random_state, (int, np.integer)):
-        raise ValueError(f"random_state must be an integer seed, got {random_state!r}")
+    if (not isinstance(shape, tuple) or len(shape) != 2
+            or not all(isinstance(s, (int, np.integer)) and s >= 1 for s in shape)):
+        raise ValueError(f"shape must be a tuple (N, d) of positive integers, got {shape!r}")
+    N, d = int(shape[0]), int(shape[1])
+    if isinstance(rate, bool) or not isinstance(rate, (int, float, np.floating)) \
+            or not np.isfinite(rate):
+        raise ValueError(f"rate must be a number between 0 and 1, got {rate!r}")
+    n_missing = int(round(rate * N * d))
+    if rate < 0 or n_missing > N * (d - 1):
+        raise ValueError(f"rate must be between 0 and (d - 1) / d = {(d - 1) / d:.4g} so that "
+                         f"every row keeps an observed cell, got {rate!r}")
+    random_state = _check_int(random_state, "random_state", minimum=0)
     rng = np.random.default_rng(random_state)
+    mask = np.zeros(N * d, dtype=bool)
+    left_in_row = np.full(N, d)
+    taken = 0
+    for cell in rng.permutation(N * d):
+        if taken == n_missing:
+            break
+        row = cell // d
+        if left_in_row[row] > 1:
+            mask[cell] = True
+            left_in_row[row] -= 1
+            taken += 1
+    return mask.reshape(N, d)
 
-    best = None
-    for _ in range(n_init):
-        weights0, probs0 = _cmm_init(Y_arr, n_components, sizes, init, init_weights, rng)
-        run = _cmm_single_run(Y_arr, sizes, weights0, probs0, alpha, max_iter, tol)
-        if best is None or run[3][-1]["objective"] > best[0][3][-1]["objective"]:
-            best = (run, weights0, probs0)
-    (weights, probs, resp, history, n_iter, converged), weights0, probs0 = best
-    if not converged:
-        warnings.warn(f"run_cmm_em did not converge in {max_iter} iterations (tol={tol}); "
-                       "raise max_iter or tol", EMConvergenceWarning, stacklevel=2)
-    return CMMResult(weights=weights, probs=probs, feature_sizes=sizes, resp=resp,
-                     labels=resp.argmax(axis=0), log_likelihood=history[-1]["log_likelihood"],
-                     objective=history[-1]["objective"], n_iter=n_iter, converged=converged,
-                     history=history, init_weights=weights0, init_probs=probs0)
+
+def imputation_rmse(X_imputed, X_complete, mask, per_coordinate=False):
+    """Root-mean-square error of the imputed cells against the true values.
+
+    Parameters
+    ----------
+    X_imputed, X_complete : array-like of shape (N, d)
+        The filled-in data and the truth; both must be finite on ``mask``.
+    mask : array-like of shape (N, d), bool
+        The cells that were missing (the only ones scored).
+    per_coordinate : bool, default False
+        Return one RMSE per coordinate instead of the overall RMSE.
+
+    Returns
+    -------
+    rmse : float, or ndarray of shape (d,) with ``per_coordinate=True``
+    """
+    shape = np.shape(X_complete)
+    mask = _check_mask(mask, shape)
+    X_complete = _check_scored(X_complete, shape, mask, "X_complete")
+    X_imputed = _check_scored(X_imputed, shape, mask, "X_imputed")
+    sq = np.where(mask, X_imputed - X_complete, 0.0) ** 2
+    if not per_coordinate:
+        return float(np.sqrt(sq.sum() / mask.sum()))
+    counts = mask.sum(axis=0)
+    if (counts == 0).any():
+        raise ValueError(f"mask has no cell in coordinate {int(np.argmin(counts))}; its RMSE is "
+                         "undefined")
+    return np.sqrt(sq.sum(axis=0) / counts)
+
+
+def interval_coverage(X_imputed, std, X_complete, mask, z=1.96):
+    """Share of the scored cells whose true value lies in ``imputed +- z * std``.
+
+    Parameters
+    ----------
+    X_imputed, std, X_complete : array-like of shape (N, d)
+        As returned by ``impute(..., return_std=True)``, and the truth.
+    mask : array-like of shape (N, d), bool
+        The cells that were missing.
+    z : float, default 1.96
+        Half-width in standard deviations (1.96: a nominal 95 % Gaussian interval).
+
+    Returns
+    -------
+    coverage : float in [0, 1]
+    """
+    shape = np.shape(X_complete)
+    mask = _check_mask(mask, shape)
+    X_complete = _check_scored(X_complete, shape, mask, "X_complete")
+    X_imputed = _check_scored(X_imputed, shape, mask, "X_imputed")
+    std = _check_scored(std, shape, mask, "std")
+    if (std[mask] < 0).any():
+        raise ValueError("std must be non-negative")
+    if isinstance(z, bool) or not isinstance(z, (int, float, np.floating)) \
+            or not (np.isfinite(z) and z > 0):
+        raise ValueError(f"z must be a positive number, got {z!r}")
+    inside = np.abs(X_imputed[mask] - X_complete[mask]) <= z * std[mask]
+    return float(inside.mean())
 
 
 # ---------------------------------------------------------------------------------------------
-# 7. Images: tissue segmentation with an optional spatial prior
+# 9. Images: tissue segmentation with an optional spatial prior
 # ---------------------------------------------------------------------------------------------
 #
 # An image is segmented by fitting the mixture to the intensities of the pixels inside a mask
@@ -3570,3 +3452,137 @@ def plot_intensity_fit(ax, values, result, names, bins=64, title=None):
     if title:
         ax.set_title(title)
     return ax
+
+
+# ---------------------------------------------------------------------------------------------
+# 10. Plotting helpers shared by the notebooks
+# ---------------------------------------------------------------------------------------------
+
+CLASS_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b")
+
+
+def covariance_ellipse(mean, cov, n_std=1.0, **kwargs):
+    """A matplotlib ``Ellipse`` of the points at Mahalanobis distance ``n_std`` from ``mean``."""
+    from matplotlib.patches import Ellipse
+
+    mean = np.asarray(mean, dtype=float)
+    cov = np.asarray(cov, dtype=float)
+    if mean.shape != (2,) or cov.shape != (2, 2):
+        raise ValueError(f"need a 2-D mean and a 2x2 covariance, got {mean.shape}, {cov.shape}")
+    eigval, eigvec = np.linalg.eigh(cov)
+    if (eigval < 0).any():
+        raise ValueError("cov must be positive semi-definite")
+    angle = np.degrees(np.arctan2(eigvec[1, 1], eigvec[0, 1]))
+    width, height = 2 * n_std * np.sqrt(eigval[::-1])
+    return Ellipse(xy=mean, width=width, height=height, angle=angle, **kwargs)
+
+
+def plot_clusters(ax, X, labels, means=None, covariances=None, title=None,
+                  names=CLASS_NAMES, show_missing=True, point_size=12, legend=True):
+    """Scatter points coloured by label, with each component's mean and 1-sigma/2-sigma ellipses.
+
+    Rows with a missing coordinate cannot be placed in the plane: with ``show_missing`` they are
+    drawn on the margin instead, as ticks at their observed coordinate (x1 observed: bottom
+    edge; x2 observed: left edge).
+
+    Parameters
+    ----------
+    ax : matplotlib Axes
+    X : array-like (N, 2)
+    labels : array-like (N,) of int
+    means, covariances : optional, (K, 2) and (K, 2, 2)
+    title : str, optional
+    names : sequence of str
+        Legend name of label ``k`` (``names[k]``; "cluster k" past its end).
+    legend : bool, default True
+        Draw the legend below the axes (off the data); pass False to draw one shared legend.
+
+    Returns
+    -------
+    ax
+    """
+    X = np.asarray(X, dtype=float)
+    labels = np.asarray(labels)
+    if X.ndim != 2 or X.shape[1] != 2 or labels.shape != (X.shape[0],):
+        raise ValueError(f"need X of shape (N, 2) and labels of shape (N,), got {X.shape} "
+                         f"and {labels.shape}")
+    complete = ~np.isnan(X).any(axis=1)
+    n_labels = int(labels.max()) + 1 if labels.size else 0
+    if means is not None:
+        n_labels = max(n_labels, len(means))
+    for k in range(n_labels):
+        color = CLASS_COLORS[k % len(CLASS_COLORS)]
+        name = names[k] if k < len(names) else f"cluster {k}"
+        sel = complete & (labels == k)
+        ax.scatter(X[sel, 0], X[sel, 1], s=point_size, color=color, alpha=0.6, label=name,
+                   edgecolors="none")
+        if show_missing:
+            only_x1 = (labels == k) & ~np.isnan(X[:, 0]) & np.isnan(X[:, 1])
+            only_x2 = (labels == k) & np.isnan(X[:, 0]) & ~np.isnan(X[:, 1])
+            if only_x1.any():  # an empty unclipped line would stretch a tight bounding box
+                ax.plot(X[only_x1, 0], np.zeros(only_x1.sum()), "|", color=color, ms=12,
+                        mew=1.5, transform=ax.get_xaxis_transform(), clip_on=False)
+            if only_x2.any():
+                ax.plot(np.zeros(only_x2.sum()), X[only_x2, 1], "_", color=color, ms=12,
+                        mew=1.5, transform=ax.get_yaxis_transform(), clip_on=False)
+        if means is not None:
+            ax.scatter(*means[k], marker="X", s=120, color=color, edgecolors="black",
+                       linewidths=1.0, zorder=3)
+            if covariances is not None:
+                for n_std, style in ((1, "-"), (2, "--")):
+                    ax.add_patch(covariance_ellipse(means[k], covariances[k], n_std,
+                                                    fill=False, color=color, lw=1.5, ls=style))
+    if means is not None:
+        ax.scatter([], [], marker="X", s=80, color="grey", edgecolors="black", label="mean")
+        if covariances is not None:
+            ax.plot([], [], "-", color="grey", label=r"1$\sigma$ ellipse")
+            ax.plot([], [], "--", color="grey", label=r"2$\sigma$ ellipse")
+    if show_missing and not complete.all():
+        ax.plot([], [], "|", color="grey", ms=10, label="one coordinate missing (margin)")
+    ax.set_xlabel("$x_1$")
+    ax.set_ylabel("$x_2$")
+    if title:
+        ax.set_title(title)
+    if legend:
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=3, fontsize="small",
+                  frameon=False)
+    return ax
+
+
+def shared_legend(fig, axes, ncols=None, **kwargs):
+    """Replace the legends of several panels by one legend below the figure.
+
+    Entries are taken from every axes in order, each label once. With a figure made with
+    ``layout="constrained"`` the legend goes outside the panels, so it never hides a point.
+
+    Parameters
+    ----------
+    fig : matplotlib Figure
+    axes : iterable of Axes
+    ncols : int, optional
+        Columns of the legend; default: one row of up to 7 entries, else two balanced rows.
+    **kwargs
+        Passed to ``fig.legend``.
+
+    Returns
+    -------
+    matplotlib Legend
+    """
+    axes = list(np.ravel(axes))
+    if not axes:
+        raise ValueError("axes must hold at least one Axes")
+    entries = {}
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            entries.setdefault(label, handle)
+        if ax.get_legend() is not None:
+            ax.get_legend().remove()
+    if not entries:
+        raise ValueError("no labelled artist in axes: nothing to put in a legend")
+    constrained = fig.get_layout_engine() is not None and \
+        type(fig.get_layout_engine()).__name__ == "ConstrainedLayoutEngine"
+    kwargs.setdefault("fontsize", "small")
+    kwargs.setdefault("loc", "outside lower center" if constrained else "lower center")
+    if ncols is None:  # one row, or two balanced rows past 7 entries
+        ncols = len(entries) if len(entries) <= 7 else -(-len(entries) // 2)
+    return fig.legend(list(entries.values()), list(entries), ncols=ncols, **kwargs)
