@@ -204,8 +204,15 @@ def _check_int(value, name, minimum=None):
     return int(value)
 
 
-def _check_points(X, name="X"):
-    """Return X as a float (N, d) array (a new array), NaN allowed, inf not."""
+def _check_points(X, name="X", allow_empty_columns=False):
+    """Return X as a float (N, d) array (a new array), NaN allowed, inf not.
+
+    A column with every value missing is refused unless ``allow_empty_columns`` (imputation can
+    fill one from the fitted mixture; fitting cannot learn from it).
+    """
+    if isinstance(X, (str, bytes)) or X is None:
+        raise ValueError(f"{name} must be a numeric array of shape (N, d), got "
+                         f"{type(X).__name__}")
     try:
         X = np.array(X, dtype=float)  # a copy: the caller's array is never touched
     except (TypeError, ValueError) as exc:
@@ -213,8 +220,10 @@ def _check_points(X, name="X"):
     if X.ndim != 2 or X.shape[0] == 0 or X.shape[1] == 0:
         raise ValueError(f"{name} must have shape (N, d) with N, d >= 1, got shape {X.shape}")
     if np.isinf(X).any():
-        raise ValueError(f"{name} contains infinite values; use NaN for missing cells")
-    if np.isnan(X).all(axis=0).any():
+        r, c = np.argwhere(np.isinf(X))[0]
+        raise ValueError(f"{name} contains an infinite value (row {r}, column {c}); use NaN for "
+                         "missing cells")
+    if not allow_empty_columns and np.isnan(X).all(axis=0).any():
         raise ValueError(f"{name} has a column with every value missing")
     return X
 
@@ -2435,23 +2444,6 @@ def accuracy_on_rows(y_true, y_pred, rows):
 # 8. Filling in missing data
 # ---------------------------------------------------------------------------------------------
 
-def _check_impute_points(X):
-    """X as a new float (N, d) array; NaN allowed anywhere (even whole rows or columns)."""
-    if isinstance(X, (str, bytes)) or X is None:
-        raise ValueError(f"X must be a numeric array of shape (N, d), got {type(X).__name__}")
-    try:
-        X = np.array(X, dtype=float)  # a copy: the caller's array is never touched
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"X must be a numeric array of shape (N, d): {exc}") from None
-    if X.ndim != 2 or X.shape[0] == 0 or X.shape[1] == 0:
-        raise ValueError(f"X must have shape (N, d) with N, d >= 1, got shape {X.shape}")
-    if np.isinf(X).any():
-        r, c = np.argwhere(np.isinf(X))[0]
-        raise ValueError(f"X contains an infinite value (row {r}, column {c}); use NaN for "
-                         "missing cells")
-    return X
-
-
 def _check_fitted(result, d):
     """The fitted means, covariances and weights of ``result``, checked against ``d``."""
     if not isinstance(result, EMResult):
@@ -2559,7 +2551,7 @@ def impute(X, result, return_std=False):
     """
     if not isinstance(return_std, (bool, np.bool_)):
         raise ValueError(f"return_std must be True or False, got {return_std!r}")
-    X = _check_impute_points(X)
+    X = _check_points(X, allow_empty_columns=True)
     means, covariances, weights = _check_fitted(result, X.shape[1])
     X_imputed = X  # already a private copy
     std = np.zeros_like(X)
