@@ -976,6 +976,24 @@ class EMResult:
         return np.array([h["objective"] for h in self.history])
 
 
+def _permute_components(result, order):
+    """A copy of ``result`` with its components renumbered: new ``k`` is old ``order[k]``.
+
+    Reorders means, covariances, weights, resp, history and init_means, and renames labels and
+    re-seeding records to match.
+    """
+    order = np.asarray(order)
+    rank = np.empty_like(order)
+    rank[order] = np.arange(order.size)  # rank[old] = new
+    history = [{**h, "means": h["means"][order], "covariances": h["covariances"][order],
+                "weights": h["weights"][order]} for h in result.history]
+    return replace(result, means=result.means[order], covariances=result.covariances[order],
+                   weights=result.weights[order], resp=result.resp[order],
+                   labels=rank[result.labels], history=history,
+                   init_means=result.init_means[order],
+                   reseeded=[(t, int(rank[k])) for t, k in result.reseeded])
+
+
 def _complete_rows(X):
     return X[~np.isnan(X).any(axis=1)]
 
@@ -1751,14 +1769,7 @@ def align_to_truth(result, y_true):
     K = result.means.shape[0]
     if mapping.size < K:  # components that own no point keep their order after the others
         mapping = np.concatenate([mapping, np.setdiff1d(np.arange(K), mapping)])
-    order = np.argsort(mapping)  # order[k] = old index of the component matched to class k
-    history = [{**h, "means": h["means"][order], "covariances": h["covariances"][order],
-                "weights": h["weights"][order]} for h in result.history]
-    return replace(result, means=result.means[order], covariances=result.covariances[order],
-                   weights=result.weights[order], resp=result.resp[order],
-                   labels=mapping[result.labels], history=history,
-                   init_means=result.init_means[order],
-                   reseeded=[(t, int(mapping[k])) for t, k in result.reseeded])
+    return _permute_components(result, np.argsort(mapping))
 
 
 def clustering_scores(y_true, y_pred):
@@ -2957,16 +2968,7 @@ def _potts_em(X, mask, start, method, beta, connectivity, max_iter, tol, reg_cov
 
 def _order_by_intensity(result):
     """A copy of ``result`` whose components are numbered by increasing mean (d = 1)."""
-    order = np.argsort(result.means[:, 0], kind="stable")
-    rank = np.empty_like(order)
-    rank[order] = np.arange(order.size)
-    history = [{**h, "means": h["means"][order], "covariances": h["covariances"][order],
-                "weights": h["weights"][order]} for h in result.history]
-    return replace(result, means=result.means[order], covariances=result.covariances[order],
-                   weights=result.weights[order], resp=result.resp[order],
-                   labels=rank[result.labels], history=history,
-                   init_means=result.init_means[order],
-                   reseeded=[(t, int(rank[k])) for t, k in result.reseeded])
+    return _permute_components(result, np.argsort(result.means[:, 0], kind="stable"))
 
 
 def _plain_em(X, K, method, n_init, max_iter, random_state, reg_covar):
