@@ -3191,7 +3191,40 @@ def match_label_images(reference, other):
     return out
 
 
-def region_stats(label_image, names=None):
+def label_agreement(reference, labels, mask, names):
+    """How far a label image agrees with a reference segmentation, after matching classes.
+
+    ``labels`` has its classes renamed to the reference classes they overlap most
+    (``match_label_images``); then the share of the ``mask`` pixels with the same label in both,
+    whether the matching kept the numbering, and the Dice of each class.
+
+    Parameters
+    ----------
+    reference, labels : array-like of int, same shape
+        Label images, ``-1`` outside the region they label.
+    mask : array-like of bool, same shape
+        The pixels over which the agreement is counted.
+    names : sequence of str
+        ``names[k]`` names class ``k`` in the Dice entries.
+
+    Returns
+    -------
+    dict
+        ``agreement`` (float), ``same numbering`` (bool) and ``Dice <name>`` per class.
+    """
+    mask = np.asarray(mask)
+    reference = np.asarray(reference)
+    if mask.shape != reference.shape or mask.dtype != bool or not mask.any():
+        raise ValueError(f"mask must be a boolean array of shape {reference.shape} with at "
+                         "least one True pixel")
+    matched = match_label_images(reference, labels)
+    row = {"agreement": float(np.mean(matched[mask] == reference[mask])),
+           "same numbering": bool(np.array_equal(matched, np.asarray(labels)))}
+    row.update({f"Dice {name}": d for name, d in zip(names, dice(reference, matched))})
+    return row
+
+
+def region_stats(label_image, names=None, offset=(0, 0)):
     """Area and centroid of every class of a label image.
 
     Parameters
@@ -3202,6 +3235,9 @@ def region_stats(label_image, names=None):
         ``names[k]`` names class ``k``; the table then has exactly ``len(names)`` rows, classes
         with no pixel included (their centroid is NaN, their area 0). Default: one row per
         class present, named by its number.
+    offset : (int, int), default (0, 0)
+        Added to the centroids: the (row, column) of the label image's top-left pixel in a
+        larger image, so that the centroids of a crop (``crop_to_mask``) are in the full image.
 
     Returns
     -------
@@ -3213,6 +3249,9 @@ def region_stats(label_image, names=None):
     if labels.ndim != 2 or not np.issubdtype(labels.dtype, np.integer):
         raise ValueError(f"label_image must be a 2-D integer array, got shape {labels.shape} "
                          f"and dtype {labels.dtype}")
+    offset = np.asarray(offset, dtype=float)
+    if offset.shape != (2,) or not np.isfinite(offset).all():
+        raise ValueError(f"offset must be a (row, column) pair of numbers, got {offset!r}")
     labelled = labels >= 0
     if not labelled.any():
         raise ValueError("label_image labels no pixel (every label is negative)")
@@ -3226,8 +3265,8 @@ def region_stats(label_image, names=None):
         n = int(sel.sum())
         records.append({"class": names[k] if names is not None else int(k), "pixels": n,
                         "fraction": n / int(labelled.sum()),
-                        "centroid_row": rows[sel].mean() if n else np.nan,
-                        "centroid_col": cols[sel].mean() if n else np.nan})
+                        "centroid_row": rows[sel].mean() + offset[0] if n else np.nan,
+                        "centroid_col": cols[sel].mean() + offset[1] if n else np.nan})
     return pd.DataFrame.from_records(records, index="class")
 
 

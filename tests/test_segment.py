@@ -298,6 +298,34 @@ def test_region_stats_against_scipy():
         eh.region_stats(labels, names=["a", "b"])
 
 
+
+def test_region_stats_offset_puts_a_crop_back_in_the_full_image():
+    _, truth = piecewise_image(noise_sd=0.0)
+    full = np.full((truth.shape[0] + 7, truth.shape[1] + 3), -1)
+    full[7:, 3:] = truth
+    cropped = eh.region_stats(truth, offset=(7, 3))
+    whole = eh.region_stats(full)
+    np.testing.assert_allclose(cropped.to_numpy(), whole.to_numpy())
+    with pytest.raises(ValueError, match="offset must be a"):
+        eh.region_stats(truth, offset=(1, 2, 3))
+
+
+def test_label_agreement_matches_classes_then_counts_and_scores_them():
+    _, truth = piecewise_image(noise_sd=0.0)
+    mask = np.ones(truth.shape, dtype=bool)
+    permuted = np.array([2, 0, 1])[truth]
+    permuted[:4, :4] = 0  # a corner disagrees after matching
+    row = eh.label_agreement(truth, permuted, mask, ["a", "b", "c"])
+    matched = eh.match_label_images(truth, permuted)
+    assert row["agreement"] == pytest.approx(np.mean(matched == truth))
+    assert 0.9 < row["agreement"] < 1.0 and row["same numbering"] is False
+    f1 = f1_score(truth.ravel(), matched.ravel(), average=None)
+    np.testing.assert_allclose([row["Dice a"], row["Dice b"], row["Dice c"]], f1)
+    assert eh.label_agreement(truth, truth, mask, ["a", "b", "c"])["same numbering"] is True
+    with pytest.raises(ValueError, match="mask must be a boolean array"):
+        eh.label_agreement(truth, truth, mask.astype(int), ["a", "b", "c"])
+
+
 # --- lesion, noise and crop helpers -----------------------------------------------------------
 
 def test_implant_lesion_paints_exactly_the_ellipse():
