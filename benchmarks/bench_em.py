@@ -37,7 +37,6 @@ import pstats
 import re
 import subprocess
 import sys
-import tempfile
 import time
 import tracemalloc
 import warnings

@@ -23,7 +23,6 @@ Output in ``DIR`` (default ``report/``):
 from __future__ import annotations
 
 import argparse
-import base64
 import html
 import re
 import shutil
