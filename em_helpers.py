@@ -1209,7 +1209,9 @@ def run_em(X, n_components=3, method="hard", init="random", n_init=1, max_iter=1
     Lloyd's k-means. ``method="soft"`` is full-covariance Gaussian-mixture EM: the E-step computes
     posterior responsibilities (``e_step_soft``, log space); it stops when the mean
     log-likelihood per point improves by less than ``tol``. Missing cells are marginalised out in
-    the soft E-step and handled by expected sufficient statistics in the M-step.
+    the soft E-step and handled by expected sufficient statistics in the M-step; soft EM's
+    log-likelihood then still never decreases, but hard EM's objective (scaled partial
+    distances) carries no such guarantee, since its M-step fills cells by conditional means.
 
     Parameters
     ----------
