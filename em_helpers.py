@@ -490,7 +490,7 @@ def _reseed_empty(X, R, counts):
     other points, so no new empty component appears. Returns the new R and the re-seeded
     components.
     """
-    tiny = 10 * np.finfo(float).eps * max(X.shape[0], 1)
+    tiny = _empty_threshold(X.shape[0])
     empty = np.flatnonzero(counts <= tiny)
     if empty.size == 0:
         return R, ()
@@ -658,9 +658,14 @@ def m_step(X, R, means=None, covariances=None, reg_covar=1e-6):
     return MStepResult(new_means, new_covs, counts / X.shape[0], reseeded)
 
 
+def _empty_threshold(n_points):
+    """Total responsibility at or below which a component counts as empty."""
+    return 10 * np.finfo(float).eps * max(n_points, 1)
+
+
 def _has_empty_component(counts, n_points):
     """The emptiness test of ``_reseed_empty``."""
-    return bool((counts <= 10 * np.finfo(float).eps * max(n_points, 1)).any())
+    return bool((counts <= _empty_threshold(n_points)).any())
 
 
 def _weighted_sums(data, R):
