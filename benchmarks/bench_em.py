@@ -50,6 +50,7 @@ from threadpoolctl import threadpool_info, threadpool_limits
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import em_helpers as em  # noqa: E402
+from emlab import fastpath  # noqa: E402
 
 SEED = 0
 N_COMPONENTS = 3
@@ -421,7 +422,7 @@ def limits_notes(rows, peaks, memory_n):
             f"X.sum() reads the {_mib(x_bytes):.1f} MiB of X at {bandwidth:.0f} GB/s because "
             f"they stay in the {cache_size()} last-level cache, so this floor is a cache-bandwidth "
             "floor. A hard iteration in numpy is a series of separate calls per block of "
-            f"{em._BLOCK_ROWS:,} points: building t(x) (a copy and d products), the scores "
+            f"{fastpath.BLOCK_ROWS:,} points: building t(x) (a copy and d products), the scores "
             "(K, 1 + d) @ (1 + d, b), their minimum, the one-hot, and the sums (K, b) @ (b, m); "
             "each call reads or writes the block again and pays its own overhead (the profile "
             "below splits the iteration). Fusing them into one loop over the points, as the "

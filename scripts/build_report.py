@@ -8,7 +8,7 @@ Without a notebook list every ``notebooks/*.ipynb`` is used, in file-name order.
 With ``--execute`` (the default) each notebook is run on a copy held in memory, in
 the notebooks' own folder and with the Python that runs this script; the committed
 ``.ipynb`` files are never written. The kernel inherits the environment, so
-``PYTHONPATH`` must reach the repository root for ``import em_helpers``.
+``PYTHONPATH`` must reach the repository root for ``import em_helpers`` and ``emlab``.
 
 Output in ``DIR`` (default ``report/``):
 

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import em_helpers as em
+from emlab import bootstrap
 
 N_PER_CLASS = 150
 MEANS = np.array([[0.0, 0.0], [30.0, 0.0], [0.0, 30.0]])
@@ -29,7 +30,7 @@ def sample():
 @pytest.fixture(scope="module")
 def hard_boot(sample):
     X, y = sample
-    return em.bootstrap_parameters(X, y, n_boot=400, method="hard", init=MEANS, random_state=3)
+    return bootstrap.bootstrap_parameters(X, y, n_boot=400, method="hard", init=MEANS, random_state=3)
 
 
 def test_se_of_means_is_sigma_over_sqrt_n(hard_boot):
@@ -70,8 +71,8 @@ def test_resampling_keeps_every_class_size(hard_boot):
 def test_components_are_aligned_to_the_true_classes(sample):
     X, y = sample
     shuffled_start = MEANS[[2, 0, 1]]
-    boot = em.bootstrap_parameters(X, y, n_boot=20, method="hard", init=shuffled_start,
-                                   random_state=0)
+    boot = bootstrap.bootstrap_parameters(X, y, n_boot=20, method="hard", init=shuffled_start,
+                                          random_state=0)
     class_means = np.array([X[y == k].mean(axis=0) for k in range(3)])
     np.testing.assert_allclose(boot.means.mean(axis=0), class_means, atol=0.5)
     assert np.all(boot.se.means < 0.5)  # no label switching inflating the spread
@@ -80,7 +81,7 @@ def test_components_are_aligned_to_the_true_classes(sample):
 def test_soft_method_agrees_with_the_plug_in_formula(sample):
     X, y = sample
     fit = em.run_em(X, 3, method="soft", init=MEANS)
-    boot = em.bootstrap_parameters(X, y, n_boot=100, method="soft", init=fit, random_state=1)
+    boot = bootstrap.bootstrap_parameters(X, y, n_boot=100, method="soft", init=fit, random_state=1)
     plug_in = np.array([X[y == k].std(axis=0) for k in range(3)]) / np.sqrt(N_PER_CLASS)
     np.testing.assert_allclose(boot.se.means, plug_in, rtol=0.2)
     assert boot.method == "soft" and boot.n_not_converged == 0
@@ -89,8 +90,8 @@ def test_soft_method_agrees_with_the_plug_in_formula(sample):
 def test_same_labels_and_seed_resample_the_same_rows(sample):
     X, y = sample
     shift = np.array([5.0, -3.0])
-    a = em.bootstrap_parameters(X, y, n_boot=10, method="hard", random_state=7)
-    b = em.bootstrap_parameters(X + shift, y, n_boot=10, method="hard", random_state=7)
+    a = bootstrap.bootstrap_parameters(X, y, n_boot=10, method="hard", random_state=7)
+    b = bootstrap.bootstrap_parameters(X + shift, y, n_boot=10, method="hard", random_state=7)
     np.testing.assert_allclose(b.means - a.means, np.broadcast_to(shift, a.means.shape),
                                atol=1e-9)
     np.testing.assert_allclose(b.covariances, a.covariances, atol=1e-9)
@@ -98,9 +99,9 @@ def test_same_labels_and_seed_resample_the_same_rows(sample):
 
 def test_seed_reproduces_and_changes_the_replicates(sample):
     X, y = sample
-    a = em.bootstrap_parameters(X, y, n_boot=5, method="hard", random_state=11)
-    b = em.bootstrap_parameters(X, y, n_boot=5, method="hard", random_state=11)
-    c = em.bootstrap_parameters(X, y, n_boot=5, method="hard", random_state=12)
+    a = bootstrap.bootstrap_parameters(X, y, n_boot=5, method="hard", random_state=11)
+    b = bootstrap.bootstrap_parameters(X, y, n_boot=5, method="hard", random_state=11)
+    c = bootstrap.bootstrap_parameters(X, y, n_boot=5, method="hard", random_state=12)
     np.testing.assert_array_equal(a.means, b.means)
     np.testing.assert_array_equal(a.covariances, b.covariances)
     assert not np.allclose(a.means, c.means)
@@ -114,7 +115,7 @@ def test_missing_cells_give_finite_errors_and_inputs_are_not_modified(sample):
     X[rows, rng.integers(0, 2, size=30)] = np.nan
     X_before, y_before = X.copy(), y.copy()
     start = {"means": MEANS.copy()}
-    boot = em.bootstrap_parameters(X, y, n_boot=10, method="soft", init=start, random_state=0)
+    boot = bootstrap.bootstrap_parameters(X, y, n_boot=10, method="soft", init=start, random_state=0)
     assert np.isfinite(boot.se.means).all() and np.isfinite(boot.se.covariances).all()
     assert (boot.se.means > 0).all()
     np.testing.assert_array_equal(X, X_before)
@@ -126,8 +127,8 @@ def test_refits_that_do_not_converge_are_counted_and_warned_once(sample):
     X, y = sample
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        boot = em.bootstrap_parameters(X, y, n_boot=4, method="soft", init=MEANS, max_iter=1,
-                                       random_state=0)
+        boot = bootstrap.bootstrap_parameters(X, y, n_boot=4, method="soft", init=MEANS, max_iter=1,
+                                              random_state=0)
     assert boot.n_not_converged == 4
     assert len(caught) == 1
     assert issubclass(caught[0].category, em.EMConvergenceWarning)
@@ -143,16 +144,16 @@ def test_refits_that_do_not_converge_are_counted_and_warned_once(sample):
 def test_bad_arguments_are_named(sample, kwargs, match):
     X, y = sample
     with pytest.raises(ValueError, match=match):
-        em.bootstrap_parameters(X, y, **kwargs)
+        bootstrap.bootstrap_parameters(X, y, **kwargs)
 
 
 def test_bad_labels_are_rejected(sample):
     X, y = sample
     with pytest.raises(ValueError, match="y must hold"):
-        em.bootstrap_parameters(X, y[:-1])
+        bootstrap.bootstrap_parameters(X, y[:-1])
     with pytest.raises(ValueError, match="y must hold"):
-        em.bootstrap_parameters(X, y.astype(float))
+        bootstrap.bootstrap_parameters(X, y.astype(float))
     with pytest.raises(ValueError, match="y must hold"):
-        em.bootstrap_parameters(X, y - 1)
+        bootstrap.bootstrap_parameters(X, y - 1)
     with pytest.raises(ValueError, match="labels 0..K-1"):
-        em.bootstrap_parameters(X, 2 * y)
+        bootstrap.bootstrap_parameters(X, 2 * y)

@@ -1,4 +1,4 @@
-"""Tests of the categorical mixture model (CMM) EM in em_helpers (theory question 5).
+"""Tests of the categorical mixture model (CMM) EM in ``emlab.cmm`` (theory question 5).
 
 Every expected value is computed independently: brute-force enumeration of the latent labels,
 Bayes' rule in probability space, scipy's multinomial pmf, group frequencies, or the parameters
@@ -14,16 +14,15 @@ from scipy.optimize import linear_sum_assignment
 from scipy.special import gammaln
 from scipy.stats import multinomial
 
-from em_helpers import (
+from em_helpers import EMConvergenceWarning
+from emlab.cmm import (
     CMMResult,
-    EMConvergenceWarning,
     cmm_e_step,
     cmm_log_likelihood,
     cmm_m_step,
     encode_categorical,
     run_cmm_em,
 )
-
 
 # --------------------------------------------------------------------------- helpers
 

@@ -1,28 +1,20 @@
-"""The EM loop's fast path for complete data (blocked sufficient statistics) against the
-reference formulas of the public steps (e_step, e_step_soft, m_step), and run_em(progress=True).
-
-The loop below is the brute-force reference: it chains the public steps, which compute
-distances and densities per component and the M-step from R directly."""
+"""Tests of ``emlab.fastpath``: the blocked complete-data loop equals the public steps chained
+(hard and soft, several d, offsets, scales and block sizes), exact ties, empty components."""
 
 import warnings
 
 import numpy as np
 import pytest
+from synthetic import mixture
 
 import em_helpers as em
+from emlab import fastpath
 
 
 @pytest.fixture(autouse=True)
 def small_blocks(monkeypatch):
     """Blocks of 64 points, so that every test runs several blocks and a partial last one."""
-    monkeypatch.setattr(em, "_BLOCK_ROWS", 64)
-
-
-def mixture(seed, n=250, d=2, offset=0.0, scale=1.0):
-    rng = np.random.default_rng(seed)
-    centres = rng.normal(scale=3.0, size=(3, d))
-    z = rng.integers(0, 3, n)
-    return offset + scale * (centres[z] + rng.normal(size=(n, d)))
+    monkeypatch.setattr(fastpath, "BLOCK_ROWS", 64)
 
 
 def reference_history(X, method, means, covs, weights, n_iter, reg_covar=1e-6):
@@ -116,39 +108,3 @@ def test_exact_ties_go_to_the_lowest_component_as_in_e_step():
     np.testing.assert_allclose(result.history[1]["means"], em.m_step(X, R).means, rtol=1e-12)
     np.testing.assert_allclose(result.history[0]["objective"],
                                ((X - start[R.argmax(axis=0)]) ** 2).sum(), rtol=1e-12)
-
-
-def test_a_later_start_must_beat_the_kept_one_by_more_than_rounding():
-    # the same optimum reached from two starts differs in the last bits (component order
-    # changes the order of the sums): the first start is kept, whatever the rounding
-    kept = 1234.5
-    for method, better in (("hard", -1.0), ("soft", 1.0)):  # lower / higher is better
-        assert not em._improves(kept + better * 1e-10, kept, method)  # 8e-14 relative
-        assert not em._improves(kept - better * 1e-6, kept, method)
-        assert em._improves(kept + better * 1e-6, kept, method)
-    X = mixture(3, n=300) * 3.0  # well separated: every start finds the same partition
-    single = em.run_em(X, method="hard", init="kmeans++", random_state=5)
-    multi = em.run_em(X, method="hard", init="kmeans++", n_init=4, random_state=5)
-    np.testing.assert_array_equal(multi.init_means, single.init_means)
-
-
-@pytest.mark.parametrize("method", ["hard", "soft"])
-def test_progress_bar_shows_iterations_and_objective_and_changes_nothing(method, capsys):
-    X = mixture(7)
-    quiet = em.run_em(X, method=method, init="kmeans++", n_init=2, random_state=1)
-    capsys.readouterr()
-    shown = em.run_em(X, method=method, init="kmeans++", n_init=2, random_state=1,
-                      progress=True)
-    err = capsys.readouterr().err
-    assert f"{method} EM (start 1/2)" in err and f"{method} EM (start 2/2)" in err
-    assert f"objective={quiet.objective:.6g}" in err
-    assert f"{quiet.n_iter}/100" in err
-    for name in ("means", "covariances", "weights", "resp", "labels"):
-        np.testing.assert_array_equal(getattr(shown, name), getattr(quiet, name))
-    assert (shown.n_iter, shown.objective) == (quiet.n_iter, quiet.objective)
-
-
-@pytest.mark.parametrize("progress", ["yes", 1, None])
-def test_progress_must_be_a_bool(progress):
-    with pytest.raises(ValueError, match="progress must be True or False"):
-        em.run_em(mixture(0), progress=progress)

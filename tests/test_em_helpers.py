@@ -1,5 +1,6 @@
-"""The EM engine: E-step, M-step and loop, checked against scikit-learn from the same start,
-against properties that must hold on any data (hypothesis), and on the course's scans."""
+"""Tests of the course module ``em_helpers``: the loader (every plausible layout, or a clear
+refusal), the E- and M-steps against scipy and the formulas, the EM loop against scikit-learn
+(hard EM = KMeans, soft EM = GaussianMixture from the same start), starts, warnings, metrics."""
 
 import warnings
 from pathlib import Path
@@ -11,10 +12,101 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from sklearn.cluster import KMeans
 from sklearn.mixture import GaussianMixture
+from synthetic import mixture
 
 import em_helpers as em
 
+POINTS = np.array([[1.5, 2.0], [3.25, np.nan], [-1.0, 4.0], [np.nan, 0.5], [2.0, 2.0],
+                   [0.0, 1.0]])
+
+
+def _fmt(v):
+    return "" if np.isnan(v) else repr(float(v))
+
+
+def _write(tmp_path, text, name="scan.csv"):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+LAYOUTS = {
+    "n_by_2_header": lambda P: "x1,x2\n" + "".join(f"{_fmt(a)},{_fmt(b)}\n" for a, b in P),
+    "n_by_2_plain": lambda P: "".join(f"{_fmt(a)},{_fmt(b)}\n" for a, b in P),
+    "n_by_2_index_header": lambda P: ",x1,x2\n" + "".join(
+        f"{i},{_fmt(a)},{_fmt(b)}\n" for i, (a, b) in enumerate(P)),
+    "n_by_2_index_from_1": lambda P: "".join(
+        f"{i + 1},{_fmt(a)},{_fmt(b)}\n" for i, (a, b) in enumerate(P)),
+    "two_by_n": lambda P: "\n".join(",".join(_fmt(v) for v in P[:, j]) for j in range(2)),
+    "two_by_n_row_names": lambda P: "\n".join(
+        f"x{j + 1}," + ",".join(_fmt(v) for v in P[:, j]) for j in range(2)),
+    "two_by_n_index_row": lambda P: ",".join(str(i) for i in range(len(P))) + "\n" + "\n".join(
+        ",".join(_fmt(v) for v in P[:, j]) for j in range(2)),
+    "semicolons_nan_tokens": lambda P: "x1;x2\n" + "".join(
+        f"{a};{b}\n".replace("nan", "NaN") for a, b in P),
+    "tabs": lambda P: "".join(f"{_fmt(a)}\t{_fmt(b)}\n" for a, b in P),
+    "spaces_complete_only": lambda P: "".join(
+        f"{a} {b}\n" for a, b in np.nan_to_num(P, nan=7.0)),
+}
+
+
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+def test_loader_reads_every_plausible_layout(tmp_path, layout):
+    expected = np.nan_to_num(POINTS, nan=7.0) if layout == "spaces_complete_only" else POINTS
+    X, y = em.load_image(_write(tmp_path, LAYOUTS[layout](POINTS)), n_components=3)
+    np.testing.assert_array_equal(X, expected)
+    np.testing.assert_array_equal(y, [0, 0, 1, 1, 2, 2])
+
+
+def test_loader_keeps_a_row_with_nothing_observed(tmp_path):
+    X, y = em.load_image(_write(tmp_path, "x1,x2\n1,2\n,\n3,4\n5,6\n7,8\n9,1\n"))
+    assert X.shape == (6, 2) and np.isnan(X[1]).all()
+
+
+@pytest.mark.parametrize("text, message", [
+    ("", "empty"),
+    ("x1,x2\n", "no data rows"),
+    ("x1,x2\n1,2\n3,abc\n5,6\n", "text 'abc' in a numeric cell"),
+    ("1,2,3\n4,5,6\n7,8,9\n3,2,1\n", "expected 2 coordinates"),
+    ("1,2\n3,4\n5,6\n7,8\n", "multiple of n_components=3"),
+    ("1,\n2,\n3,\n", "coordinate 2 is missing in every row"),
+    ("1,2\n3,inf\n5,6\n", "infinite value"),
+    ("1,2\n3,4,5\n6,7\n", "different numbers of fields"),
+])
+def test_loader_refuses_bad_files_with_a_clear_message(tmp_path, text, message):
+    path = _write(tmp_path, text, "bad.csv")
+    with pytest.raises(ValueError, match=message) as info:
+        em.load_image(path)
+    assert "bad.csv" in str(info.value)
+
+
+def test_loader_refuses_binary_and_missing_files(tmp_path):
+    path = tmp_path / "scan.csv"
+    path.write_bytes(b"\x89PNG\r\n\x1a\n\x00\xff\xfe")
+    with pytest.raises(ValueError, match="scan.csv"):
+        em.load_image(path)
+    with pytest.raises(FileNotFoundError, match="nowhere.csv"):
+        em.load_image(tmp_path / "nowhere.csv")
+    with pytest.raises(ValueError, match="n_components"):
+        em.load_image(DATA / "Image1.csv", n_components=0)
+
+
+def test_loader_reads_two_by_n_with_index_row_and_row_names(tmp_path):
+    text = "," + ",".join(str(i) for i in range(6)) + "\n" + "\n".join(
+        f"x{j + 1}," + ",".join(_fmt(v) for v in POINTS[:, j]) for j in range(2))
+    X, _ = em.load_image(_write(tmp_path, text))
+    np.testing.assert_array_equal(X, POINTS)
+
+
 DATA = Path(__file__).resolve().parents[1] / "data"
+
+
+@pytest.fixture(scope="module")
+def images():
+    """Both committed scans, read by ``load_image``: {name: (X, y)}."""
+    return {name: em.load_image(DATA / f"{name}.csv") for name in ("Image1", "Image2")}
+
+
 TRUE_MEANS = np.array([[2.0, 2.0], [7.0, 3.0], [4.5, 7.5]])
 
 
@@ -23,8 +115,6 @@ def blobs(seed, n_per=60, spread=1.0, d=2):
     centres = rng.normal(scale=6.0, size=(3, d))
     return np.vstack([c + spread * rng.normal(size=(n_per, d)) for c in centres])
 
-
-# ------------------------------------------------------------------ same start => same answer
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_hard_em_equals_sklearn_kmeans_from_the_same_start(seed):
@@ -80,9 +170,9 @@ def test_log_gaussian_density_matches_scipy_with_and_without_missing_cells():
             assert got[k, n] == pytest.approx(want, rel=1e-12, abs=1e-12)
 
 
-# ------------------------------------------------------------------ properties on any data
-
 finite = st.floats(-50, 50, allow_nan=False, width=64)
+
+
 point_sets = arrays(np.float64, st.tuples(st.integers(6, 40), st.just(2)), elements=finite)
 
 
@@ -157,12 +247,10 @@ def test_result_does_not_depend_on_row_order(seed, method):
     np.testing.assert_array_equal(a.labels[perm], b.labels)
 
 
-# ------------------------------------------------------------------ the M-step
-
 def test_m_step_with_hard_assignment_is_the_per_class_sample_statistics():
     X = blobs(4)
     labels = np.repeat([0, 1, 2], 60)
-    means, covs, weights = em.m_step(X, em._one_hot(labels, 3), reg_covar=0.0)
+    means, covs, weights = em.m_step(X, em.one_hot(labels, 3), reg_covar=0.0)
     for k in range(3):
         block = X[labels == k]
         np.testing.assert_allclose(means[k], block.mean(axis=0), rtol=1e-12)
@@ -217,8 +305,6 @@ def test_run_em_records_a_reseeding_during_the_loop():
     assert np.isfinite(result.means).all()
 
 
-# ------------------------------------------------------------------ the loop's contract
-
 def test_not_converging_warns_and_says_so():
     X = blobs(6, spread=3.0)
     with pytest.warns(em.EMConvergenceWarning, match="max_iter=1"):
@@ -248,8 +334,6 @@ def test_n_init_keeps_the_best_start_and_random_state_makes_it_reproducible():
         gains.append(multi.objective - single.objective)
     assert min(gains) >= 0 and max(gains) > 1e-3
 
-
-# ------------------------------------------------------------------ the course's scans
 
 def test_recovers_image1_means_and_labels():
     X, y = em.load_image(DATA / "Image1.csv")
@@ -296,8 +380,6 @@ def test_align_to_truth_permutes_every_component_array_consistently():
     np.testing.assert_array_equal(aligned.labels, aligned.resp.argmax(axis=0))
 
 
-# ------------------------------------------------------------------ bad input
-
 GOOD = blobs(9)
 
 
@@ -332,33 +414,66 @@ def test_bad_input_raises_value_error_naming_the_problem(call, message):
         call()
 
 
-# ------------------------------------------------------------------ plotting helpers
+def test_a_later_start_must_beat_the_kept_one_by_more_than_rounding():
+    # the same optimum reached from two starts differs in the last bits (component order
+    # changes the order of the sums): the first start is kept, whatever the rounding
+    kept = 1234.5
+    for method, better in (("hard", -1.0), ("soft", 1.0)):  # lower / higher is better
+        assert not em._improves(kept + better * 1e-10, kept, method)  # 8e-14 relative
+        assert not em._improves(kept - better * 1e-6, kept, method)
+        assert em._improves(kept + better * 1e-6, kept, method)
+    X = mixture(3, n=300) * 3.0  # well separated: every start finds the same partition
+    single = em.run_em(X, method="hard", init="kmeans++", random_state=5)
+    multi = em.run_em(X, method="hard", init="kmeans++", n_init=4, random_state=5)
+    np.testing.assert_array_equal(multi.init_means, single.init_means)
 
-def test_covariance_ellipse_axes_are_the_scaled_standard_deviations():
-    cov = np.array([[4.0, 0.0], [0.0, 1.0]])
-    ellipse = em.covariance_ellipse([1.0, 2.0], cov, n_std=2)
-    assert {round(ellipse.width, 12), round(ellipse.height, 12)} == {8.0, 4.0}
-    rotated = em.covariance_ellipse([0, 0], np.array([[2.0, 1.9], [1.9, 2.0]]), n_std=1)
-    assert rotated.angle % 180 == pytest.approx(45.0)
-    with pytest.raises(ValueError, match="2x2"):
-        em.covariance_ellipse([0, 0, 0], np.eye(3))
+
+@pytest.mark.parametrize("method", ["hard", "soft"])
+def test_progress_bar_shows_iterations_and_objective_and_changes_nothing(method, capsys):
+    X = mixture(7)
+    quiet = em.run_em(X, method=method, init="kmeans++", n_init=2, random_state=1)
+    capsys.readouterr()
+    shown = em.run_em(X, method=method, init="kmeans++", n_init=2, random_state=1,
+                      progress=True)
+    err = capsys.readouterr().err
+    assert f"{method} EM (start 1/2)" in err and f"{method} EM (start 2/2)" in err
+    assert f"objective={quiet.objective:.6g}" in err
+    assert f"{quiet.n_iter}/100" in err
+    for name in ("means", "covariances", "weights", "resp", "labels"):
+        np.testing.assert_array_equal(getattr(shown, name), getattr(quiet, name))
+    assert (shown.n_iter, shown.objective) == (quiet.n_iter, quiet.objective)
 
 
-def test_plot_clusters_draws_points_means_ellipses_and_missing_margins():
-    import matplotlib
+@pytest.mark.parametrize("progress", ["yes", 1, None])
+def test_progress_must_be_a_bool(progress):
+    with pytest.raises(ValueError, match="progress must be True or False"):
+        em.run_em(mixture(0), progress=progress)
 
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
 
-    X, y = em.load_image(DATA / "Image2.csv")
-    result = em.align_to_truth(em.run_em(X, method="soft", init=TRUE_MEANS), y)
-    fig, ax = plt.subplots()
-    em.plot_clusters(ax, X, result.labels, result.means, result.covariances, title="t")
-    complete = ~np.isnan(X).any(axis=1)
-    n_points = sum(len(c.get_offsets()) for c in ax.collections[:6:2])
-    assert n_points == complete.sum()
-    assert len(ax.patches) == 6  # 1 and 2 sigma ellipse per component
-    margin_ticks = sum(len(line.get_xdata()) for line in ax.lines if line.get_marker() in "|_")
-    assert margin_ticks == (~complete).sum()
-    assert ax.get_title() == "t" and ax.get_legend() is not None
-    plt.close(fig)
+@pytest.mark.parametrize("init", ["kmeans++", "random"])
+def test_initial_means_are_the_first_start_of_run_em(images, init):
+    X, _ = images["Image2"]
+    for seed in (0, 3):
+        fit = em.run_em(X, 3, method="hard", init=init, random_state=seed, max_iter=300)
+        np.testing.assert_array_equal(em.initial_means(X, 3, init, seed), fit.init_means)
+
+
+def test_initial_means_renumbered_to_the_classes():
+    rng = np.random.default_rng(0)
+    centres = np.array([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]])
+    X = np.vstack([rng.normal(c, 0.5, size=(50, 2)) for c in centres])
+    y = np.repeat(np.arange(3), 50)
+    for seed in range(5):
+        plain = em.initial_means(X, 3, "kmeans++", seed)
+        ordered = em.initial_means(X, 3, "kmeans++", seed, y=y)
+        assert sorted(map(tuple, plain)) == sorted(map(tuple, ordered))
+        nearest = np.argmin(((ordered[:, None, :] - centres[None]) ** 2).sum(-1), axis=1)
+        np.testing.assert_array_equal(nearest, [0, 1, 2])
+
+
+def test_initial_means_errors(images):
+    X, y = images["Image1"]
+    with pytest.raises(ValueError, match="init"):
+        em.initial_means(X, 3, init=np.zeros((3, 2)))
+    with pytest.raises(ValueError, match="y must have shape"):
+        em.initial_means(X, 3, y=y[:10])

@@ -1,6 +1,5 @@
-"""Tests of the helpers that the simulation notebooks share: loading both scans and the truth,
-seeded initial means, parameter and score tables, the projection used for the truncation
-figure. Expected values come from the data files, brute force or scikit-learn."""
+"""Tests of ``emlab.tables``: loading both scans and their truth, and the notebooks' tables
+(parameters, scores, confusion, the comparison of the two scans), each against a direct count."""
 
 import itertools
 import json
@@ -12,25 +11,26 @@ import pytest
 from sklearn.metrics import adjusted_rand_score
 
 import em_helpers as em
+from emlab import tables
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 
 
 @pytest.fixture(scope="module")
 def images():
-    return em.load_images()
+    return tables.load_images()
 
 
 @pytest.fixture(scope="module")
 def truth():
-    return em.load_truth()
+    return tables.load_truth()
 
 
 @pytest.fixture(scope="module")
 def fits(images):
     out = {}
     for name, (X, y) in images.items():
-        pair = em.fit_hard_and_soft(X, em.initial_means(X, 3, "kmeans++", 0, y=y), y)
+        pair = tables.fit_hard_and_soft(X, em.initial_means(X, 3, "kmeans++", 0, y=y), y)
         out.update({(name, method): fit for method, fit in pair.items()})
     return out
 
@@ -38,11 +38,9 @@ def fits(images):
 def random_parameters(seed, K=3):
     rng = np.random.default_rng(seed)
     A = rng.normal(size=(K, 2, 2))
-    return em.Parameters(rng.normal(size=(K, 2)), A @ A.transpose(0, 2, 1) + np.eye(2),
-                         rng.dirichlet(np.ones(K)))
+    return tables.Parameters(rng.normal(size=(K, 2)), A @ A.transpose(0, 2, 1) + np.eye(2),
+                             rng.dirichlet(np.ones(K)))
 
-
-# --- loading ---------------------------------------------------------------------------------
 
 def test_load_images_matches_load_image(images):
     assert list(images) == ["Image1", "Image2"]
@@ -54,7 +52,7 @@ def test_load_images_matches_load_image(images):
 
 def test_load_images_rejects_a_bare_string():
     with pytest.raises(ValueError, match="names"):
-        em.load_images("Image1")
+        tables.load_images("Image1")
 
 
 def test_load_truth_reads_the_json_file(truth):
@@ -63,26 +61,26 @@ def test_load_truth_reads_the_json_file(truth):
 
 def test_load_truth_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="no such file"):
-        em.load_truth(tmp_path / "absent.json")
+        tables.load_truth(tmp_path / "absent.json")
     (tmp_path / "bad.json").write_text("{not json")
     with pytest.raises(ValueError, match="not a JSON file"):
-        em.load_truth(tmp_path / "bad.json")
+        tables.load_truth(tmp_path / "bad.json")
     (tmp_path / "partial.json").write_text(json.dumps({"means": [[0, 0]]}))
     with pytest.raises(ValueError, match="missing keys"):
-        em.load_truth(tmp_path / "partial.json")
+        tables.load_truth(tmp_path / "partial.json")
 
 
 def test_true_parameters(truth):
-    params = em.true_parameters(truth, "Image2")
+    params = tables.true_parameters(truth, "Image2")
     np.testing.assert_array_equal(params.means, np.array(truth["means"]))
     np.testing.assert_array_equal(params.covariances, np.array(truth["covariances"]["Image2"]))
     np.testing.assert_allclose(params.weights, [1 / 3] * 3)
     with pytest.raises(ValueError, match="image must be one of"):
-        em.true_parameters(truth, "Image3")
+        tables.true_parameters(truth, "Image3")
 
 
 def test_missing_table_agrees_with_the_recorded_missing_cells(images, truth):
-    table = em.missing_table(images)
+    table = tables.missing_table(images)
     cells = np.array(truth["missing_cells_image2"])
     per_class = np.bincount(cells[:, 0] // truth["n_per_class"], minlength=3)
     for k, name in enumerate(truth["class_names"]):
@@ -95,42 +93,9 @@ def test_missing_table_agrees_with_the_recorded_missing_cells(images, truth):
     assert table.loc[("Image1", "all"), "complete rows"] == 600
 
 
-# --- initial means ---------------------------------------------------------------------------
-
-@pytest.mark.parametrize("init", ["kmeans++", "random"])
-def test_initial_means_are_the_first_start_of_run_em(images, init):
-    X, _ = images["Image2"]
-    for seed in (0, 3):
-        fit = em.run_em(X, 3, method="hard", init=init, random_state=seed, max_iter=300)
-        np.testing.assert_array_equal(em.initial_means(X, 3, init, seed), fit.init_means)
-
-
-def test_initial_means_renumbered_to_the_classes():
-    rng = np.random.default_rng(0)
-    centres = np.array([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]])
-    X = np.vstack([rng.normal(c, 0.5, size=(50, 2)) for c in centres])
-    y = np.repeat(np.arange(3), 50)
-    for seed in range(5):
-        plain = em.initial_means(X, 3, "kmeans++", seed)
-        ordered = em.initial_means(X, 3, "kmeans++", seed, y=y)
-        assert sorted(map(tuple, plain)) == sorted(map(tuple, ordered))
-        nearest = np.argmin(((ordered[:, None, :] - centres[None]) ** 2).sum(-1), axis=1)
-        np.testing.assert_array_equal(nearest, [0, 1, 2])
-
-
-def test_initial_means_errors(images):
-    X, y = images["Image1"]
-    with pytest.raises(ValueError, match="init"):
-        em.initial_means(X, 3, init=np.zeros((3, 2)))
-    with pytest.raises(ValueError, match="y must have shape"):
-        em.initial_means(X, 3, y=y[:10])
-
-
-# --- tables ----------------------------------------------------------------------------------
-
 def test_parameter_table_puts_every_number_in_its_place(truth):
     est, se = random_parameters(1), random_parameters(2)
-    table = em.parameter_table(est, truth, "Image1", se=se)
+    table = tables.parameter_table(est, truth, "Image1", se=se)
     true_covs = np.array(truth["covariances"]["Image1"])
     assert table.shape == (18, 4)
     for k, name in enumerate(truth["class_names"]):
@@ -153,21 +118,21 @@ def test_parameter_table_puts_every_number_in_its_place(truth):
 
 def test_parameter_table_errors(truth):
     with pytest.raises(ValueError, match="must have means, covariances and weights"):
-        em.parameter_table(np.zeros((3, 2)), truth, "Image1")
+        tables.parameter_table(np.zeros((3, 2)), truth, "Image1")
     with pytest.raises(ValueError, match="result has means of shape"):
-        em.parameter_table(random_parameters(0, K=2), truth, "Image1")
+        tables.parameter_table(random_parameters(0, K=2), truth, "Image1")
     with pytest.raises(ValueError, match="image must be one of"):
-        em.parameter_table(random_parameters(0), truth, "Image9")
+        tables.parameter_table(random_parameters(0), truth, "Image9")
     with pytest.raises(ValueError, match="se has means"):
-        em.parameter_table(random_parameters(0), truth, "Image1", se=random_parameters(0, K=4))
+        tables.parameter_table(random_parameters(0), truth, "Image1", se=random_parameters(0, K=4))
 
 
 def test_image_comparison_table(truth):
     est = {"Image1": random_parameters(3), "Image2": random_parameters(4)}
     ses = {"Image1": random_parameters(5), "Image2": random_parameters(6)}
-    table = em.image_comparison_table(est, truth, ses)
+    table = tables.image_comparison_table(est, truth, ses)
     for image in est:
-        single = em.parameter_table(est[image], truth, image, se=ses[image])
+        single = tables.parameter_table(est[image], truth, image, se=ses[image])
         np.testing.assert_allclose(table[(image, "estimate - truth")], single["error"])
         np.testing.assert_allclose(table[(image, "bootstrap SE")], single["se"])
     diff = table[("Image2 - Image1", "estimated")]
@@ -176,10 +141,10 @@ def test_image_comparison_table(truth):
     expected = table[("Image2 - Image1", "expected")]
     assert expected.loc[("background", "var x1")] == pytest.approx(1.2)
     assert expected.loc[("background", "mean x1")] == 0
-    no_se = em.image_comparison_table(est, truth)
+    no_se = tables.image_comparison_table(est, truth)
     assert ("Image1", "bootstrap SE") not in no_se.columns
     with pytest.raises(ValueError, match="ses has no entry"):
-        em.image_comparison_table(est, truth, {"Image1": ses["Image1"]})
+        tables.image_comparison_table(est, truth, {"Image1": ses["Image1"]})
 
 
 def brute_force_accuracy(y, labels):
@@ -188,7 +153,7 @@ def brute_force_accuracy(y, labels):
 
 
 def test_scores_and_confusion_tables(images, fits):
-    table = em.scores_table(fits, images)
+    table = tables.scores_table(fits, images)
     assert list(table.index) == list(fits)
     for (image, method), fit in fits.items():
         y = images[image][1]
@@ -197,17 +162,17 @@ def test_scores_and_confusion_tables(images, fits):
         assert row["misassigned"] == round((1 - row["accuracy"]) * len(y))
         assert row["ARI"] == pytest.approx(adjusted_rand_score(y, fit.labels))
         assert row["iterations"] == fit.n_iter and row["converged"] == fit.converged
-        confusion = em.confusion_table(y, fit.labels)
+        confusion = tables.confusion_table(y, fit.labels)
         # fits are aligned to the truth, so the confusion table is a plain cross-tabulation
         np.testing.assert_array_equal(confusion.to_numpy(), pd.crosstab(y, fit.labels).to_numpy())
     with pytest.raises(ValueError, match="fits keys"):
-        em.scores_table({"Image1": fits[("Image1", "hard")]}, images)
+        tables.scores_table({"Image1": fits[("Image1", "hard")]}, images)
 
 
 def test_fit_hard_and_soft(images):
     X, y = images["Image1"]
     start = em.initial_means(X, 3, "kmeans++", 0, y=y)
-    pair = em.fit_hard_and_soft(X, start, y)
+    pair = tables.fit_hard_and_soft(X, start, y)
     hard = em.run_em(X, 3, method="hard", init=start, max_iter=500)
     np.testing.assert_allclose(np.sort(pair["hard"].means, axis=0), np.sort(hard.means, axis=0))
     np.testing.assert_allclose(pair["soft"].history[0]["means"], pair["hard"].means)
@@ -219,7 +184,7 @@ def test_fit_hard_and_soft(images):
 
 
 def test_total_variance_table(images, truth, fits):
-    table = em.total_variance_table(fits, images, truth)
+    table = tables.total_variance_table(fits, images, truth)
     X, y = images["Image1"]
     for k, name in enumerate(truth["class_names"]):
         row = table.loc[("Image1", name)]
@@ -232,7 +197,7 @@ def test_total_variance_table(images, truth, fits):
 
 
 def test_covariance_shift_table(fits):
-    table = em.covariance_shift_table(fits)
+    table = tables.covariance_shift_table(fits)
     for method in ("hard", "soft"):
         shift = fits[("Image2", method)].covariances - fits[("Image1", method)].covariances
         np.testing.assert_allclose(table[(method, "var x1")].iloc[:3], shift[:, 0, 0])
@@ -240,72 +205,47 @@ def test_covariance_shift_table(fits):
         np.testing.assert_allclose(table[(method, "mean var")].loc["mean"],
                                    np.diagonal(shift, axis1=1, axis2=2).mean())
     with pytest.raises(ValueError, match="fits needs"):
-        em.covariance_shift_table({("Image1", "hard"): fits[("Image1", "hard")]})
+        tables.covariance_shift_table({("Image1", "hard"): fits[("Image1", "hard")]})
 
-
-# --- projection ------------------------------------------------------------------------------
 
 def test_position_along_matches_the_nearest_mean_boundary():
     rng = np.random.default_rng(0)
     a, b = np.array([1.0, 2.0]), np.array([4.0, -1.0])
     X = rng.normal(2.0, 3.0, size=(500, 2))
-    t = em.position_along(X, a, b)
-    np.testing.assert_allclose(em.position_along(np.array([a, b, (a + b) / 2]), a, b),
+    t = tables.position_along(X, a, b)
+    np.testing.assert_allclose(tables.position_along(np.array([a, b, (a + b) / 2]), a, b),
                                [0.0, 1.0, 0.5])
     closer_to_a = ((X - a) ** 2).sum(1) < ((X - b) ** 2).sum(1)
     np.testing.assert_array_equal(t < 0.5, closer_to_a)
     X[3, 1] = np.nan
-    assert np.isnan(em.position_along(X, a, b)[3])
+    assert np.isnan(tables.position_along(X, a, b)[3])
     with pytest.raises(ValueError, match="distinct"):
-        em.position_along(X, a, a)
+        tables.position_along(X, a, a)
     with pytest.raises(ValueError, match="start and end must have shape"):
-        em.position_along(X, a, np.zeros(3))
+        tables.position_along(X, a, np.zeros(3))
 
-
-# --- accuracies ------------------------------------------------------------------------------
 
 def test_bayes_accuracy_matches_scipy_densities(images, truth):
     from scipy.stats import multivariate_normal
 
     X, y = images["Image1"]
-    params = em.true_parameters(truth, "Image1")
+    params = tables.true_parameters(truth, "Image1")
     dens = np.array([multivariate_normal(m, c).pdf(X) for m, c in
                      zip(params.means, params.covariances)])
-    assert em.bayes_accuracy(X, y, params) == pytest.approx(np.mean(dens.argmax(axis=0) == y))
+    assert tables.bayes_accuracy(X, y, params) == pytest.approx(np.mean(dens.argmax(axis=0) == y))
     with pytest.raises(ValueError, match="y must have shape"):
-        em.bayes_accuracy(X, y[:5], params)
+        tables.bayes_accuracy(X, y[:5], params)
 
 
 def test_accuracy_on_rows():
     y = np.array([0, 0, 0, 1, 1, 1, 2, 2, 2])
     pred = np.array([2, 2, 1, 0, 0, 0, 1, 1, 1])  # 2 -> 0, 0 -> 1, 1 -> 2 after matching
     rows = np.array([True, True, True, False, False, False, False, False, False])
-    assert em.accuracy_on_rows(y, pred, rows) == pytest.approx(2 / 3)
-    assert em.accuracy_on_rows(y, pred, ~rows) == pytest.approx(1.0)
-    assert em.accuracy_on_rows(y, pred, np.ones(9, bool)) == pytest.approx(
+    assert tables.accuracy_on_rows(y, pred, rows) == pytest.approx(2 / 3)
+    assert tables.accuracy_on_rows(y, pred, ~rows) == pytest.approx(1.0)
+    assert tables.accuracy_on_rows(y, pred, np.ones(9, bool)) == pytest.approx(
         brute_force_accuracy(y, pred))
     with pytest.raises(ValueError, match="rows must be a boolean mask"):
-        em.accuracy_on_rows(y, pred, np.zeros(9, bool))
+        tables.accuracy_on_rows(y, pred, np.zeros(9, bool))
     with pytest.raises(ValueError, match="rows must be a boolean mask"):
-        em.accuracy_on_rows(y, pred, np.arange(9))
-
-
-# --- plotting --------------------------------------------------------------------------------
-
-def test_shared_legend_collects_each_label_once_and_removes_panel_legends():
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, layout="constrained")
-    axes[0].plot([0, 1], label="a")
-    axes[0].plot([1, 0], label="b")
-    axes[1].plot([0, 1], label="b")
-    axes[1].plot([1, 1], label="c")
-    for ax in axes:
-        ax.legend()
-    legend = em.shared_legend(fig, axes)
-    assert [t.get_text() for t in legend.get_texts()] == ["a", "b", "c"]
-    assert all(ax.get_legend() is None for ax in axes)
-    assert legend in fig.legends
-    with pytest.raises(ValueError, match="no labelled artist"):
-        em.shared_legend(fig, [fig.add_subplot(3, 3, 9)])
-    plt.close(fig)
+        tables.accuracy_on_rows(y, pred, np.arange(9))

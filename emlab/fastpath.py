@@ -1,0 +1,275 @@
+"""The blocked complete-data fast path of ``em_helpers.run_em``.
+
+A Gaussian's log-density is linear in the per-point statistics t(x) = (1, x, x_i x_j for
+i <= j), and the M-step only needs the weighted sums of t(x) per component. So one pass over
+the data, block by block, does an E-step (one (K, m) @ (m, b) product per block) and collects
+what the M-step needs (one (K, b) @ (b, m) product per block). Blocks of _BLOCK_ROWS points
+keep every temporary in the cache; there is no (N, K, d) temporary, no pass over X per
+component, and soft EM never stores the (K, N) responsibilities inside the loop. The functions
+
+``em_helpers`` keeps the reference formulas (``e_step``, ``e_step_soft``, ``m_step``); the
+tests (``tests/test_fastpath.py``) check that both paths agree to rounding.
+
+- ``CompleteData``: the centred points and the blocks of t(x);
+- ``hard_pass`` and ``soft_pass``: one E-step with the sums that the M-step needs;
+- ``weighted_sums``, ``gaussians_from_statistics``: from weights to sums to parameters;
+- ``empty_threshold``, ``has_empty_component``: when a component counts as empty.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from emlab.validation import cholesky
+
+
+def empty_threshold(n_points):
+    """Total responsibility at or below which a component counts as empty."""
+    return 10 * np.finfo(float).eps * max(n_points, 1)
+
+
+def has_empty_component(counts, n_points):
+    """The emptiness test of ``_reseed_empty``."""
+    return bool((counts <= empty_threshold(n_points)).any())
+
+
+def weighted_sums(data, R):
+    """``stats[k] = sum_n R[k, n] t(x_n)`` (K, m) for complete data, block by block.
+
+    ``R`` (K, N) holds responsibilities or a (boolean) one-hot; t(x) is described in
+    ``CompleteData.feature_blocks``.
+    """
+    stats = np.zeros((R.shape[0], data.n_features))
+    for rows, t in data.feature_blocks():
+        stats += _block_sums(R[:, rows], t)
+    return stats
+
+
+def gaussians_from_statistics(stats, shift, reg_covar):
+    """Means (K, d) and covariances (K, d, d) from the weighted sums of t(x).
+
+    ``stats[k] = sum_n R[k, n] t(x_n)`` holds the count ``N_k``, the sum of the centred points
+    and the sums of their products. Then ``mu_k = sum x / N_k`` and
+    ``Sigma_k = sum x x^T / N_k - mu_k mu_k^T`` (centred coordinates, see ``CompleteData``),
+    plus ``reg_covar`` on the diagonal.
+    """
+    d = shift.shape[0]
+    counts = stats[:, 0]
+    centred_means = stats[:, 1: 1 + d] / counts[:, None]
+    first, second = np.triu_indices(d)
+    products = np.empty((stats.shape[0], d, d))
+    products[:, first, second] = stats[:, 1 + d:]
+    products[:, second, first] = stats[:, 1 + d:]
+    covs = products / counts[:, None, None] - centred_means[:, :, None] * centred_means[:, None, :]
+    covs[:, np.arange(d), np.arange(d)] += reg_covar
+    return centred_means + shift, covs
+
+
+BLOCK_ROWS = 1 << 15
+
+
+@dataclass(frozen=True)
+class CompleteData:
+    """Complete points prepared for the fast path (``CompleteData.of(X)``).
+
+    Attributes
+    ----------
+    X : ndarray of shape (N, d)
+    shift : ndarray of shape (d,)
+        A round centre of X (``_round_centre``). The statistics use ``x - shift``, which keeps
+        ``E[x x^T] - mu mu^T`` and ``||x||^2 - 2 x.mu + ||mu||^2`` accurate: the cancellation is
+        then relative to the spread of the data, not to its distance from the origin.
+    centred_t : ndarray of shape (d, N)
+        ``(X - shift).T``, contiguous, so that a block of coordinates is a plain copy.
+    """
+
+    X: np.ndarray
+    shift: np.ndarray
+    centred_t: np.ndarray
+
+    @classmethod
+    def of(cls, X):
+        shift = _round_centre(X)
+        centred_t = np.empty(X.shape[::-1])
+        np.subtract(X.T, shift[:, None], out=centred_t)
+        return cls(X, shift, centred_t)
+
+    @property
+    def n_features(self):
+        """m = 1 + d + d (d + 1) / 2, the length of t(x)."""
+        d = self.shift.shape[0]
+        return 1 + d + d * (d + 1) // 2
+
+    def feature_blocks(self):
+        """Yield ``(rows, t)`` for consecutive blocks of points.
+
+        ``rows`` is the block's slice of ``range(N)`` and ``t`` (m, b) holds t(x) of its
+        centred points: row 0 is 1, rows ``1..d`` the coordinates, then the products
+        ``x_i x_j`` for ``i <= j`` in ``np.triu_indices(d)`` order. ``t`` is a buffer that
+        the next block overwrites.
+        """
+        d, N = self.centred_t.shape
+        buffer = np.empty((self.n_features, min(N, BLOCK_ROWS)))
+        buffer[0] = 1.0
+        for start in range(0, N, BLOCK_ROWS):
+            rows = slice(start, min(start + BLOCK_ROWS, N))
+            t = buffer[:, : rows.stop - start]
+            coords = t[1: 1 + d]
+            coords[...] = self.centred_t[:, rows]
+            row = 1 + d
+            for i in range(d):  # x_i x_j for j = i..d-1: the next d - i rows
+                np.multiply(coords[i], coords[i:], out=t[row: row + d - i])
+                row += d - i
+            yield rows, t
+
+    def square_rows(self):
+        """Indices of the rows ``x_i^2`` in t(x)."""
+        d = self.shift.shape[0]
+        first, second = np.triu_indices(d)
+        return 1 + d + np.flatnonzero(first == second)
+
+
+def _round_centre(X):
+    """The column means of X (d,), rounded to a power of two at the scale of the spread.
+
+    Close enough to the mean for accuracy, and exact for integer data (the centred values stay
+    integers), so that exact ties between components break as in the reference formulas.
+    """
+    mean, spread = X.mean(axis=0), X.std(axis=0)
+    step = np.exp2(np.floor(np.log2(np.where(spread > 0, spread, 1.0))))
+    return np.round(mean / step) * step
+
+
+def _first_true(member):
+    """Keep only the first True of every column of a boolean (K, N) array (ties to lowest k)."""
+    return member & (np.cumsum(member, axis=0) == 1)
+
+
+def _nearest_in_block(coef, t_linear, member):
+    """Mark each point's nearest mean in ``member`` (K, b) and return ``sum_n min_k score``.
+
+    ``coef @ t_linear`` gives the scores ``||mu_k||^2 - 2 x.mu_k`` (K, b); ties mark several
+    components (``hard_pass`` resolves them).
+    """
+    scores = coef @ t_linear
+    best = scores.min(axis=0)
+    np.equal(scores, best, out=member)
+    return float(best.sum())
+
+
+def _block_sums(R, t):
+    """``R @ t.T`` (K, m) in float: one block's share of the M-step's sums."""
+    return np.matmul(R, t.T, dtype=float)
+
+
+def hard_pass(data, means):
+    """Hard E-step on complete data, with the sums that the M-step needs.
+
+    ``||x - mu||^2 = ||x||^2 - 2 x.mu + ||mu||^2``: the first term does not depend on the
+    component, so the nearest mean minimises ``||mu||^2 - 2 x.mu`` (one product per block).
+
+    Parameters
+    ----------
+    data : CompleteData
+    means : ndarray of shape (K, d)
+
+    Returns
+    -------
+    member : ndarray of shape (K, N), bool
+        One-hot assignment to the nearest mean, ties to the lowest component.
+    objective : float
+        ``sum_n min_k ||x_n - mu_k||^2``.
+    stats : ndarray of shape (K, m)
+        ``stats[k] = sum_{n in k} t(x_n)``.
+    """
+    K, d = means.shape
+    centred = means - data.shift
+    coef = np.column_stack([np.einsum("kd,kd->k", centred, centred), -2.0 * centred])
+    member = np.empty((K, data.X.shape[0]), dtype=bool)
+    stats = np.zeros((K, data.n_features))
+    min_scores = 0.0
+    for rows, t in data.feature_blocks():
+        min_scores += _nearest_in_block(coef, t[: 1 + d], member[:, rows])
+        stats += _block_sums(member[:, rows], t)
+    if np.count_nonzero(member) > member.shape[1]:  # exact ties: recount without them
+        member = _first_true(member)
+        stats = weighted_sums(data, member)
+    objective = min_scores + float(stats[:, data.square_rows()].sum())  # + sum_n ||x_n||^2
+    return member, max(objective, 0.0), stats
+
+
+def _log_density_coefficients(shift, means, covariances, weights):
+    """Coefficients (K, m) such that ``coef @ t(x) = ln pi_k + ln N(x; mu_k, Sigma_k)``.
+
+    With ``P = Sigma^-1`` and centred ``x`` and ``mu``: ``-(x - mu)^T P (x - mu) / 2 =
+    -x^T P x / 2 + x^T P mu - mu^T P mu / 2``; the quadratic term gives ``-P_ii / 2`` on
+    ``x_i^2`` and ``-P_ij`` on ``x_i x_j`` (``i < j``). A component of weight 0 gets ``ln 1``
+    here (an infinite coefficient would make the product NaN); the caller sets its row to -inf.
+    """
+    K, d = means.shape
+    chol = cholesky(covariances)  # clear error if a covariance is not positive definite
+    chol_inv = np.linalg.inv(chol)
+    precision = np.swapaxes(chol_inv, 1, 2) @ chol_inv  # (L L^T)^-1 = L^-T L^-1
+    centred = means - shift
+    p_mu = np.einsum("kij,kj->ki", precision, centred)
+    log_det = 2.0 * np.log(np.diagonal(chol, axis1=1, axis2=2)).sum(axis=1)
+    log_weights = np.log(np.where(weights > 0, weights, 1.0))  # weight 0: see soft_pass
+    first, second = np.triu_indices(d)
+    coef = np.empty((K, 1 + d + first.size))
+    coef[:, 0] = log_weights - 0.5 * (d * np.log(2 * np.pi) + log_det
+                                      + np.einsum("ki,ki->k", centred, p_mu))
+    coef[:, 1: 1 + d] = p_mu
+    coef[:, 1 + d:] = np.where(first == second, -0.5, -1.0) * precision[:, first, second]
+    return coef
+
+
+def _normalise_log_rows(log_prob):
+    """Turn ``ln pi_k N(x_n | k)`` (K, b) into responsibilities, in place.
+
+    Returns the same array, now holding ``p(z_n = k | x_n)``, and the block's log-likelihood:
+    a log-sum-exp over the K rows (max, subtract, exp, sum, divide) with no other (K, b)
+    temporary.
+    """
+    top = log_prob.max(axis=0)
+    log_prob -= top
+    np.exp(log_prob, out=log_prob)
+    norm = log_prob.sum(axis=0)
+    log_prob /= norm
+    log_norm = np.log(norm)
+    log_norm += top
+    return log_prob, float(log_norm.sum())
+
+
+def soft_pass(data, means, covariances, weights, resp=None):
+    """Soft E-step on complete data, with the sums that the M-step needs.
+
+    Parameters
+    ----------
+    data : CompleteData
+    means, covariances, weights : ndarrays (K, d), (K, d, d), (K,)
+    resp : ndarray of shape (K, N), optional
+        Filled with the responsibilities if given (the EM loop itself only needs the sums).
+
+    Returns
+    -------
+    log_lik : float
+        The total log-likelihood.
+    stats : ndarray of shape (K, m)
+        ``stats[k] = sum_n R[k, n] t(x_n)``.
+    """
+    coef = _log_density_coefficients(data.shift, means, covariances, weights)
+    absent = weights <= 0  # ln 0: these components explain no point
+    stats = np.zeros((means.shape[0], data.n_features))
+    log_lik = 0.0
+    for rows, t in data.feature_blocks():
+        log_prob = coef @ t
+        if absent.any():
+            log_prob[absent] = -np.inf
+        block_resp, block_log_lik = _normalise_log_rows(log_prob)
+        log_lik += block_log_lik
+        stats += _block_sums(block_resp, t)
+        if resp is not None:
+            resp[:, rows] = block_resp
+    return log_lik, stats

@@ -1,0 +1,192 @@
+"""Plotting helpers shared by the notebooks (matplotlib).
+
+- ``CLASS_COLORS``: one colour per class, used by every figure;
+- 2-D points: ``plot_clusters`` (points, means, covariance ellipses, margin ticks for missing
+  cells), ``covariance_ellipse``, ``shared_legend``;
+- images: ``plot_label_image`` and ``plot_intensity_fit`` (histogram with the fitted mixture).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from em_helpers import CLASS_NAMES, log_gaussian_1d
+
+CLASS_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b")
+
+
+def plot_label_image(ax, label_image, names, title=None, background="black"):
+    """Show a label image with one colour per class (``CLASS_COLORS``) and a legend.
+
+    Pixels with a negative label (outside the mask) are drawn in ``background``. Returns ax.
+    """
+    from matplotlib.colors import ListedColormap
+    from matplotlib.patches import Patch
+
+    labels = np.asarray(label_image)
+    if labels.ndim != 2 or not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"label_image must be a 2-D integer array, got shape {labels.shape} "
+                         f"and dtype {labels.dtype}")
+    if labels.max() >= len(names):
+        raise ValueError(f"label_image has class {labels.max()} but only {len(names)} names")
+    colours = [background] + [CLASS_COLORS[k % len(CLASS_COLORS)] for k in range(len(names))]
+    ax.imshow(np.maximum(labels, -1) + 1, cmap=ListedColormap(colours), vmin=0,
+              vmax=len(names), interpolation="nearest")
+    ax.legend(handles=[Patch(color=colours[k + 1], label=name) for k, name in enumerate(names)],
+              loc="upper center", bbox_to_anchor=(0.5, -0.02), ncol=min(len(names), 4),
+              fontsize="small", frameon=False)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if title:
+        ax.set_title(title)
+    return ax
+
+
+def plot_intensity_fit(ax, values, result, names, bins=64, title=None):
+    """Histogram (density) of ``values`` with each fitted component ``pi_k N(mu_k, sigma_k^2)``
+    and their sum drawn over it. ``result`` is a one-dimensional ``EMResult``. Returns ax."""
+    values = np.asarray(values, dtype=float).ravel()
+    if result.means.shape[1] != 1:
+        raise ValueError(f"need a fit on scalar intensities, got d={result.means.shape[1]}")
+    grid = np.linspace(values.min(), values.max(), 400)
+    densities = np.exp(log_gaussian_1d(grid, result.means[:, 0], result.covariances[:, 0, 0]))
+    weighted = result.weights[:, None] * densities
+    ax.hist(values, bins=bins, density=True, color="0.8", label="brain pixels")
+    for k, name in enumerate(names):
+        ax.plot(grid, weighted[k], color=CLASS_COLORS[k % len(CLASS_COLORS)], lw=2,
+                label=rf"{name}: $\mu$={result.means[k, 0]:.3f}, $\sigma$="
+                      rf"{np.sqrt(result.covariances[k, 0, 0]):.3f}")
+    ax.plot(grid, weighted.sum(axis=0), "k--", lw=1.2, label="mixture")
+    ax.set_xlabel("intensity")
+    ax.set_ylabel("density")
+    ax.legend(fontsize="small")
+    if title:
+        ax.set_title(title)
+    return ax
+
+
+def covariance_ellipse(mean, cov, n_std=1.0, **kwargs):
+    """A matplotlib ``Ellipse`` of the points at Mahalanobis distance ``n_std`` from ``mean``."""
+    from matplotlib.patches import Ellipse
+
+    mean = np.asarray(mean, dtype=float)
+    cov = np.asarray(cov, dtype=float)
+    if mean.shape != (2,) or cov.shape != (2, 2):
+        raise ValueError(f"need a 2-D mean and a 2x2 covariance, got {mean.shape}, {cov.shape}")
+    eigval, eigvec = np.linalg.eigh(cov)
+    if (eigval < 0).any():
+        raise ValueError("cov must be positive semi-definite")
+    angle = np.degrees(np.arctan2(eigvec[1, 1], eigvec[0, 1]))
+    width, height = 2 * n_std * np.sqrt(eigval[::-1])
+    return Ellipse(xy=mean, width=width, height=height, angle=angle, **kwargs)
+
+
+def plot_clusters(ax, X, labels, means=None, covariances=None, title=None,
+                  names=CLASS_NAMES, show_missing=True, point_size=12, legend=True):
+    """Scatter points coloured by label, with each component's mean and 1-sigma/2-sigma ellipses.
+
+    Rows with a missing coordinate cannot be placed in the plane: with ``show_missing`` they are
+    drawn on the margin instead, as ticks at their observed coordinate (x1 observed: bottom
+    edge; x2 observed: left edge).
+
+    Parameters
+    ----------
+    ax : matplotlib Axes
+    X : array-like (N, 2)
+    labels : array-like (N,) of int
+    means, covariances : optional, (K, 2) and (K, 2, 2)
+    title : str, optional
+    names : sequence of str
+        Legend name of label ``k`` (``names[k]``; "cluster k" past its end).
+    legend : bool, default True
+        Draw the legend below the axes (off the data); pass False to draw one shared legend.
+
+    Returns
+    -------
+    ax
+    """
+    X = np.asarray(X, dtype=float)
+    labels = np.asarray(labels)
+    if X.ndim != 2 or X.shape[1] != 2 or labels.shape != (X.shape[0],):
+        raise ValueError(f"need X of shape (N, 2) and labels of shape (N,), got {X.shape} "
+                         f"and {labels.shape}")
+    complete = ~np.isnan(X).any(axis=1)
+    n_labels = int(labels.max()) + 1 if labels.size else 0
+    if means is not None:
+        n_labels = max(n_labels, len(means))
+    for k in range(n_labels):
+        color = CLASS_COLORS[k % len(CLASS_COLORS)]
+        name = names[k] if k < len(names) else f"cluster {k}"
+        sel = complete & (labels == k)
+        ax.scatter(X[sel, 0], X[sel, 1], s=point_size, color=color, alpha=0.6, label=name,
+                   edgecolors="none")
+        if show_missing:
+            only_x1 = (labels == k) & ~np.isnan(X[:, 0]) & np.isnan(X[:, 1])
+            only_x2 = (labels == k) & np.isnan(X[:, 0]) & ~np.isnan(X[:, 1])
+            if only_x1.any():  # an empty unclipped line would stretch a tight bounding box
+                ax.plot(X[only_x1, 0], np.zeros(only_x1.sum()), "|", color=color, ms=12,
+                        mew=1.5, transform=ax.get_xaxis_transform(), clip_on=False)
+            if only_x2.any():
+                ax.plot(np.zeros(only_x2.sum()), X[only_x2, 1], "_", color=color, ms=12,
+                        mew=1.5, transform=ax.get_yaxis_transform(), clip_on=False)
+        if means is not None:
+            ax.scatter(*means[k], marker="X", s=120, color=color, edgecolors="black",
+                       linewidths=1.0, zorder=3)
+            if covariances is not None:
+                for n_std, style in ((1, "-"), (2, "--")):
+                    ax.add_patch(covariance_ellipse(means[k], covariances[k], n_std,
+                                                    fill=False, color=color, lw=1.5, ls=style))
+    if means is not None:
+        ax.scatter([], [], marker="X", s=80, color="grey", edgecolors="black", label="mean")
+        if covariances is not None:
+            ax.plot([], [], "-", color="grey", label=r"1$\sigma$ ellipse")
+            ax.plot([], [], "--", color="grey", label=r"2$\sigma$ ellipse")
+    if show_missing and not complete.all():
+        ax.plot([], [], "|", color="grey", ms=10, label="one coordinate missing (margin)")
+    ax.set_xlabel("$x_1$")
+    ax.set_ylabel("$x_2$")
+    if title:
+        ax.set_title(title)
+    if legend:
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=3, fontsize="small",
+                  frameon=False)
+    return ax
+
+
+def shared_legend(fig, axes, ncols=None, **kwargs):
+    """Replace the legends of several panels by one legend below the figure.
+
+    Entries are taken from every axes in order, each label once. With a figure made with
+    ``layout="constrained"`` the legend goes outside the panels, so it never hides a point.
+
+    Parameters
+    ----------
+    fig : matplotlib Figure
+    axes : iterable of Axes
+    ncols : int, optional
+        Columns of the legend; default: one row of up to 7 entries, else two balanced rows.
+    **kwargs
+        Passed to ``fig.legend``.
+
+    Returns
+    -------
+    matplotlib Legend
+    """
+    axes = list(np.ravel(axes))
+    if not axes:
+        raise ValueError("axes must hold at least one Axes")
+    entries = {}
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            entries.setdefault(label, handle)
+        if ax.get_legend() is not None:
+            ax.get_legend().remove()
+    if not entries:
+        raise ValueError("no labelled artist in axes: nothing to put in a legend")
+    constrained = fig.get_layout_engine() is not None and \
+        type(fig.get_layout_engine()).__name__ == "ConstrainedLayoutEngine"
+    kwargs.setdefault("fontsize", "small")
+    kwargs.setdefault("loc", "outside lower center" if constrained else "lower center")
+    if ncols is None:  # one row, or two balanced rows past 7 entries
+        ncols = len(entries) if len(entries) <= 7 else -(-len(entries) // 2)
+    return fig.legend(list(entries.values()), list(entries), ncols=ncols, **kwargs)

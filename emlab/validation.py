@@ -1,0 +1,173 @@
+"""Input checks and small array helpers shared by ``em_helpers`` and the ``emlab`` modules.
+
+Every public fitting function validates its arguments here, at the boundary, so that a bad input
+gives a ``ValueError`` that names the argument and says what was expected. Each check returns a
+new array: the caller's arrays are never modified.
+
+- ``check_int``, ``check_points`` (X of shape (N, d), NaN allowed, inf refused), ``check_means``,
+  ``check_covariances``, ``check_weights``, ``check_resp`` (a (K, N) assignment), ``check_labels``,
+  ``check_image`` (an image and its mask), ``check_beta`` (the Potts prior's strength);
+- ``missing_patterns`` (rows grouped by which coordinates are observed) and ``cholesky``
+  (Cholesky factors with a clear error for a covariance that is not positive definite).
+
+This module imports nothing from the project: it sits at the bottom of the dependency graph.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def check_int(value, name, minimum=None):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ValueError(f"{name} must be an integer, got {value!r}")
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return int(value)
+
+
+def check_points(X, name="X", allow_empty_columns=False):
+    """Return X as a float (N, d) array (a new array), NaN allowed, inf not.
+
+    A column with every value missing is refused unless ``allow_empty_columns`` (imputation can
+    fill one from the fitted mixture; fitting cannot learn from it).
+    """
+    if isinstance(X, (str, bytes)) or X is None:
+        raise ValueError(f"{name} must be a numeric array of shape (N, d), got "
+                         f"{type(X).__name__}")
+    try:
+        X = np.array(X, dtype=float)  # a copy: the caller's array is never touched
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{name} must be a numeric array of shape (N, d): {exc}") from None
+    if X.ndim != 2 or X.shape[0] == 0 or X.shape[1] == 0:
+        raise ValueError(f"{name} must have shape (N, d) with N, d >= 1, got shape {X.shape}")
+    if np.isinf(X).any():
+        r, c = np.argwhere(np.isinf(X))[0]
+        raise ValueError(f"{name} contains an infinite value (row {r}, column {c}); use NaN for "
+                         "missing cells")
+    if not allow_empty_columns and np.isnan(X).all(axis=0).any():
+        raise ValueError(f"{name} has a column with every value missing")
+    return X
+
+
+def check_means(means, d, name="means"):
+    means = np.array(means, dtype=float)
+    if means.ndim != 2 or means.shape[1] != d or means.shape[0] == 0:
+        raise ValueError(f"{name} must have shape (K, {d}), got shape {means.shape}")
+    if not np.isfinite(means).all():
+        raise ValueError(f"{name} must be finite")
+    return means
+
+
+def check_covariances(covariances, K, d, name="covariances"):
+    covariances = np.array(covariances, dtype=float)
+    if covariances.shape != (K, d, d):
+        raise ValueError(f"{name} must have shape ({K}, {d}, {d}), got {covariances.shape}")
+    if not np.isfinite(covariances).all():
+        raise ValueError(f"{name} must be finite")
+    if not np.allclose(covariances, covariances.transpose(0, 2, 1)):
+        raise ValueError(f"{name} must be symmetric")
+    return covariances
+
+
+def check_weights(weights, K, name="weights"):
+    weights = np.array(weights, dtype=float)
+    if weights.shape != (K,):
+        raise ValueError(f"{name} must have shape ({K},), got {weights.shape}")
+    if not np.isfinite(weights).all() or (weights < 0).any():
+        raise ValueError(f"{name} must be finite and non-negative")
+    if not np.isclose(weights.sum(), 1.0, atol=1e-8):
+        raise ValueError(f"{name} must sum to 1, they sum to {weights.sum():.6g}")
+    return weights
+
+
+def check_resp(R, N, name="R"):
+    R = np.array(R, dtype=float)
+    if R.ndim != 2 or R.shape[1] != N:
+        raise ValueError(f"{name} must have shape (K, N) with N={N} points, got {R.shape}")
+    if not np.isfinite(R).all() or (R < 0).any():
+        raise ValueError(f"{name} must be finite and non-negative")
+    col_sums = R.sum(axis=0)
+    if not np.allclose(col_sums, 1.0, atol=1e-6):
+        n = int(np.argmax(np.abs(col_sums - 1.0)))
+        raise ValueError(
+            f"{name} must have columns summing to 1 (one distribution per point); column {n} "
+            f"sums to {col_sums[n]:.6g}")
+    return R
+
+
+def missing_patterns(X):
+    """Group rows by which coordinates are observed.
+
+    Returns a list of ``(observed, rows)``: a boolean (d,) mask and the row indices that share it.
+    """
+    observed = ~np.isnan(X)
+    if observed.all():
+        return [(np.ones(X.shape[1], dtype=bool), np.arange(X.shape[0]))]
+    patterns, inverse = np.unique(observed, axis=0, return_inverse=True)
+    inverse = inverse.ravel()
+    return [(pattern, np.flatnonzero(inverse == i)) for i, pattern in enumerate(patterns)]
+
+
+def cholesky(covariances):
+    """Lower Cholesky factors (K, d, d), with a clear error for a non-PD covariance."""
+    try:
+        return np.linalg.cholesky(covariances)
+    except np.linalg.LinAlgError:
+        for k, cov in enumerate(covariances):
+            if not np.all(np.linalg.eigvalsh(cov) > 0):
+                raise ValueError(
+                    f"covariances[{k}] is not positive definite; increase reg_covar") from None
+        raise
+
+
+def check_labels(y_true, y_pred):
+    y_true = np.asarray(y_true)
+    y_pred = np.asarray(y_pred)
+    if y_true.ndim != 1 or y_true.shape != y_pred.shape or y_true.size == 0:
+        raise ValueError(f"y_true and y_pred must be 1-D of the same length, got shapes "
+                         f"{y_true.shape} and {y_pred.shape}")
+    for name, y in (("y_true", y_true), ("y_pred", y_pred)):
+        if not np.issubdtype(y.dtype, np.integer) or (y < 0).any():
+            raise ValueError(f"{name} must hold non-negative integer labels")
+    return y_true, y_pred
+
+
+def check_image(image, mask, name="image"):
+    """Return ``(image, mask)`` as new arrays: float (H, W) and bool (H, W).
+
+    The image must be finite inside the mask (outside it, anything goes, NaN included).
+    """
+    try:
+        img = np.array(image, dtype=float)  # a copy: the caller's array is never touched
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{name} must be a numeric 2-D array: {exc}") from None
+    if img.ndim != 2 or 0 in img.shape:
+        raise ValueError(f"{name} must be a 2-D array (H, W) with H, W >= 1, got shape "
+                         f"{img.shape}")
+    if mask is None:
+        inside = np.ones(img.shape, dtype=bool)
+    else:
+        inside = np.array(mask)
+        if inside.shape != img.shape:
+            raise ValueError(f"mask must have the {name}'s shape {img.shape}, got "
+                             f"{inside.shape}")
+        if inside.dtype != bool:
+            if not (np.issubdtype(inside.dtype, np.number) and np.isin(inside, (0, 1)).all()):
+                raise ValueError("mask must hold booleans (or only 0 and 1)")
+            inside = inside.astype(bool)
+    if not inside.any():
+        raise ValueError("mask is empty: it selects no pixel")
+    bad = inside & ~np.isfinite(img)
+    if bad.any():
+        r, c = np.argwhere(bad)[0]
+        raise ValueError(f"{name} has {int(bad.sum())} non-finite pixel(s) inside the mask, the "
+                         f"first at (row {r}, column {c}); expected finite intensities")
+    return img, inside
+
+
+def check_beta(beta):
+    if isinstance(beta, bool) or not isinstance(beta, (int, float, np.integer, np.floating)) \
+            or not np.isfinite(beta) or beta < 0:
+        raise ValueError(f"beta must be a finite number >= 0 (0: no spatial prior), got {beta!r}")
+    return float(beta)

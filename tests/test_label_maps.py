@@ -1,0 +1,123 @@
+"""Tests of ``emlab.label_maps``: Dice against scikit-learn's F1, matching, region statistics
+against scipy.ndimage, label agreement and cropping."""
+
+import numpy as np
+import pytest
+from scipy import ndimage
+from sklearn.metrics import f1_score
+from synthetic import mean_dice, piecewise_image
+
+from emlab import label_maps, segmentation
+
+
+@pytest.mark.parametrize("method", ["soft", "hard"])
+@pytest.mark.parametrize("connectivity", [4, 8])
+def test_prior_raises_dice_well_above_plain_em(method, connectivity):
+    image, truth = piecewise_image(noise_sd=0.7, seed=1)
+    plain, _ = segmentation.segment_image(image, method=method, beta=0.0)
+    smooth, _ = segmentation.segment_image(image, method=method, beta=1.0, connectivity=connectivity)
+    d_plain, d_smooth = mean_dice(truth, plain), mean_dice(truth, smooth)
+    assert d_plain < 0.8  # the noise really does speckle intensity-only EM
+    assert d_smooth > 0.9
+    assert d_smooth > d_plain + 0.2
+
+
+def test_dice_equals_per_class_f1_of_scikit_learn():
+    rng = np.random.default_rng(12)
+    a = rng.integers(-1, 4, size=(20, 25))
+    b = np.where(rng.random(a.shape) < 0.7, a, rng.integers(-1, 4, size=a.shape))
+    scores = label_maps.dice(a, b)
+    assert list(scores.index) == [0, 1, 2, 3]
+    # F1 over the pixels labelled in at least one image (a -1 pixel is in no class)
+    keep = (a >= 0) | (b >= 0)
+    expected = f1_score(a[keep], b[keep], labels=[0, 1, 2, 3], average=None)
+    np.testing.assert_allclose(scores.to_numpy(), expected)
+    assert (label_maps.dice(a, a) == 1.0).all()
+    assert label_maps.dice(np.zeros(5, int), np.ones(5, int)).tolist() == [0.0, 0.0]
+
+
+def test_dice_bad_inputs():
+    with pytest.raises(ValueError, match="same shape"):
+        label_maps.dice(np.zeros((2, 2), int), np.zeros((2, 3), int))
+    with pytest.raises(ValueError, match="integer labels"):
+        label_maps.dice(np.zeros(3), np.zeros(3))
+    with pytest.raises(ValueError, match="class 5 is in neither"):
+        label_maps.dice(np.zeros(3, int), np.zeros(3, int), labels=[0, 5])
+    with pytest.raises(ValueError, match="hold no class"):
+        label_maps.dice(-np.ones(3, int), -np.ones(3, int))
+
+
+def test_match_label_images_undoes_a_permutation():
+    _, truth = piecewise_image(noise_sd=0.0)
+    permuted = np.array([2, 0, 1])[truth]
+    permuted[:3] = -1
+    matched = label_maps.match_label_images(truth, permuted)
+    np.testing.assert_array_equal(matched[3:], truth[3:])
+    assert (matched[:3] == -1).all()
+
+
+def test_region_stats_against_scipy():
+    _, truth = piecewise_image(noise_sd=0.0)
+    labels = truth.copy()
+    labels[:2] = -1
+    table = label_maps.region_stats(labels, names=["a", "b", "c", "empty"])
+    counts = np.bincount(labels[labels >= 0], minlength=4)
+    np.testing.assert_array_equal(table["pixels"], counts)
+    np.testing.assert_allclose(table["fraction"], counts / (labels >= 0).sum())
+    centres = ndimage.center_of_mass(np.ones_like(labels), labels, index=[0, 1, 2])
+    np.testing.assert_allclose(table[["centroid_row", "centroid_col"]].to_numpy()[:3], centres)
+    assert table.loc["empty", "pixels"] == 0 and np.isnan(table.loc["empty", "centroid_row"])
+    assert list(label_maps.region_stats(labels).index) == [0, 1, 2]
+    with pytest.raises(ValueError, match="only 2 names"):
+        label_maps.region_stats(labels, names=["a", "b"])
+
+
+def test_region_stats_offset_puts_a_crop_back_in_the_full_image():
+    _, truth = piecewise_image(noise_sd=0.0)
+    full = np.full((truth.shape[0] + 7, truth.shape[1] + 3), -1)
+    full[7:, 3:] = truth
+    cropped = label_maps.region_stats(truth, offset=(7, 3))
+    whole = label_maps.region_stats(full)
+    np.testing.assert_allclose(cropped.to_numpy(), whole.to_numpy())
+    with pytest.raises(ValueError, match="offset must be a"):
+        label_maps.region_stats(truth, offset=(1, 2, 3))
+
+
+def test_label_agreement_matches_classes_then_counts_and_scores_them():
+    _, truth = piecewise_image(noise_sd=0.0)
+    mask = np.ones(truth.shape, dtype=bool)
+    permuted = np.array([2, 0, 1])[truth]
+    permuted[:4, :4] = 0  # a corner disagrees after matching
+    row = label_maps.label_agreement(truth, permuted, mask, ["a", "b", "c"])
+    matched = label_maps.match_label_images(truth, permuted)
+    assert row["agreement"] == pytest.approx(np.mean(matched == truth))
+    assert 0.9 < row["agreement"] < 1.0 and row["same numbering"] is False
+    f1 = f1_score(truth.ravel(), matched.ravel(), average=None)
+    np.testing.assert_allclose([row["Dice a"], row["Dice b"], row["Dice c"]], f1)
+    assert label_maps.label_agreement(truth, truth, mask, ["a", "b", "c"])["same numbering"] is True
+    with pytest.raises(ValueError, match="mask must be a boolean array"):
+        label_maps.label_agreement(truth, truth, mask.astype(int), ["a", "b", "c"])
+
+
+def test_crop_to_mask():
+    image = np.arange(100.0).reshape(10, 10)
+    mask = np.zeros((10, 10), dtype=bool)
+    mask[3:6, 4:8] = True
+    crop, crop_mask, (r0, c0) = label_maps.crop_to_mask(image, mask, margin=1)
+    assert (r0, c0) == (2, 3) and crop.shape == (5, 6)
+    np.testing.assert_array_equal(crop, image[2:7, 3:9])
+    assert crop_mask.sum() == mask.sum()
+    full, _, offset = label_maps.crop_to_mask(image, mask, margin=20)
+    assert offset == (0, 0) and full.shape == (10, 10)
+
+
+def test_class_fractions_count_the_masked_pixels_of_each_class():
+    labels = np.array([[0, 1, 1], [2, 2, 9]])
+    mask = np.array([[True, True, True], [True, True, False]])
+    np.testing.assert_allclose(label_maps.class_fractions(labels, mask, 3), [0.2, 0.4, 0.4])
+    with pytest.raises(ValueError, match="integers 0..2"):
+        label_maps.class_fractions(labels, np.ones((2, 3), bool), 3)
+    with pytest.raises(ValueError, match="mask is empty"):
+        label_maps.class_fractions(labels, np.zeros((2, 3), bool), 3)
+    with pytest.raises(ValueError, match="mask must be a boolean array"):
+        label_maps.class_fractions(labels, np.ones((3, 2), bool), 3)

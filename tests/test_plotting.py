@@ -1,0 +1,87 @@
+"""Tests of ``emlab.plotting``: ellipses, cluster plots, the shared legend and the image plots
+draw what they say."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from synthetic import piecewise_image
+
+import em_helpers as em
+from emlab import plotting, segmentation
+
+DATA = Path(__file__).resolve().parents[1] / "data"
+TRUE_MEANS = np.array([[2.0, 2.0], [7.0, 3.0], [4.5, 7.5]])
+
+
+def test_covariance_ellipse_axes_are_the_scaled_standard_deviations():
+    cov = np.array([[4.0, 0.0], [0.0, 1.0]])
+    ellipse = plotting.covariance_ellipse([1.0, 2.0], cov, n_std=2)
+    assert {round(ellipse.width, 12), round(ellipse.height, 12)} == {8.0, 4.0}
+    rotated = plotting.covariance_ellipse([0, 0], np.array([[2.0, 1.9], [1.9, 2.0]]), n_std=1)
+    assert rotated.angle % 180 == pytest.approx(45.0)
+    with pytest.raises(ValueError, match="2x2"):
+        plotting.covariance_ellipse([0, 0, 0], np.eye(3))
+
+
+def test_plot_clusters_draws_points_means_ellipses_and_missing_margins():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    X, y = em.load_image(DATA / "Image2.csv")
+    result = em.align_to_truth(em.run_em(X, method="soft", init=TRUE_MEANS), y)
+    fig, ax = plt.subplots()
+    plotting.plot_clusters(ax, X, result.labels, result.means, result.covariances, title="t")
+    complete = ~np.isnan(X).any(axis=1)
+    n_points = sum(len(c.get_offsets()) for c in ax.collections[:6:2])
+    assert n_points == complete.sum()
+    assert len(ax.patches) == 6  # 1 and 2 sigma ellipse per component
+    margin_ticks = sum(len(line.get_xdata()) for line in ax.lines if line.get_marker() in "|_")
+    assert margin_ticks == (~complete).sum()
+    assert ax.get_title() == "t" and ax.get_legend() is not None
+    plt.close(fig)
+
+
+def test_shared_legend_collects_each_label_once_and_removes_panel_legends():
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, layout="constrained")
+    axes[0].plot([0, 1], label="a")
+    axes[0].plot([1, 0], label="b")
+    axes[1].plot([0, 1], label="b")
+    axes[1].plot([1, 1], label="c")
+    for ax in axes:
+        ax.legend()
+    legend = plotting.shared_legend(fig, axes)
+    assert [t.get_text() for t in legend.get_texts()] == ["a", "b", "c"]
+    assert all(ax.get_legend() is None for ax in axes)
+    assert legend in fig.legends
+    with pytest.raises(ValueError, match="no labelled artist"):
+        plotting.shared_legend(fig, [fig.add_subplot(3, 3, 9)])
+    plt.close(fig)
+
+
+def test_plot_helpers_draw_one_artist_per_class():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    image, _ = piecewise_image(noise_sd=0.2, seed=15, shape=(20, 20))
+    mask = np.ones(image.shape, dtype=bool)
+    mask[0] = False
+    labels, fit = segmentation.segment_image(image, mask)
+    fig, (left, right) = plt.subplots(1, 2)
+    plotting.plot_label_image(left, labels, ["a", "b", "c"], title="labels")
+    shown = left.images[0].get_array()
+    np.testing.assert_array_equal(shown, labels + 1)  # colour 0 is the background
+    assert [t.get_text() for t in left.get_legend().get_texts()] == ["a", "b", "c"]
+    plotting.plot_intensity_fit(right, image[mask], fit, ["a", "b", "c"])
+    assert len(right.lines) == 4  # three components and the mixture
+    mixture = right.lines[-1].get_ydata()
+    np.testing.assert_allclose(mixture, sum(line.get_ydata() for line in right.lines[:3]))
+    with pytest.raises(ValueError, match="only 2 names"):
+        plotting.plot_label_image(left, labels, ["a", "b"])
+    plt.close(fig)

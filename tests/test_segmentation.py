@@ -1,0 +1,222 @@
+"""Tests of ``emlab.segmentation``: ``segment_image`` with and without the Potts prior (Dice,
+monotone objectives, fixed points, agreement with scikit-learn at beta = 0), starts and checks."""
+
+import warnings
+
+import numpy as np
+import pytest
+from scipy import ndimage
+from sklearn.cluster import KMeans
+from sklearn.mixture import GaussianMixture
+from synthetic import piecewise_image
+
+import em_helpers as em
+from emlab import label_maps, phantoms, segmentation
+
+KERNELS = {4: np.array([[0, 1, 0], [1, 0, 1], [0, 1, 0]]),
+           8: np.array([[1, 1, 1], [1, 0, 1], [1, 1, 1]])}
+
+
+@pytest.mark.parametrize("method", ["soft", "hard"])
+def test_objective_is_monotone_under_the_prior(method):
+    # reg_covar=0: with it the M-step is not the exact maximiser, off by O(reg_covar^2)
+    image, _ = piecewise_image(noise_sd=0.8, seed=2)
+    _, result = segmentation.segment_image(image, method=method, beta=0.7, reg_covar=0.0)
+    trace = result.objective_trace
+    assert result.n_iter >= 2 and trace.size == result.n_iter + 1
+    steps = np.diff(trace) if method == "soft" else -np.diff(trace)
+    assert (steps >= -1e-9 * np.abs(trace).max()).all()
+
+
+def test_mean_field_result_is_a_fixed_point():
+    """Recompute the mean-field equations by brute force (scipy convolution on the grid)."""
+    image, _ = piecewise_image(noise_sd=0.8, seed=3, shape=(30, 34))
+    mask = np.ones(image.shape, dtype=bool)
+    mask[:4, :6] = False  # neighbours outside the mask must not count
+    beta = 0.8
+    _, res = segmentation.segment_image(image, mask, beta=beta, connectivity=8, tol=1e-10,
+                                        max_iter=5000)
+    assert res.converged
+    K = res.means.shape[0]
+    q_grid = np.zeros((K,) + image.shape)
+    q_grid[:, mask] = res.resp
+    x = image[mask]
+    logits = np.empty((K, x.size))
+    for k in range(K):
+        var = res.covariances[k, 0, 0]
+        neighbours = ndimage.convolve(q_grid[k], KERNELS[8], mode="constant", cval=0.0)[mask]
+        logits[k] = (-0.5 * np.log(2 * np.pi * var) - (x - res.means[k, 0]) ** 2 / (2 * var)
+                     + beta * neighbours)
+    expected = np.exp(logits - logits.max(axis=0))
+    expected /= expected.sum(axis=0)
+    np.testing.assert_allclose(res.resp, expected, atol=1e-6)
+
+
+def test_icm_result_is_a_local_optimum():
+    """No single pixel can lower the ICM energy by changing class (brute force over pixels)."""
+    image, _ = piecewise_image(noise_sd=0.8, seed=4, shape=(30, 30))
+    beta = 0.6
+    labels, res = segmentation.segment_image(image, method="hard", beta=beta, connectivity=4)
+    assert res.converged
+    K = res.means.shape[0]
+    sq = (image[None] - res.means[:, 0][:, None, None]) ** 2
+    one_hot = np.stack([labels == k for k in range(K)]).astype(float)
+    sigma2 = (one_hot * sq).sum() / image.size + 1e-6
+    for r in range(image.shape[0]):
+        for c in range(image.shape[1]):
+            counts = np.zeros(K)
+            for dr, dc in ((-1, 0), (1, 0), (0, -1), (0, 1)):
+                if 0 <= r + dr < image.shape[0] and 0 <= c + dc < image.shape[1]:
+                    counts[labels[r + dr, c + dc]] += 1
+            energy = sq[:, r, c] / (2 * sigma2) - beta * counts
+            assert energy[labels[r, c]] <= energy.min() + 1e-12
+
+
+def test_beta_zero_soft_matches_scikit_learn_gmm():
+    image, _ = piecewise_image(noise_sd=0.25, seed=5)
+    labels, result = segmentation.segment_image(image, method="soft")
+    gmm = GaussianMixture(3, n_init=3, tol=1e-8, max_iter=1000, random_state=0)
+    gmm.fit(image.reshape(-1, 1))
+    order = np.argsort(gmm.means_[:, 0])
+    np.testing.assert_allclose(result.means[:, 0], gmm.means_[order, 0], atol=1e-3)
+    # run_em stops at a gain < 1e-6 nats per point; scikit-learn ran to 1e-8: the same optimum
+    assert abs(result.objective / image.size - gmm.score(image.reshape(-1, 1))) < 1e-5
+    np.testing.assert_allclose(result.covariances[:, 0, 0], gmm.covariances_[order, 0, 0],
+                               rtol=3e-2)
+    np.testing.assert_allclose(result.weights, gmm.weights_[order], atol=1e-3)
+    sk_labels = np.argsort(order)[gmm.predict(image.reshape(-1, 1))]
+    assert np.mean(labels.ravel() == sk_labels) > 0.999
+
+
+def test_beta_zero_hard_matches_scikit_learn_kmeans():
+    image, _ = piecewise_image(noise_sd=0.25, seed=6)
+    labels, result = segmentation.segment_image(image, method="hard")
+    km = KMeans(3, n_init=4, random_state=0).fit(image.reshape(-1, 1))
+    np.testing.assert_allclose(result.means[:, 0], np.sort(km.cluster_centers_[:, 0]),
+                               atol=1e-9)
+    sk_labels = np.argsort(np.argsort(km.cluster_centers_[:, 0]))[km.labels_]
+    np.testing.assert_array_equal(labels.ravel(), sk_labels)
+
+
+@pytest.mark.parametrize("beta", [0.0, 0.5])
+def test_label_image_format_and_intensity_order(beta):
+    # class 0 of the truth is the brightest here: the output must still go dark -> bright
+    image, truth = piecewise_image(noise_sd=0.2, seed=7, levels=(5.0, 1.0, 3.0))
+    mask = np.ones(image.shape, dtype=bool)
+    mask[:, :5] = False
+    labels, result = segmentation.segment_image(image, mask, beta=beta)
+    assert labels.shape == image.shape and labels.dtype.kind == "i"
+    assert (labels[~mask] == -1).all() and (labels[mask] >= 0).all()
+    assert np.all(np.diff(result.means[:, 0]) > 0)
+    assert np.all(np.diff([image[labels == k].mean() for k in range(3)]) > 0)
+    np.testing.assert_array_equal(labels[mask], result.labels)
+    assert result.resp.shape == (3, mask.sum())
+    np.testing.assert_array_equal(labels[mask][truth[mask] == 1], 0)  # level 1.0: darkest
+
+
+def test_nan_outside_the_mask_is_ignored():
+    image, truth = piecewise_image(noise_sd=0.2, seed=8)
+    mask = np.ones(image.shape, dtype=bool)
+    mask[0] = False
+    with_nan = image.copy()
+    with_nan[0] = np.nan
+    a, _ = segmentation.segment_image(image, mask)
+    b, _ = segmentation.segment_image(with_nan, mask)
+    np.testing.assert_array_equal(a, b)
+
+
+def test_non_convergence_warns():
+    image, _ = piecewise_image(noise_sd=0.8, seed=9)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        segmentation.segment_image(image, beta=1.0, max_iter=1)
+    messages = [str(w.message) for w in caught if w.category is em.EMConvergenceWarning]
+    assert any("with the spatial prior did not converge" in m for m in messages)
+
+
+def test_segment_image_does_not_modify_its_inputs():
+    image, _ = piecewise_image(noise_sd=0.5, seed=10)
+    mask = image > -0.5
+    image_before, mask_before = image.copy(), mask.copy()
+    segmentation.segment_image(image, mask, beta=0.5)
+    segmentation.segment_image(image, mask, method="hard", beta=0.5)
+    np.testing.assert_array_equal(image, image_before)
+    np.testing.assert_array_equal(mask, mask_before)
+
+
+@pytest.mark.parametrize("method", ["soft", "hard"])
+def test_start_from_a_plain_fit_gives_the_same_result(method):
+    image, _ = piecewise_image(noise_sd=0.7, seed=13)
+    mask = image > -1.0
+    _, plain = segmentation.segment_image(image, mask, method=method)
+    direct, direct_fit = segmentation.segment_image(image, mask, method=method, beta=0.8)
+    resumed, resumed_fit = segmentation.segment_image(image, mask, method=method, beta=0.8, start=plain)
+    np.testing.assert_array_equal(resumed, direct)
+    np.testing.assert_allclose(resumed_fit.means, direct_fit.means)
+    np.testing.assert_allclose(resumed_fit.resp, direct_fit.resp)
+
+
+def test_bad_start_raises():
+    image, _ = piecewise_image(noise_sd=0.3, seed=14, shape=(16, 16))
+    _, soft = segmentation.segment_image(image)
+    with pytest.raises(ValueError, match="only used with beta > 0"):
+        segmentation.segment_image(image, start=soft)
+    with pytest.raises(ValueError, match="expected a hard fit"):
+        segmentation.segment_image(image, method="hard", beta=0.5, start=soft)
+    with pytest.raises(ValueError, match=r"means \(4, 1\)"):
+        segmentation.segment_image(image, n_components=4, beta=0.5, start=soft)
+    with pytest.raises(ValueError, match=r"resp \(3, 255\)"):
+        segmentation.segment_image(image, image > image.min(), beta=0.5, start=soft)
+    with pytest.raises(ValueError, match="must be the EMResult"):
+        segmentation.segment_image(image, beta=0.5, start={"means": soft.means})
+
+
+def _bad(kwargs_update, match):
+    image, _ = piecewise_image(noise_sd=0.3, seed=11, shape=(12, 12))
+    kwargs = {"image": image, "mask": None}
+    kwargs.update(kwargs_update)
+    with pytest.raises(ValueError, match=match):
+        segmentation.segment_image(**kwargs)
+
+
+@pytest.mark.parametrize("update, match", [
+    ({"mask": np.ones((12, 11), dtype=bool)}, r"mask must have the image's shape \(12, 12\)"),
+    ({"mask": np.zeros((12, 12), dtype=bool)}, "mask is empty"),
+    ({"mask": np.full((12, 12), 2)}, "mask must hold booleans"),
+    ({"image": np.where(np.eye(12, dtype=bool), np.nan, 1.0)},
+     r"12 non-finite pixel\(s\) inside the mask, the first at \(row 0, column 0\)"),
+    ({"image": np.where(np.eye(12, dtype=bool), np.inf, 1.0)}, "non-finite"),
+    ({"image": np.ones((4, 4, 4))}, "must be a 2-D array"),
+    ({"image": [["a", "b"]]}, "numeric 2-D array"),
+    ({"beta": -0.1}, "beta must be a finite number >= 0"),
+    ({"beta": np.nan}, "beta must be a finite number >= 0"),
+    ({"beta": np.inf}, "beta must be a finite number >= 0"),
+    ({"beta": "0.5"}, "beta must be a finite number >= 0"),
+    ({"beta": True}, "beta must be a finite number >= 0"),
+    ({"connectivity": 6}, "connectivity must be 4 or 8"),
+    ({"method": "fuzzy"}, "method must be 'hard' or 'soft'"),
+    ({"n_components": 0}, "n_components must be >= 1"),
+    ({"tol": 0.0}, "tol must be a positive number"),
+])
+def test_bad_inputs_raise_clear_errors(update, match):
+    _bad(update, match)
+
+
+def test_too_few_distinct_intensities():
+    with pytest.raises(ValueError, match="n_components=3 is more than the 2 distinct"):
+        segmentation.segment_image(np.array([[0.0, 1.0], [1.0, 0.0]]))
+
+
+@pytest.mark.parametrize("beta", [0.0, 0.5])
+def test_lesion_pipeline_recovers_area_and_centroid_on_the_clean_slice(t1_slice, beta):
+    image, mask, _ = t1_slice
+    lesioned, truth = phantoms.implant_lesion(image, (42, 40), (11, 7), angle=30.0, intensity=1.15,
+                                              texture_sd=0.05, mask=mask, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # converges cleanly on the real slice
+        labels, _ = segmentation.segment_image(lesioned, mask, n_components=4, beta=beta)
+    found = labels == 3  # the brightest class
+    assert abs(found.sum() - truth.sum()) <= 0.10 * truth.sum()
+    centre_error = np.argwhere(found).mean(axis=0) - np.argwhere(truth).mean(axis=0)
+    assert np.hypot(*centre_error) <= 2.0
+    assert label_maps.dice(truth.astype(int), found.astype(int))[1] > 0.9

@@ -1,0 +1,82 @@
+"""Tests of ``emlab.validation``: every check names the argument and the problem, returns a new
+array, and leaves the caller's array alone."""
+
+import numpy as np
+import pytest
+
+from emlab import validation
+
+
+def test_check_points_returns_a_float_copy():
+    X = np.array([[1, 2], [3, 4]])
+    out = validation.check_points(X)
+    assert out.dtype == float and out is not X
+    out[0, 0] = 99.0
+    assert X[0, 0] == 1
+
+
+@pytest.mark.parametrize("X, match", [
+    ("abc", "X must be a numeric array"),
+    (None, "X must be a numeric array"),
+    ([[1.0, "a"]], "X must be a numeric array"),
+    (np.ones(3), r"shape \(N, d\)"),
+    (np.ones((0, 2)), r"shape \(N, d\)"),
+    ([[1.0, np.inf]], r"infinite value \(row 0, column 1\)"),
+    ([[np.nan, 1.0], [np.nan, 2.0]], "column with every value missing"),
+])
+def test_check_points_refuses_bad_input(X, match):
+    with pytest.raises(ValueError, match=match):
+        validation.check_points(X)
+
+
+def test_check_points_can_allow_an_empty_column():
+    X = [[np.nan, 1.0], [np.nan, 2.0]]
+    assert np.isnan(validation.check_points(X, allow_empty_columns=True)[:, 0]).all()
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda: validation.check_int(2.0, "n"), "n must be an integer"),
+    (lambda: validation.check_int(True, "n"), "n must be an integer"),
+    (lambda: validation.check_int(0, "n", minimum=1), "n must be >= 1"),
+    (lambda: validation.check_means(np.ones((2, 3)), 2), r"means must have shape \(K, 2\)"),
+    (lambda: validation.check_means([[np.nan, 0.0]], 2), "means must be finite"),
+    (lambda: validation.check_covariances(np.ones((2, 2, 2)), 3, 2), r"shape \(3, 2, 2\)"),
+    (lambda: validation.check_covariances([[[1.0, 0.5], [0.0, 1.0]]], 1, 2), "symmetric"),
+    (lambda: validation.check_weights([0.5, 0.6], 2), "must sum to 1"),
+    (lambda: validation.check_weights([1.5, -0.5], 2), "non-negative"),
+    (lambda: validation.check_resp(np.ones((2, 3)), 3), "column 0 sums to 2"),
+    (lambda: validation.check_resp(np.ones((2, 3)), 4), "N=4 points"),
+    (lambda: validation.check_labels([0, 1], [0]), "same length"),
+    (lambda: validation.check_labels([0, -1], [0, 1]), "y_true must hold non-negative"),
+    (lambda: validation.check_beta(-1.0), "beta"),
+    (lambda: validation.check_image(np.ones(3), None), "2-D array"),
+    (lambda: validation.check_image(np.ones((2, 2)), np.ones((3, 3), bool)), "mask must have"),
+    (lambda: validation.check_image(np.ones((2, 2)), np.zeros((2, 2), bool)), "mask is empty"),
+    (lambda: validation.check_image([[np.nan, 1.0]], None), "non-finite pixel"),
+])
+def test_checks_name_the_argument_and_the_problem(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
+
+
+def test_check_image_ignores_nan_outside_the_mask_and_copies():
+    image = np.array([[np.nan, 1.0], [2.0, 3.0]])
+    mask = np.array([[0, 1], [1, 1]])
+    img, inside = validation.check_image(image, mask)
+    assert inside.dtype == bool and inside.sum() == 3
+    img[1, 1] = -1.0
+    assert image[1, 1] == 3.0
+
+
+def test_missing_patterns_group_rows_by_observed_coordinates():
+    X = np.array([[1.0, np.nan], [2.0, 3.0], [4.0, np.nan], [np.nan, np.nan]])
+    groups = {tuple(obs): rows.tolist() for obs, rows in validation.missing_patterns(X)}
+    assert groups == {(True, False): [0, 2], (True, True): [1], (False, False): [3]}
+
+
+def test_cholesky_factors_and_names_a_covariance_that_is_not_positive_definite():
+    covs = np.array([[[4.0, 2.0], [2.0, 3.0]], [[1.0, 2.0], [2.0, 1.0]]])
+    L = validation.cholesky(covs[:1])
+    np.testing.assert_allclose(L[0] @ L[0].T, covs[0])
+    with pytest.raises(ValueError, match=r"covariances\[1\] is not positive definite"):
+        validation.cholesky(covs)
