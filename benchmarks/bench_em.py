@@ -51,6 +51,7 @@ from threadpoolctl import threadpool_info, threadpool_limits
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import em_helpers as em  # noqa: E402
 from emlab import fastpath  # noqa: E402
+from results_file import write_section  # noqa: E402  (benchmarks/ is on sys.path)
 
 SEED = 0
 N_COMPONENTS = 3
@@ -403,7 +404,7 @@ def write_markdown(path, rows, peaks, memory_n, profiles, machine, load, repeats
                   "the shares.", ""]
         for config, (top, total) in profiles.items():
             lines += [f"**{config}**", "", profile_table(top, total)]
-    Path(path).write_text("\n".join(lines))
+    write_section(path, "em", "\n".join(lines))
 
 
 def _mib(n_bytes):

@@ -16,7 +16,7 @@ module                    what it holds
 ``emlab.label_maps``      Dice, matching, per-class statistics of label images, cropping
 ``emlab.phantoms``        an implanted lesion and added noise, for checks with a known truth
 ``emlab.dipy_hmrf``       dipy's HMRF classifier behind the same interface
-``emlab.comparison``      several segmenters side by side, with wall times (notebook 07)
+``emlab.comparison``      several segmenters side by side, with wall times (notebook 08)
 ``emlab.plotting``        the figures' helpers (``plot_clusters``, ``plot_label_image``, ...)
 ``emlab.fastpath``        the blocked complete-data path of ``run_em`` (used by ``em_helpers``)
 ``emlab.validation``      input checks shared by all of the above (imports nothing of ours)
