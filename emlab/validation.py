@@ -133,17 +133,23 @@ def check_labels(y_true, y_pred):
     return y_true, y_pred
 
 
-def check_image(image, mask, name="image"):
-    """Return ``(image, mask)`` as new arrays: float (H, W) and bool (H, W).
+_IMAGE_SHAPES = {2: "a 2-D array (H, W)", 3: "a 3-D array (X, Y, Z)"}
+
+
+def check_image(image, mask, name="image", ndims=(2,)):
+    """Return ``(image, mask)`` as new arrays: float and bool, of one shape.
 
     The image must be finite inside the mask (outside it, anything goes, NaN included).
+    ``ndims`` lists the accepted numbers of dimensions: ``(2,)`` for a slice (H, W), ``(2, 3)``
+    for a function that also takes a volume (X, Y, Z).
     """
     try:
         img = np.array(image, dtype=float)  # a copy: the caller's array is never touched
     except (TypeError, ValueError) as exc:
-        raise ValueError(f"{name} must be a numeric 2-D array: {exc}") from None
-    if img.ndim != 2 or 0 in img.shape:
-        raise ValueError(f"{name} must be a 2-D array (H, W) with H, W >= 1, got shape "
+        raise ValueError(f"{name} must be a numeric array: {exc}") from None
+    expected = " or ".join(_IMAGE_SHAPES[n] for n in ndims)
+    if img.ndim not in ndims or 0 in img.shape:
+        raise ValueError(f"{name} must be {expected} with every size >= 1, got shape "
                          f"{img.shape}")
     if mask is None:
         inside = np.ones(img.shape, dtype=bool)
@@ -160,9 +166,11 @@ def check_image(image, mask, name="image"):
         raise ValueError("mask is empty: it selects no pixel")
     bad = inside & ~np.isfinite(img)
     if bad.any():
-        r, c = np.argwhere(bad)[0]
+        first = tuple(int(i) for i in np.argwhere(bad)[0])
+        where = (f"(row {first[0]}, column {first[1]})" if img.ndim == 2
+                 else f"voxel {first}")
         raise ValueError(f"{name} has {int(bad.sum())} non-finite pixel(s) inside the mask, the "
-                         f"first at (row {r}, column {c}); expected finite intensities")
+                         f"first at {where}; expected finite intensities")
     return img, inside
 
 

@@ -187,7 +187,7 @@ def _bad(kwargs_update, match):
      r"12 non-finite pixel\(s\) inside the mask, the first at \(row 0, column 0\)"),
     ({"image": np.where(np.eye(12, dtype=bool), np.inf, 1.0)}, "non-finite"),
     ({"image": np.ones((4, 4, 4))}, "must be a 2-D array"),
-    ({"image": [["a", "b"]]}, "numeric 2-D array"),
+    ({"image": [["a", "b"]]}, "must be a numeric array"),
     ({"beta": -0.1}, "beta must be a finite number >= 0"),
     ({"beta": np.nan}, "beta must be a finite number >= 0"),
     ({"beta": np.inf}, "beta must be a finite number >= 0"),

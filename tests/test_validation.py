@@ -80,3 +80,16 @@ def test_cholesky_factors_and_names_a_covariance_that_is_not_positive_definite()
     np.testing.assert_allclose(L[0] @ L[0].T, covs[0])
     with pytest.raises(ValueError, match=r"covariances\[1\] is not positive definite"):
         validation.cholesky(covs)
+
+
+def test_check_image_takes_a_volume_only_where_asked_and_names_a_bad_voxel():
+    volume = np.ones((3, 4, 5))
+    with pytest.raises(ValueError, match=r"must be a 2-D array \(H, W\) with every size"):
+        validation.check_image(volume, None)
+    img, inside = validation.check_image(volume, None, ndims=(2, 3))
+    assert img.shape == inside.shape == (3, 4, 5)
+    with pytest.raises(ValueError, match=r"2-D array \(H, W\) or a 3-D array \(X, Y, Z\)"):
+        validation.check_image(np.ones((2, 2, 2, 2)), None, ndims=(2, 3))
+    volume[1, 2, 3] = np.nan
+    with pytest.raises(ValueError, match=r"first at voxel \(1, 2, 3\)"):
+        validation.check_image(volume, None, ndims=(2, 3))
