@@ -9,12 +9,16 @@ updating its pixels one by one (Gauss-Seidel).
   ``neighbour_weights`` (optional weights for anisotropic voxels), ``colour_sets``;
 - ``neighbour_sums`` and the two sweeps, ``mean_field_sweep`` (soft) and ``icm_sweep`` (hard);
 - ``mean_field_objective`` (free energy) and ``icm_objective`` (energy), which every sweep
-  improves.
+  improves;
+- ``ColouredNeighbours`` and the ``coloured_*`` functions: the same sweeps and objectives on
+  the pixels renumbered colour by colour (a colour is then a slice, and the neighbour sums are
+  1-D gathers), the fast path that ``segment_image`` runs; same numbers as the functions above.
 """
 
 from __future__ import annotations
 
 import itertools
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -55,6 +59,19 @@ def neighbour_offsets(ndim, connectivity):
     return np.array(offsets, dtype=np.intp)
 
 
+def _padded_index(mask):
+    """The index of every pixel of ``image[mask]`` on the grid padded by one pixel (``N``
+    elsewhere), flattened; each masked pixel's flat position on that grid; the grid's strides."""
+    N = int(mask.sum())
+    padded_shape = tuple(s + 2 for s in mask.shape)
+    index = np.full(padded_shape, N, dtype=np.intp)
+    index[tuple(slice(1, -1) for _ in mask.shape)][mask] = np.arange(N)
+    strides = np.array([int(np.prod(padded_shape[a + 1:])) for a in range(mask.ndim)])
+    # flat position (in the padded grid) of every masked pixel, in row-major order
+    positions = np.ravel_multi_index(tuple(c + 1 for c in np.nonzero(mask)), padded_shape)
+    return index.ravel(), positions, strides
+
+
 def neighbour_table(mask, connectivity):
     """Neighbours of every masked pixel as indices into ``image[mask]``.
 
@@ -74,14 +91,7 @@ def neighbour_table(mask, connectivity):
     """
     mask = np.asarray(mask, dtype=bool)
     offsets = neighbour_offsets(mask.ndim, connectivity)
-    N = int(mask.sum())
-    padded_shape = tuple(s + 2 for s in mask.shape)
-    index = np.full(padded_shape, N, dtype=np.intp)
-    index[tuple(slice(1, -1) for _ in mask.shape)][mask] = np.arange(N)
-    index = index.ravel()
-    strides = np.array([int(np.prod(padded_shape[a + 1:])) for a in range(mask.ndim)])
-    # flat position (in the padded grid) of every masked pixel, in row-major order
-    positions = np.ravel_multi_index(tuple(c + 1 for c in np.nonzero(mask)), padded_shape)
+    index, positions, strides = _padded_index(mask)
     return np.stack([index[positions + int(offset @ strides)] for offset in offsets])
 
 
@@ -173,3 +183,143 @@ def icm_objective(Q, cost, sigma2, beta, table, weights=None):
     q = Q[:, :-1]
     pairs = 0.5 * beta * (q * neighbour_sums(Q, table, weights=weights)).sum()
     return float((q * cost).sum() + 0.5 * q.shape[1] * np.log(2 * np.pi * sigma2) - pairs)
+
+
+# ------------------------------------------------------------------------------------------
+# The same sweeps on pixels renumbered colour by colour (what ``segment_image`` runs)
+# ------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ColouredNeighbours:
+    """The pixels of ``image[mask]`` renumbered colour by colour, with their neighbours.
+
+    Internal position ``i`` holds pixel ``order[i]`` of ``image[mask]`` (``inverse`` undoes
+    it); colour ``c`` occupies the positions ``bounds[c][0] <= i < bounds[c][1]``, so that a
+    colour's responsibilities are a slice (a view), not a gather. ``tables[c]`` (n_neighbours,
+    size of colour c) holds the internal positions of its pixels' neighbours (``N``: absent).
+    ``bipartite``: two colours with every neighbour pair across them (the 4- and
+    6-neighbourhoods), so the last colour's neighbour sums give the pair term of the objective.
+    """
+
+    order: np.ndarray
+    inverse: np.ndarray
+    bounds: tuple
+    tables: tuple
+    weights: np.ndarray | None
+    bipartite: bool
+
+    @classmethod
+    def of(cls, mask, connectivity, spacing=None):
+        """Build it for a 2-D or 3-D ``mask``; ``spacing`` as in ``neighbour_weights``."""
+        mask = np.asarray(mask, dtype=bool)
+        offsets = neighbour_offsets(mask.ndim, connectivity)
+        colours = colour_sets(mask, connectivity)
+        index, positions, strides = _padded_index(mask)
+        N = positions.size
+        order = np.concatenate(colours)
+        inverse = np.empty(N + 1, dtype=np.intp)
+        inverse[order] = np.arange(N)
+        inverse[N] = N  # absent stays absent
+        bounds, tables, start = [], [], 0
+        for pixels in colours:
+            here = positions[pixels]
+            tables.append(np.stack([inverse[index[here + int(offset @ strides)]]
+                                    for offset in offsets]))
+            bounds.append((start, start + pixels.size))
+            start += pixels.size
+        weights = None if spacing is None else neighbour_weights(connectivity, spacing)
+        bipartite = connectivity == NEIGHBOURHOODS[mask.ndim][0] and len(colours) == 2
+        return cls(order, inverse[:N], tuple(bounds), tuple(tables), weights, bipartite)
+
+
+def _coloured_sums(Q, table, weights):
+    """Neighbour sums (K, n) of one colour, one class row at a time: a 1-D ``take`` per
+    (class, neighbour), several times faster than a 2-D gather, and the same additions in the
+    same order as ``neighbour_sums`` (so the same numbers, bit for bit)."""
+    sums = np.empty((Q.shape[0], table.shape[1]))
+    for k, row in enumerate(Q):
+        total = sums[k]
+        row.take(table[0], out=total)
+        if weights is not None:
+            total *= weights[0]
+        for j in range(1, table.shape[0]):
+            term = row.take(table[j])
+            if weights is not None:
+                term *= weights[j]
+            total += term
+    return sums
+
+
+def coloured_mean_field_sweep(Q, log_data, beta, layout):
+    """One mean-field pass over the colours of ``layout`` (a ``ColouredNeighbours``).
+
+    ``Q`` (K, N + 1), in the internal order and its last column zero, is updated in place;
+    ``log_data`` (K, N) is in the internal order too. Returns ``(change, pairs)``: the largest
+    change of a responsibility, and (bipartite layouts) the pair term
+    ``sum over neighbour pairs of w_nm q_n.q_m`` of the updated ``Q``, else ``None``.
+    """
+    change, pairs = 0.0, None
+    for (start, stop), table in zip(layout.bounds, layout.tables):
+        sums = _coloured_sums(Q, table, layout.weights)
+        logits = log_data[:, start:stop] + beta * sums
+        new = np.exp(logits - logits.max(axis=0))
+        new /= new.sum(axis=0)
+        block = Q[:, start:stop]
+        change = max(change, float(np.abs(new - block).max()))
+        block[...] = new
+    if layout.bipartite:  # the last colour's neighbours (the first colour) are final
+        pairs = float((block * sums).sum())
+    return change, pairs
+
+
+def coloured_icm_sweep(Q, cost, beta, layout):
+    """One ICM pass over the colours of ``layout``; ``Q`` one-hot (K, N + 1), in place, in the
+    internal order. Returns ``(changed, pairs)``: 1.0 if a label changed (else 0.0), and the
+    pair term as in ``coloured_mean_field_sweep``."""
+    K = Q.shape[0]
+    eye = np.eye(K)
+    changed, pairs = 0.0, None
+    for (start, stop), table in zip(layout.bounds, layout.tables):
+        sums = _coloured_sums(Q, table, layout.weights)
+        energy = cost[:, start:stop] - beta * sums
+        new = eye[:, np.argmin(energy, axis=0)]
+        block = Q[:, start:stop]
+        if changed == 0.0 and not np.array_equal(new, block):
+            changed = 1.0
+        block[...] = new
+    if layout.bipartite:
+        pairs = float((block * sums).sum())
+    return changed, pairs
+
+
+def coloured_pairs(Q, layout):
+    """``sum over neighbour pairs of w_nm q_n.q_m`` (each pair once) for ``Q`` in the internal
+    order: half the sum over pixels of ``q_n`` times its neighbour sums."""
+    total = 0.0
+    for (start, stop), table in zip(layout.bounds, layout.tables):
+        total += float((Q[:, start:stop] * _coloured_sums(Q, table, layout.weights)).sum())
+    return 0.5 * total
+
+
+def _sum_q_log_q(q):
+    """``sum q ln q`` with ``0 ln 0 = 0``: ``xlogy(q, q).sum()``, about 3 times faster."""
+    log_q = np.log(q, out=np.zeros_like(q), where=q > 0)
+    log_q *= q
+    return float(log_q.sum())
+
+
+def coloured_mean_field_objective(Q, log_data, beta, layout, pairs=None):
+    """``mean_field_objective`` for the internal order; ``pairs`` from the sweep if known."""
+    q = Q[:, :-1]
+    if pairs is None:
+        pairs = coloured_pairs(Q, layout)
+    return float((q * log_data).sum() - _sum_q_log_q(q) + beta * pairs)
+
+
+def coloured_icm_objective(Q, cost, sigma2, beta, layout, pairs=None):
+    """``icm_objective`` for the internal order; ``pairs`` from the sweep if known."""
+    q = Q[:, :-1]
+    if pairs is None:
+        pairs = coloured_pairs(Q, layout)
+    return float((q * cost).sum() + 0.5 * q.shape[1] * np.log(2 * np.pi * sigma2)
+                 - beta * pairs)
