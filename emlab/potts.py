@@ -59,17 +59,19 @@ def neighbour_offsets(ndim, connectivity):
     return np.array(offsets, dtype=np.intp)
 
 
-def _padded_index(mask):
+def _padded_index(mask, coords=None):
     """The index of every pixel of ``image[mask]`` on the grid padded by one pixel (``N``
-    elsewhere), flattened; each masked pixel's flat position on that grid; the grid's strides."""
-    N = int(mask.sum())
+    elsewhere), flattened; each masked pixel's flat position on that grid; the grid's strides.
+    ``coords``: ``np.nonzero(mask)`` if already known."""
+    coords = np.nonzero(mask) if coords is None else coords
+    N = coords[0].size
     padded_shape = tuple(s + 2 for s in mask.shape)
-    index = np.full(padded_shape, N, dtype=np.intp)
-    index[tuple(slice(1, -1) for _ in mask.shape)][mask] = np.arange(N)
     strides = np.array([int(np.prod(padded_shape[a + 1:])) for a in range(mask.ndim)])
     # flat position (in the padded grid) of every masked pixel, in row-major order
-    positions = np.ravel_multi_index(tuple(c + 1 for c in np.nonzero(mask)), padded_shape)
-    return index.ravel(), positions, strides
+    positions = sum((c + 1) * int(stride) for c, stride in zip(coords, strides))
+    index = np.full(int(np.prod(padded_shape)), N, dtype=np.intp)
+    index[positions] = np.arange(N)
+    return index, positions, strides
 
 
 def neighbour_table(mask, connectivity):
@@ -120,8 +122,11 @@ def colour_sets(mask, connectivity):
     ``sum_a (x_a mod 2) 2^(ndim - 1 - a)``. Colours with no pixel are left out.
     """
     mask = np.asarray(mask, dtype=bool)
-    coords = np.nonzero(mask)
-    ndim = mask.ndim
+    return _colours_of(np.nonzero(mask), mask.ndim, connectivity)
+
+
+def _colours_of(coords, ndim, connectivity):
+    """``colour_sets`` from the coordinates of the masked pixels (``np.nonzero(mask)``)."""
     if connectivity == NEIGHBOURHOODS[ndim][0]:
         codes, n_colours = sum(coords) % 2, 2
     else:
@@ -213,8 +218,10 @@ class ColouredNeighbours:
         """Build it for a 2-D or 3-D ``mask``; ``spacing`` as in ``neighbour_weights``."""
         mask = np.asarray(mask, dtype=bool)
         offsets = neighbour_offsets(mask.ndim, connectivity)
-        colours = colour_sets(mask, connectivity)
-        index, positions, strides = _padded_index(mask)
+        coords = np.nonzero(mask)
+        colours = _colours_of(coords, mask.ndim, connectivity)
+        index, positions, strides = _padded_index(mask, coords)
+        del coords
         N = positions.size
         order = np.concatenate(colours)
         inverse = np.empty(N + 1, dtype=np.intp)
@@ -223,81 +230,153 @@ class ColouredNeighbours:
         bounds, tables, start = [], [], 0
         for pixels in colours:
             here = positions[pixels]
-            tables.append(np.stack([inverse[index[here + int(offset @ strides)]]
-                                    for offset in offsets]))
+            table = np.empty((len(offsets), pixels.size), dtype=np.intp)
+            for j, offset in enumerate(offsets):
+                inverse.take(index.take(here + int(offset @ strides)), out=table[j], mode="clip")
+            tables.append(table)
             bounds.append((start, start + pixels.size))
             start += pixels.size
         weights = None if spacing is None else neighbour_weights(connectivity, spacing)
         bipartite = connectivity == NEIGHBOURHOODS[mask.ndim][0] and len(colours) == 2
         return cls(order, inverse[:N], tuple(bounds), tuple(tables), weights, bipartite)
 
+    def to_inner(self, R, out=None):
+        """``R`` (K, N) in the order of ``image[mask]`` -> the internal order (one 1-D gather
+        per row)."""
+        out = np.empty(R.shape) if out is None else out
+        for k in range(R.shape[0]):
+            R[k].take(self.order, out=out[k], mode="clip")
+        return out
 
-def _coloured_sums(Q, table, weights):
-    """Neighbour sums (K, n) of one colour, one class row at a time: a 1-D ``take`` per
-    (class, neighbour), several times faster than a 2-D gather, and the same additions in the
-    same order as ``neighbour_sums`` (so the same numbers, bit for bit)."""
-    sums = np.empty((Q.shape[0], table.shape[1]))
+    def to_mask_order(self, Q, out=None):
+        """``Q`` (K, N or N + 1) in the internal order -> (K, N) in the order of
+        ``image[mask]``."""
+        out = np.empty((Q.shape[0], self.order.size)) if out is None else out
+        for k in range(Q.shape[0]):
+            Q[k].take(self.inverse, out=out[k], mode="clip")
+        return out
+
+
+_ROW_GATHER_FROM = 1 << 15  # colours of at least this many pixels gather one class at a time
+# Every gather below uses mode="clip": the indices are valid by construction, and with
+# mode="raise" (the default) numpy checks each one and buffers ``out``, twice the time.
+
+
+def _coloured_sums(Q, table, weights, out, term):
+    """Neighbour sums (K, n) of one colour into ``out``: the same additions in the same order
+    as ``neighbour_sums`` (so the same numbers, bit for bit). ``term``: an (n,) buffer.
+
+    A large colour gathers one class row at a time (a 1-D ``take`` per class and neighbour is
+    several times faster than a 2-D gather on a volume); a small one gathers everything in one
+    ``take`` and adds along the neighbour axis (numpy adds the slices in order), which saves
+    the Python overhead of ~20 small calls on a slice.
+    """
+    if table.shape[1] < _ROW_GATHER_FROM:
+        gathered = np.take(Q, table, axis=1, mode="clip")  # (K, n_neighbours, n)
+        if weights is not None:
+            gathered *= weights[:, None]
+        return gathered.sum(axis=1, out=out)
     for k, row in enumerate(Q):
-        total = sums[k]
-        row.take(table[0], out=total)
+        total = out[k]
+        row.take(table[0], out=total, mode="clip")
         if weights is not None:
             total *= weights[0]
         for j in range(1, table.shape[0]):
-            term = row.take(table[j])
+            row.take(table[j], out=term, mode="clip")
             if weights is not None:
                 term *= weights[j]
             total += term
-    return sums
+    return out
 
 
-def coloured_mean_field_sweep(Q, log_data, beta, layout):
+def _workspace(work, K, layout):
+    """Buffers of the sweeps, reused from one sweep to the next (a volume's temporaries are
+    tens of MB each: allocating them afresh costs page faults every time)."""
+    n = max(stop - start for start, stop in layout.bounds)
+    if work is None:
+        work = {}
+    if work.get("shape") != (K, n):
+        work.update(shape=(K, n), sums=np.empty((K, n)), logits=np.empty((K, n)),
+                    new=np.empty((K, n)), top=np.empty(n), total=np.empty(n), term=np.empty(n))
+    return work
+
+
+def _row_dots(a, b):
+    """``sum(a * b)`` for (K, n) arrays whose rows are contiguous: one BLAS dot per row."""
+    return float(sum(np.dot(a[k], b[k]) for k in range(a.shape[0])))
+
+
+class SweepResult(tuple):
+    """``(change, pairs, entropy)`` of a sweep: the largest change of a responsibility (ICM:
+    1.0 if a label changed, else 0.0); the pair term ``sum over neighbour pairs of
+    w_nm q_n.q_m`` of the updated ``Q`` (bipartite layouts, else ``None``); ``sum q ln q`` of
+    the updated ``Q`` (mean field; ``None`` if not finite or for ICM)."""
+
+    def __new__(cls, change, pairs=None, entropy=None):
+        return super().__new__(cls, (change, pairs, entropy))
+
+    change = property(lambda self: self[0])
+    pairs = property(lambda self: self[1])
+    entropy = property(lambda self: self[2])
+
+
+def coloured_mean_field_sweep(Q, log_data, beta, layout, work=None):
     """One mean-field pass over the colours of ``layout`` (a ``ColouredNeighbours``).
 
     ``Q`` (K, N + 1), in the internal order and its last column zero, is updated in place;
-    ``log_data`` (K, N) is in the internal order too. Returns ``(change, pairs)``: the largest
-    change of a responsibility, and (bipartite layouts) the pair term
-    ``sum over neighbour pairs of w_nm q_n.q_m`` of the updated ``Q``, else ``None``.
+    ``log_data`` (K, N) is in the internal order too; ``work``: a dict of buffers kept between
+    sweeps (optional). Returns a ``SweepResult``. The entropy comes free from the update:
+    ``ln q_nk = l_nk - ln sum_j exp(l_nj)`` for the shifted logits ``l``.
     """
-    change, pairs = 0.0, None
-    for (start, stop), table in zip(layout.bounds, layout.tables):
-        sums = _coloured_sums(Q, table, layout.weights)
-        logits = log_data[:, start:stop] + beta * sums
-        new = np.exp(logits - logits.max(axis=0))
-        new /= new.sum(axis=0)
-        block = Q[:, start:stop]
-        change = max(change, float(np.abs(new - block).max()))
-        block[...] = new
-    if layout.bipartite:  # the last colour's neighbours (the first colour) are final
-        pairs = float((block * sums).sum())
-    return change, pairs
-
-
-def coloured_icm_sweep(Q, cost, beta, layout):
-    """One ICM pass over the colours of ``layout``; ``Q`` one-hot (K, N + 1), in place, in the
-    internal order. Returns ``(changed, pairs)``: 1.0 if a label changed (else 0.0), and the
-    pair term as in ``coloured_mean_field_sweep``."""
     K = Q.shape[0]
-    eye = np.eye(K)
-    changed, pairs = 0.0, None
+    work = _workspace(work, K, layout)
+    change, entropy = 0.0, 0.0
     for (start, stop), table in zip(layout.bounds, layout.tables):
-        sums = _coloured_sums(Q, table, layout.weights)
+        n = stop - start
+        sums = _coloured_sums(Q, table, layout.weights, work["sums"][:, :n], work["term"][:n])
+        logits = np.multiply(sums, beta, out=work["logits"][:, :n])
+        np.add(log_data[:, start:stop], logits, out=logits)
+        np.subtract(logits, logits.max(axis=0, out=work["top"][:n]), out=logits)
+        new = np.exp(logits, out=work["new"][:, :n])
+        total = new.sum(axis=0, out=work["total"][:n])
+        new /= total
+        entropy += _row_dots(new, logits) - float(np.log(total, out=total).sum())
+        block = Q[:, start:stop]
+        change = max(change, float(np.abs(np.subtract(new, block, out=logits), out=logits).max()))
+        block[...] = new
+    pairs = _row_dots(block, sums) if layout.bipartite else None  # the last colour's
+    # neighbours (the first colour) are final, so are its sums
+    return SweepResult(change, pairs, entropy if np.isfinite(entropy) else None)
+
+
+def coloured_icm_sweep(Q, cost, beta, layout, work=None):
+    """One ICM pass over the colours of ``layout``; ``Q`` one-hot (K, N + 1), in place, in the
+    internal order. Returns a ``SweepResult`` (its change 1.0 if a label changed, else 0.0)."""
+    K = Q.shape[0]
+    work = _workspace(work, K, layout)
+    eye = np.eye(K)
+    changed = 0.0
+    for (start, stop), table in zip(layout.bounds, layout.tables):
+        n = stop - start
+        sums = _coloured_sums(Q, table, layout.weights, work["sums"][:, :n], work["term"][:n])
         energy = cost[:, start:stop] - beta * sums
         new = eye[:, np.argmin(energy, axis=0)]
         block = Q[:, start:stop]
         if changed == 0.0 and not np.array_equal(new, block):
             changed = 1.0
         block[...] = new
-    if layout.bipartite:
-        pairs = float((block * sums).sum())
-    return changed, pairs
+    return SweepResult(changed, _row_dots(block, sums) if layout.bipartite else None)
 
 
 def coloured_pairs(Q, layout):
     """``sum over neighbour pairs of w_nm q_n.q_m`` (each pair once) for ``Q`` in the internal
     order: half the sum over pixels of ``q_n`` times its neighbour sums."""
+    work = _workspace(None, Q.shape[0], layout)
     total = 0.0
     for (start, stop), table in zip(layout.bounds, layout.tables):
-        total += float((Q[:, start:stop] * _coloured_sums(Q, table, layout.weights)).sum())
+        n = stop - start
+        sums = _coloured_sums(Q, table, layout.weights, work["sums"][:, :n], work["term"][:n])
+        total += _row_dots(Q[:, start:stop], sums)
     return 0.5 * total
 
 
@@ -308,12 +387,15 @@ def _sum_q_log_q(q):
     return float(log_q.sum())
 
 
-def coloured_mean_field_objective(Q, log_data, beta, layout, pairs=None):
-    """``mean_field_objective`` for the internal order; ``pairs`` from the sweep if known."""
+def coloured_mean_field_objective(Q, log_data, beta, layout, pairs=None, entropy=None):
+    """``mean_field_objective`` for the internal order; ``pairs`` and ``entropy``
+    (``sum q ln q``) from the sweep if known, else computed."""
     q = Q[:, :-1]
     if pairs is None:
         pairs = coloured_pairs(Q, layout)
-    return float((q * log_data).sum() - _sum_q_log_q(q) + beta * pairs)
+    if entropy is None:
+        entropy = _sum_q_log_q(q)
+    return float(_row_dots(q, log_data) - entropy + beta * pairs)
 
 
 def coloured_icm_objective(Q, cost, sigma2, beta, layout, pairs=None):
@@ -321,5 +403,5 @@ def coloured_icm_objective(Q, cost, sigma2, beta, layout, pairs=None):
     q = Q[:, :-1]
     if pairs is None:
         pairs = coloured_pairs(Q, layout)
-    return float((q * cost).sum() + 0.5 * q.shape[1] * np.log(2 * np.pi * sigma2)
+    return float(_row_dots(q, cost) + 0.5 * q.shape[1] * np.log(2 * np.pi * sigma2)
                  - beta * pairs)
