@@ -7,11 +7,13 @@ growing, iteration by iteration, from the ``history`` that ``run_em`` records.
   that entry, recomputed with ``em_helpers.e_step`` / ``e_step_soft``);
 - ``em_animation``: a matplotlib ``FuncAnimation`` of several runs side by side;
 - ``animation_html``: the animation as self-contained HTML and JavaScript (``to_jshtml``: the
-  frames are PNG data URIs inside the page, so it plays offline and needs no ffmpeg).
+  frames are image data URIs inside the page, and ``offline_player`` replaces the one stylesheet
+  it loads from a CDN, so it plays offline; no ffmpeg needed).
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,6 +21,23 @@ import numpy as np
 from em_helpers import e_step, e_step_soft
 from emlab.plotting import CLASS_COLORS, covariance_ellipse
 from emlab.validation import check_int, check_points
+
+# matplotlib's player draws its buttons with Font Awesome icons loaded from a CDN; offline the
+# buttons would be blank. These glyphs (in every common font) stand in for the icons.
+ICON_CSS = """<style>
+.animation .fa { font-style: normal; font-family: sans-serif; }
+.animation .fa-flip-horizontal { display: inline-block; transform: scaleX(-1); }
+.animation .fa-minus:before { content: "\\2212"; }
+.animation .fa-plus:before { content: "+"; }
+.animation .fa-play:before { content: "\\25B6"; }
+.animation .fa-pause:before { content: "||"; }
+.animation .fa-step-backward:before { content: "|\\25C0"; }
+.animation .fa-step-forward:before { content: "\\25B6|"; }
+.animation .fa-fast-backward:before { content: "|\\25C0\\25C0"; }
+.animation .fa-fast-forward:before { content: "\\25B6\\25B6|"; }
+</style>
+"""
+CDN_LINK = re.compile(r"<link[^>]*font-awesome[^>]*>", re.S)
 
 OBJECTIVE_LABELS = {"hard": "sum of squares $J$", "soft": r"log-likelihood $\ell$"}
 
@@ -241,7 +260,16 @@ def animation_html(em_anim, frame_format="jpeg"):
         limit = plt.rcParams["animation.embed_limit"]
         raise ValueError(f"only {embedded} of {n_frames} frames fit in animation.embed_limit = "
                          f"{limit} MB: lower dpi, figsize or max_frames")
-    return html
+    return offline_player(html)
+
+
+def offline_player(html):
+    """`html` from ``to_jshtml`` with its CDN stylesheet (Font Awesome, for the buttons' icons)
+    replaced by ``ICON_CSS``, so that the player needs no network. Raises ValueError if the
+    link is not there (a matplotlib version with another template)."""
+    if not CDN_LINK.search(html):
+        raise ValueError("html has no Font Awesome <link> to replace: not to_jshtml's output?")
+    return CDN_LINK.sub(lambda _: ICON_CSS, html, count=1)
 
 
 def em_animation_html(X, results, frame_format="jpeg", **kwargs):

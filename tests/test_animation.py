@@ -115,7 +115,8 @@ def test_html_embeds_every_frame_and_closes_the_figure(runs):
     frames = re.findall(r'frames\[(\d+)\] = "data:image/jpeg;base64,([^"]+)"', html)
     assert [int(i) for i, _ in frames] == [0, 1, 2, 3]
     assert Image.open(io.BytesIO(base64.b64decode(frames[-1][1]))).size == (120, 90)
-    assert "<script" in html and "http" not in html.split("<script", 1)[1]  # nothing to fetch
+    assert "<script" in html and "http" not in html  # nothing to fetch: plays offline
+    assert ".fa-play:before" in html  # the buttons' icons, without Font Awesome
 
 
 def test_html_refuses_to_drop_frames_silently(runs):
@@ -147,3 +148,12 @@ def test_bad_inputs_are_named(runs, change, message):
     with pytest.raises(ValueError, match=message):
         animation.em_animation(args[0], args[1], titles=args[2])
     plt.close("all")
+
+
+def test_offline_player_replaces_only_the_cdn_stylesheet():
+    html = ('<link rel="stylesheet"\nhref="https://maxcdn.bootstrapcdn.com/font-awesome/4.4.0/css/'
+            'font-awesome.min.css">\n<script>var x = 1;</script>')
+    out = animation.offline_player(html)
+    assert out == animation.ICON_CSS + "\n<script>var x = 1;</script>"
+    with pytest.raises(ValueError, match="Font Awesome"):
+        animation.offline_player("<script>var x = 1;</script>")
