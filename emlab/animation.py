@@ -122,6 +122,8 @@ class RunPanels:
     """The artists of one run: a scatter panel and its objective panel, updated per frame."""
 
     def __init__(self, ax_points, ax_objective, X, result, title, point_size):
+        from matplotlib.ticker import MaxNLocator
+
         self.X, self.result, self.title = X, result, title
         self.complete = ~np.isnan(X).any(axis=1)
         self.colors = np.array([CLASS_COLORS[k % len(CLASS_COLORS)]
@@ -139,12 +141,14 @@ class RunPanels:
             self.ellipses.append(ax_points.add_patch(ellipse))
         ax_points.set(xlabel="$x_1$", ylabel="$x_2$")
         self.trace = result.objective_trace
-        ax_objective.plot(self.trace, color="0.85", lw=1, label="whole run")
-        (self.line,) = ax_objective.plot([], [], marker="o", ms=3, color="black",
-                                         label="so far")
+        ax_objective.plot(self.trace, color="0.8", lw=1.5)
+        (self.line,) = ax_objective.plot([], [], marker="o", ms=3, color="black")
         ax_objective.set(xlabel="iteration", ylabel=OBJECTIVE_LABELS[result.method],
-                         title=f"{title}: objective")
-        ax_objective.legend(fontsize="small", loc="best")
+                         title="objective so far (grey: the whole run)")
+        # few ticks and no legend: every frame redraws them, and text is most of a frame's cost
+        for ax in (ax_points, ax_objective):
+            ax.xaxis.set_major_locator(MaxNLocator(5, integer=ax is ax_objective))
+            ax.yaxis.set_major_locator(MaxNLocator(5))
 
     def draw(self, t):
         """Show history entry ``t`` (the last one if the run stopped earlier); return it."""
@@ -170,7 +174,7 @@ def em_animation(X, results, titles=None, max_frames=20, figsize=(9, 6), dpi=64,
 
     Each run gets a column: on top the points coloured by their assignment at that iteration
     (``history_labels``), the means (crosses) and 2σ ellipses; below, the objective so far over
-    the whole run's curve. Frame ``f`` shows history entry ``frame_schedule(...)[f]`` of every
+    the whole run's curve (grey). Frame ``f`` shows history entry ``frame_schedule(...)[f]`` of every
     run (a run that has already stopped stays at its last entry). Rows with a missing
     coordinate are assigned but, having no place in the plane, not drawn.
 
