@@ -17,6 +17,7 @@ module                    what it holds
 ``emlab.phantoms``        an implanted lesion and added noise, for checks with a known truth
 ``emlab.dipy_hmrf``       dipy's HMRF classifier behind the same interface
 ``emlab.comparison``      several segmenters side by side, with wall times (notebook 08)
+``emlab.animation``       EM runs as animations from their history (``em_animation_html``)
 ``emlab.plotting``        the figures' helpers (``plot_clusters``, ``plot_label_image``, ...)
 ``emlab.fastpath``        the blocked complete-data path of ``run_em`` (used by ``em_helpers``)
 ``emlab.units``           the standardised units ``run_em`` fits in (used by ``em_helpers``)
