@@ -277,6 +277,10 @@ def best_model(table, criterion="bic"):
     """The (covariance_type, n_components) with the lowest ``criterion``, degenerate fits
     skipped.
 
+    Values within rounding (1e-9 relative) of the lowest count as ties, which go to the model
+    with the fewest parameters, then to the first row: in one dimension "full", "diag" and
+    "spherical" are the same model and must not be told apart by the last digit.
+
     Parameters
     ----------
     table : pandas.DataFrame
@@ -298,8 +302,12 @@ def best_model(table, criterion="bic"):
     if not isinstance(table, pd.DataFrame) or not {criterion, "degenerate"} <= set(table):
         raise ValueError("table must be the DataFrame of select_model (with columns "
                          f"{criterion!r} and 'degenerate')")
-    usable = table.loc[~table["degenerate"].astype(bool), criterion]
+    usable = table.loc[~table["degenerate"].astype(bool)]
     if usable.empty:
         raise ValueError("every fit in the table is degenerate: nothing to choose")
-    t, k = usable.idxmin()
+    values = usable[criterion].to_numpy(dtype=float)
+    lowest = values.min()
+    ties = usable[values <= lowest + 1e-9 * max(abs(lowest), 1.0)]
+    order = np.argsort(ties["n_parameters"].to_numpy(), kind="stable")
+    t, k = ties.index[order[0]]
     return str(t), int(k)

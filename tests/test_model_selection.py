@@ -227,3 +227,12 @@ def test_best_model_bad_arguments():
         ms.best_model(table.drop(columns="degenerate"))
     with pytest.raises(ValueError, match="every fit in the table is degenerate"):
         ms.best_model(table.assign(degenerate=True))
+
+
+def test_best_model_breaks_rounding_ties_towards_fewer_parameters():
+    index = pd.MultiIndex.from_tuples([("full", 3), ("spherical", 3), ("full", 2)],
+                                      names=["covariance_type", "n_components"])
+    table = pd.DataFrame({"bic": [100.0, 100.0 * (1 + 1e-12), 100.5], "n_parameters": [8, 6, 5],
+                          "degenerate": False}, index=index)
+    assert ms.best_model(table) == ("spherical", 3)  # a tie: fewer parameters
+    assert ms.best_model(table.assign(bic=[100.0, 100.1, 100.5])) == ("full", 3)
