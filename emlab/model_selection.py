@@ -126,7 +126,8 @@ def collapsed_components(result, reg_covar=1e-6, factor=10.0):
     reg_covar`` (it sits on a point, a line or, for data on a grid, a single value of one
     coordinate, where the likelihood grows without bound but for ``reg_covar``), or when it
     holds less than ``d + 1`` points' worth of weight (too few to estimate a d-dimensional
-    Gaussian).
+    Gaussian). As for ``run_em``, ``reg_covar`` must be small against the data's variances
+    (rescale data whose spread is near 1e-5 or below).
 
     Parameters
     ----------
