@@ -77,6 +77,7 @@ CONSTANTS: dict[str, list[float]] = {
         1200,  # cells of a scan: 600 points x 2 coordinates
         0.055, 0.095,  # sqrt(0.6 / 200) and sqrt(1.8 / 200): arithmetic on the design's values
     ],
+    "06_model_choice.ipynb": [200],  # points per class (data design)
     "07_missing_data.ipynb": [
         1.2,   # the variance of Image2's added noise (data design)
         1200,  # cells of a scan: 600 points x 2 coordinates
