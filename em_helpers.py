@@ -6,18 +6,18 @@ This is the small helper module that the project's design names. Read top to bot
 2. The E-step: ``e_step`` (hard assignment by Euclidean distance, the simulation questions),
    ``log_gaussian_density``, ``e_step_soft`` (Gaussian responsibilities), ``log_likelihood``.
 3. The M-step: ``m_step`` (means, covariances, weights; missing cells through expected
-   sufficient statistics).
+   sufficient statistics; the four covariance models of ``emlab.covariance``).
 4. The EM loop: ``run_em`` returning an ``EMResult``, the seeded starts (``initial_means``)
    and ``EMConvergenceWarning``.
 5. Scores against the true labels: ``label_mapping``, ``match_labels``, ``align_to_truth``,
    ``clustering_scores``.
 
 Everything beyond the course lives in the package ``emlab`` beside this file, one module per
-concern; those modules use this one, never the reverse. Two of them serve this module: input
-checks (``emlab.validation``) and the blocked complete-data fast path of the loop
-(``emlab.fastpath``), which keeps ``run_em`` fast without burying the formulas above. See
-``emlab/__init__.py`` for the map of the rest (categorical mixture, tables, imputation,
-segmentation, plotting, ...).
+concern; those modules use this one, never the reverse. Four of them serve this module: input
+checks (``emlab.validation``), the covariance models of the M-step (``emlab.covariance``), the
+standardised units of the fit (``emlab.units``) and the blocked complete-data fast path of the
+loop (``emlab.fastpath``), which keeps ``run_em`` fast without burying the formulas above. See ``emlab/__init__.py`` for the map of the rest
+(categorical mixture, tables, imputation, segmentation, plotting, model choice, ...).
 
 Conventions used everywhere:
 
@@ -42,6 +42,7 @@ import pandas as pd
 from scipy.optimize import linear_sum_assignment
 from scipy.special import logsumexp
 
+from emlab.covariance import check_covariance_type, constrain_covariances, has_structure
 from emlab.fastpath import (
     CompleteData,
     empty_threshold,
@@ -50,6 +51,7 @@ from emlab.fastpath import (
     has_empty_component,
     soft_pass,
 )
+from emlab.units import DataUnits
 from emlab.validation import (
     check_covariances,
     check_int,
@@ -104,11 +106,15 @@ def load_image(path, n_components=3):
     FileNotFoundError
         If ``path`` does not exist.
     ValueError
-        If the file cannot be read as a table of numbers in one of the layouts above; the
-        message names the file, what was found and what was expected.
+        If ``path`` is a directory, or if the file cannot be read as a table of numbers in one
+        of the layouts above; the message names the file, what was found and what was
+        expected.
     """
     path = Path(path)
     n_components = check_int(n_components, "n_components", minimum=1)
+    if path.is_dir():
+        raise ValueError(f"{path}: is a directory, not a file (expected a CSV file of 2-D "
+                         "points, e.g. data/Image1.csv)")
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file (expected a CSV file of 2-D points)")
     table = _read_text_table(path)
@@ -508,13 +514,15 @@ def _expected_statistics_fit(X, R, counts, means_cur, covs_cur, reg_covar):
     return means, covs
 
 
-def m_step(X, R, means=None, covariances=None, reg_covar=1e-6):
+def m_step(X, R, means=None, covariances=None, reg_covar=1e-6, covariance_type="full"):
     """M-step: the weighted maximum-likelihood means, covariances and weights.
 
     For component ``k`` with ``N_k = sum_n R[k, n]``:
     ``mu_k = sum_n R[k, n] x_n / N_k``,
     ``Sigma_k = sum_n R[k, n] (x_n - mu_k)(x_n - mu_k)^T / N_k + reg_covar I`` and
-    ``pi_k = N_k / N``.
+    ``pi_k = N_k / N``. A constrained ``covariance_type`` projects the scatter matrices first
+    (``emlab.covariance.constrain_covariances``: tied ``sum_k N_k S_k / N``, diag ``diag(S_k)``,
+    spherical ``mean(diag(S_k)) I``), as scikit-learn's ``GaussianMixture`` does.
 
     With missing cells this is the M-step of EM for incomplete data: each row's missing cells
     are replaced by their conditional expectation given its observed cells under component
@@ -533,6 +541,8 @@ def m_step(X, R, means=None, covariances=None, reg_covar=1e-6):
         used instead.
     reg_covar : float, default 1e-6
         Added to every covariance's diagonal so that it stays positive definite.
+    covariance_type : {"full", "tied", "diag", "spherical"}, default "full"
+        The covariance model; covariances are returned as (K, d, d) matrices for every model.
 
     Returns
     -------
@@ -546,10 +556,12 @@ def m_step(X, R, means=None, covariances=None, reg_covar=1e-6):
     K, d = R.shape[0], X.shape[1]
     if not (np.isfinite(reg_covar) and reg_covar >= 0):
         raise ValueError(f"reg_covar must be a non-negative number, got {reg_covar!r}")
+    covariance_type = check_covariance_type(covariance_type)
+    fit_reg = reg_covar if covariance_type == "full" else 0.0  # the others: after projecting
     R, reseeded = _reseed_empty(X, R, R.sum(axis=1))
     counts = R.sum(axis=1)
     if not np.isnan(X).any():
-        new_means, new_covs = _weighted_gaussian_fit(X, R, counts, reg_covar)
+        new_means, new_covs = _weighted_gaussian_fit(X, R, counts, fit_reg)
     else:
         if (means is None) != (covariances is None):
             raise ValueError("give both means and covariances (the current parameters) or neither")
@@ -561,17 +573,19 @@ def m_step(X, R, means=None, covariances=None, reg_covar=1e-6):
                 raise ValueError(f"means has {means.shape[0]} components but R has {K}")
             covariances = check_covariances(covariances, K, d)
         new_means, new_covs = _expected_statistics_fit(X, R, counts, means, covariances,
-                                                       reg_covar)
+                                                       fit_reg)
+    if covariance_type != "full":
+        new_covs = constrain_covariances(new_covs, counts, covariance_type, reg_covar)
     return MStepResult(new_means, new_covs, counts / X.shape[0], reseeded)
 
 
-def _m_step_from_statistics(stats, data, reg_covar):
+def _m_step_from_statistics(stats, data, reg_covar, covariance_type="full"):
     """The M-step on complete data from ``stats`` (K, m); an ``MStepResult``.
 
-    Equal to ``m_step(data.X, R)`` when ``stats`` are the sums of t(x) weighted by ``R`` and no
-    component is empty (the EM loop checks that first).
+    Equal to ``m_step(data.X, R, covariance_type=...)`` when ``stats`` are the sums of t(x)
+    weighted by ``R`` and no component is empty (the EM loop checks that first).
     """
-    means, covs = gaussians_from_statistics(stats, data.shift, reg_covar)
+    means, covs = gaussians_from_statistics(stats, data.shift, reg_covar, covariance_type)
     return MStepResult(means, covs, stats[:, 0] / data.X.shape[0])
 
 
@@ -606,6 +620,8 @@ class EMResult:
     method : str
     reseeded : list of (iteration, component)
         Empty components that the M-step re-seeded.
+    covariance_type : str
+        The covariance model of the M-step ("full", "tied", "diag" or "spherical").
     """
 
     means: np.ndarray
@@ -620,6 +636,7 @@ class EMResult:
     init_means: np.ndarray = field(repr=False)
     method: str = "soft"
     reseeded: list = field(default_factory=list)
+    covariance_type: str = "full"
 
     @property
     def objective_trace(self):
@@ -727,7 +744,7 @@ def _soft_e_step(X, data, means, covs, weights, keep_resp):
     return resp, log_lik, stats
 
 
-def _em_iteration(X, data, method, means, covs, weights, reg_covar):
+def _em_iteration(X, data, method, means, covs, weights, reg_covar, covariance_type="full"):
     """One E-step and one M-step from the current parameters.
 
     Parameters
@@ -739,6 +756,7 @@ def _em_iteration(X, data, method, means, covs, weights, reg_covar):
     means, covs, weights : the current parameters; ``covs`` and ``weights`` may be None for
         hard EM (the start of a run, before any M-step).
     reg_covar : float
+    covariance_type : str
 
     Returns
     -------
@@ -756,12 +774,13 @@ def _em_iteration(X, data, method, means, covs, weights, reg_covar):
         R, objective, stats = _soft_e_step(X, data, means, covs, weights, keep_resp=False)
     if stats is None:  # missing cells: expected statistics under the current parameters
         current = (means, covs) if covs is not None else (None, None)
-        return m_step(X, R, *current, reg_covar), objective, member
+        return m_step(X, R, *current, reg_covar, covariance_type), objective, member
     if has_empty_component(stats[:, 0], X.shape[0]):  # re-seeding needs R: reference M-step
         if R is None:
             R, _, _ = _soft_e_step(X, data, means, covs, weights, keep_resp=True)
-        return m_step(X, R, reg_covar=reg_covar), objective, member
-    return _m_step_from_statistics(stats, data, reg_covar), objective, member
+        return (m_step(X, R, reg_covar=reg_covar, covariance_type=covariance_type), objective,
+                member)
+    return _m_step_from_statistics(stats, data, reg_covar, covariance_type), objective, member
 
 
 def _final_e_step(X, data, method, means, covs, weights):
@@ -777,11 +796,11 @@ def _final_e_step(X, data, method, means, covs, weights):
     return resp, np.argmax(resp, axis=0), objective
 
 
-def _starting_point(X, data, means, covs, weights, reg_covar):
-    """Complete a start given by means only: covariances and weights of the partition the
-    means induce (one hard E-step), the means kept as given."""
+def _starting_point(X, data, means, covs, weights, reg_covar, covariance_type="full"):
+    """Complete a start given by means only: covariances (of ``covariance_type``) and weights
+    of the partition the means induce (one hard E-step), the means kept as given."""
     if covs is None or weights is None:
-        fit, _, _ = _em_iteration(X, data, "hard", means, None, None, reg_covar)
+        fit, _, _ = _em_iteration(X, data, "hard", means, None, None, reg_covar, covariance_type)
         covs = fit.covariances if covs is None else covs
         weights = fit.weights if weights is None else weights
     return means, covs, weights
@@ -809,12 +828,15 @@ def _improves(new, old, method):
     return new < old - margin if method == "hard" else new > old + margin
 
 
-def _em_once(X, data, means, covs, weights, method, max_iter, tol, reg_covar, bar=None):
+def _em_once(X, data, means, covs, weights, method, max_iter, tol, reg_covar, bar=None,
+             units=None, covariance_type="full"):
     """One EM run from a start; returns an EMResult.
 
     ``data`` is the ``CompleteData`` of X, or None with missing cells; ``bar`` an optional
-    tqdm bar, advanced once per iteration with the objective shown.
+    tqdm bar, advanced once per iteration with the objective shown (in the data's units when
+    ``units``, the ``DataUnits`` that standardised X, is given).
     """
+    shown = (lambda o: o) if units is None else (lambda o: units.objective(o, method))
     N = X.shape[0]
     init_means = means.copy()
     history = [history_entry(means, covs, weights)]
@@ -823,7 +845,8 @@ def _em_once(X, data, means, covs, weights, method, max_iter, tol, reg_covar, ba
     prev_member, prev_mean_ll = None, -np.inf
     n_iter = 0
     for n_iter in range(1, max_iter + 1):
-        fit, objective, member = _em_iteration(X, data, method, means, covs, weights, reg_covar)
+        fit, objective, member = _em_iteration(X, data, method, means, covs, weights, reg_covar,
+                                               covariance_type)
         history[-1]["objective"] = objective
         means, covs, weights = fit
         reseeded += [(n_iter, k) for k in fit.reseeded]
@@ -835,7 +858,7 @@ def _em_once(X, data, means, covs, weights, method, max_iter, tol, reg_covar, ba
             converged = objective / N - prev_mean_ll < tol
             prev_mean_ll = objective / N
         if bar is not None:
-            bar.set_postfix_str(f"objective={objective:.6g}", refresh=False)
+            bar.set_postfix_str(f"objective={shown(objective):.6g}", refresh=False)
             bar.update()
         if converged:
             break
@@ -843,22 +866,24 @@ def _em_once(X, data, means, covs, weights, method, max_iter, tol, reg_covar, ba
     resp, labels, objective = _final_e_step(X, data, method, means, covs, weights)
     history[-1]["objective"] = objective
     if bar is not None:
-        bar.set_postfix_str(f"objective={objective:.6g}")
+        bar.set_postfix_str(f"objective={shown(objective):.6g}")
         bar.close()
     return EMResult(means=means, covariances=covs, weights=weights, resp=resp, labels=labels,
                     n_iter=n_iter, converged=bool(converged), objective=objective,
-                    history=history, init_means=init_means, method=method, reseeded=reseeded)
+                    history=history, init_means=init_means, method=method, reseeded=reseeded,
+                    covariance_type=covariance_type)
 
 
 def run_em(X, n_components=3, method="hard", init="random", n_init=1, max_iter=100, tol=1e-6,
-           random_state=0, reg_covar=1e-6, progress=False):
+           random_state=0, reg_covar=1e-6, progress=False, covariance_type="full"):
     """Fit a mixture of Gaussians by EM.
 
     ``method="hard"`` is the algorithm of the simulation questions: the E-step assigns each
     point to the nearest mean (``e_step``), the M-step re-estimates means, covariances and
     weights (``m_step``); it stops when no assignment changes. Without missing cells this is
-    Lloyd's k-means. ``method="soft"`` is full-covariance Gaussian-mixture EM: the E-step computes
-    posterior responsibilities (``e_step_soft``, log space); it stops when the mean
+    Lloyd's k-means. ``method="soft"`` is Gaussian-mixture EM (full covariances unless
+    ``covariance_type`` says otherwise): the E-step computes posterior responsibilities
+    (``e_step_soft``, log space); it stops when the mean
     log-likelihood per point improves by less than ``tol``. Missing cells are marginalised out in
     the soft E-step and handled by expected sufficient statistics in the M-step; soft EM's
     log-likelihood then still never decreases, but hard EM's objective (scaled partial
@@ -889,6 +914,13 @@ def run_em(X, n_components=3, method="hard", init="random", n_init=1, max_iter=1
     progress : bool, default False
         Show a tqdm progress bar (a widget in notebooks) with the iteration and the
         objective, one bar per start. Off by default so that notebook outputs stay stable.
+    covariance_type : {"full", "tied", "diag", "spherical"}, default "full"
+        The covariance model, as in scikit-learn's ``GaussianMixture`` (``emlab.covariance``);
+        covariances are stored as (K, d, d) matrices for every model. Soft EM from the same
+        start equals ``GaussianMixture(covariance_type=...)``. Hard EM's E-step is nearest-mean
+        whatever the model, so there it only shapes the reported covariances (and, with missing
+        cells, the conditional expectations of the M-step). Given ``init`` covariances must
+        follow the model.
 
     Returns
     -------
@@ -912,6 +944,7 @@ def run_em(X, n_components=3, method="hard", init="random", n_init=1, max_iter=1
         raise ValueError(f"reg_covar must be a non-negative number, got {reg_covar!r}")
     if not isinstance(progress, (bool, np.bool_)):
         raise ValueError(f"progress must be True or False, got {progress!r}")
+    covariance_type = check_covariance_type(covariance_type)
     n_complete = int(np.count_nonzero(~np.isnan(X).any(axis=1)))
     if n_complete < K:
         raise ValueError(f"n_components={K} is more than the {n_complete} complete rows of X")
@@ -922,12 +955,24 @@ def run_em(X, n_components=3, method="hard", init="random", n_init=1, max_iter=1
         if n_init != 1:
             raise ValueError("n_init > 1 needs a random init ('random' or 'kmeans++')")
         starts = [_parse_init(X, K, init)]
-    data = None if np.isnan(X).any() else CompleteData.of(X)  # the fast path
+        if starts[0][1] is not None and not has_structure(starts[0][1], covariance_type):
+            raise ValueError(f"init['covariances'] do not follow covariance_type="
+                             f"{covariance_type!r} (see emlab.covariance)")
+    # EM runs on Z = (X - centre) / scale, scale a power of two: no square over- or underflows
+    # and the fit is equivariant (a X + b gives a mu + b, a^2 Sigma, the same labels)
+    units = DataUnits.of(X, reg_covar)
+    Z = units.standardise(X)
+    data = None if np.isnan(Z).any() else CompleteData.of(Z)  # the fast path
     best = None
-    for start, (means, covs, weights) in enumerate(starts):
-        means, covs, weights = _starting_point(X, data, means, covs, weights, reg_covar)
+    for start, (start_means, covs, weights) in enumerate(starts):
+        means, covs = units.standardise(start_means), units.standardise_covariances(covs)
+        means, covs, weights = _starting_point(Z, data, means, covs, weights, units.reg_covar,
+                                               covariance_type)
         bar = _progress_bar(method, max_iter, start, len(starts)) if progress else None
-        result = _em_once(X, data, means, covs, weights, method, max_iter, tol, reg_covar, bar)
+        result = units.restore(_em_once(Z, data, means, covs, weights, method, max_iter, tol,
+                                        units.reg_covar, bar, units, covariance_type))
+        result.history[0]["means"] = start_means.copy()  # exactly the start, not a round trip
+        result = replace(result, init_means=start_means.copy())
         if best is None or _improves(result.objective, best.objective, method):
             best = result
     if not best.converged:

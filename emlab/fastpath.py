@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from emlab.covariance import constrain_covariances
 from emlab.validation import cholesky
 
 
@@ -47,13 +48,14 @@ def weighted_sums(data, R):
     return stats
 
 
-def gaussians_from_statistics(stats, shift, reg_covar):
+def gaussians_from_statistics(stats, shift, reg_covar, covariance_type="full"):
     """Means (K, d) and covariances (K, d, d) from the weighted sums of t(x).
 
     ``stats[k] = sum_n R[k, n] t(x_n)`` holds the count ``N_k``, the sum of the centred points
-    and the sums of their products. Then ``mu_k = sum x / N_k`` and
-    ``Sigma_k = sum x x^T / N_k - mu_k mu_k^T`` (centred coordinates, see ``CompleteData``),
-    plus ``reg_covar`` on the diagonal.
+    and the sums of their products. Then ``mu_k = sum x / N_k`` and the scatter
+    ``S_k = sum x x^T / N_k - mu_k mu_k^T`` (centred coordinates, see ``CompleteData``), which
+    ``emlab.covariance.constrain_covariances`` projects onto ``covariance_type`` and
+    regularises with ``reg_covar`` (for "full": ``S_k`` plus ``reg_covar`` on the diagonal).
     """
     d = shift.shape[0]
     counts = stats[:, 0]
@@ -63,7 +65,10 @@ def gaussians_from_statistics(stats, shift, reg_covar):
     products[:, first, second] = stats[:, 1 + d:]
     products[:, second, first] = stats[:, 1 + d:]
     covs = products / counts[:, None, None] - centred_means[:, :, None] * centred_means[:, None, :]
-    covs[:, np.arange(d), np.arange(d)] += reg_covar
+    if covariance_type == "full":  # the common case, in place
+        covs[:, np.arange(d), np.arange(d)] += reg_covar
+    else:
+        covs = constrain_covariances(covs, counts, covariance_type, reg_covar)
     return centred_means + shift, covs
 
 

@@ -3,7 +3,8 @@
 - ``CLASS_COLORS``: one colour per class, used by every figure;
 - 2-D points: ``plot_clusters`` (points, means, covariance ellipses, margin ticks for missing
   cells), ``covariance_ellipse``, ``shared_legend``;
-- images: ``plot_label_image`` and ``plot_intensity_fit`` (histogram with the fitted mixture).
+- images: ``plot_label_image`` and ``plot_intensity_fit`` (histogram with the fitted mixture);
+- model choice: ``plot_criterion`` (BIC, AIC or ICL against K, one line per covariance model).
 """
 
 from __future__ import annotations
@@ -190,3 +191,35 @@ def shared_legend(fig, axes, ncols=None, **kwargs):
     if ncols is None:  # one row, or two balanced rows past 7 entries
         ncols = len(entries) if len(entries) <= 7 else -(-len(entries) // 2)
     return fig.legend(list(entries.values()), list(entries), ncols=ncols, **kwargs)
+
+
+def plot_criterion(ax, table, criterion="bic", title=None):
+    """A criterion of ``model_selection.select_model``'s table against K, one line per model.
+
+    Degenerate fits are drawn as grey crosses (and left out of the lines); the model that
+    ``model_selection.best_model`` picks is ringed. Returns ax.
+    """
+    from emlab import model_selection
+
+    best = model_selection.best_model(table, criterion)
+    for i, (covariance_type, rows) in enumerate(table.groupby(level=0, sort=False)):
+        ks = rows.index.get_level_values(1).to_numpy()
+        values = rows[criterion].to_numpy(dtype=float)
+        bad = rows["degenerate"].to_numpy(dtype=bool)
+        colour = CLASS_COLORS[i % len(CLASS_COLORS)]
+        ax.plot(ks[~bad], values[~bad], "o-", color=colour, label=covariance_type)
+        if bad.any():
+            ax.plot(ks[bad], values[bad], "x", color="0.4", ms=8, mew=2)
+    chosen = table.loc[best, criterion]
+    ax.plot([best[1]], [chosen], "o", ms=16, mfc="none", mec="black", mew=1.5,
+            label=f"chosen: {best[0]}, K = {best[1]}")
+    if table["degenerate"].any():
+        ax.plot([], [], "x", color="0.4", ms=8, mew=2, label="degenerate (never chosen)")
+    ax.set_xlabel("number of components K")
+    ax.set_ylabel(f"{criterion.upper()} (lower is better)")
+    ax.set_xticks(np.unique(table.index.get_level_values(1)))
+    ax.legend(fontsize="small")
+    ax.grid(alpha=0.3)
+    if title:
+        ax.set_title(title)
+    return ax

@@ -477,3 +477,206 @@ def test_initial_means_errors(images):
         em.initial_means(X, 3, init=np.zeros((3, 2)))
     with pytest.raises(ValueError, match="y must have shape"):
         em.initial_means(X, 3, y=y[:10])
+
+
+# --- covariance models ------------------------------------------------------------------------
+
+def _structured_start(X, covariance_type, seed):
+    """A start whose covariances follow the model, and GaussianMixture's precisions_init."""
+    from emlab.covariance import constrain_covariances, to_sklearn_format
+
+    rng = np.random.default_rng(seed)
+    A = rng.normal(size=(3, 2, 2))
+    covs = constrain_covariances(A @ A.transpose(0, 2, 1) + np.eye(2), np.array([1.0, 2, 3]),
+                                 covariance_type, 0.0)
+    start = {"means": X[rng.choice(len(X), 3, replace=False)], "covariances": covs,
+             "weights": np.array([0.5, 0.3, 0.2])}
+    layout = to_sklearn_format(covs, covariance_type)
+    precisions = np.linalg.inv(layout) if covariance_type in ("full", "tied") else 1.0 / layout
+    return start, precisions
+
+
+@pytest.mark.parametrize("covariance_type", ["full", "tied", "diag", "spherical"])
+@pytest.mark.parametrize("seed, n_iter", [(0, 1), (1, 5), (2, 20)])
+def test_each_covariance_type_equals_gaussian_mixture_from_the_same_start(covariance_type, seed,
+                                                                          n_iter):
+    from emlab.covariance import to_sklearn_format
+
+    X = blobs(seed, spread=2.0)
+    start, precisions = _structured_start(X, covariance_type, seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # both warn that tol=0 never converges
+        ours = em.run_em(X, method="soft", init=start, tol=0, max_iter=n_iter, reg_covar=1e-6,
+                         covariance_type=covariance_type)
+        gm = GaussianMixture(3, covariance_type=covariance_type, means_init=start["means"],
+                             weights_init=start["weights"], precisions_init=precisions,
+                             reg_covar=1e-6, tol=0, max_iter=n_iter).fit(X)
+    # ours stops early only at a fixed point (no gain at all), where GaussianMixture stays
+    assert ours.covariance_type == covariance_type and ours.n_iter <= n_iter
+    np.testing.assert_allclose(ours.means, gm.means_, rtol=1e-8, atol=1e-12)
+    np.testing.assert_allclose(to_sklearn_format(ours.covariances, covariance_type),
+                               gm.covariances_, rtol=1e-8, atol=1e-12)
+    np.testing.assert_allclose(ours.weights, gm.weights_, rtol=1e-8)
+    np.testing.assert_allclose(ours.objective, gm.score(X) * len(X), rtol=1e-8)
+    np.testing.assert_allclose(ours.resp.T, gm.predict_proba(X), atol=1e-8)
+
+
+def _model_parameters(covariance_type, means, covs, weights):
+    """The free parameters of a fit as one vector: means, Cholesky factors (or log-variances)
+    and log-weights, so that a perturbation stays inside the model."""
+    if covariance_type == "full":
+        cov_part = np.linalg.cholesky(covs)[:, [0, 1, 1], [0, 0, 1]].ravel()
+    elif covariance_type == "tied":
+        cov_part = np.linalg.cholesky(covs[0])[[0, 1, 1], [0, 0, 1]]
+    elif covariance_type == "diag":
+        cov_part = np.log(np.diagonal(covs, axis1=1, axis2=2)).ravel()
+    else:
+        cov_part = np.log(covs[:, 0, 0])
+    return np.concatenate([means.ravel(), cov_part, np.log(weights)])
+
+
+def _model_from_parameters(covariance_type, theta, K=3):
+    means, rest = theta[: 2 * K].reshape(K, 2), theta[2 * K:]
+    if covariance_type in ("full", "tied"):
+        n = 3 if covariance_type == "tied" else 3 * K
+        L = np.zeros((n // 3, 2, 2))
+        L[:, [0, 1, 1], [0, 0, 1]] = rest[:n].reshape(-1, 3)
+        covs = np.broadcast_to(L @ L.transpose(0, 2, 1), (K, 2, 2))
+    elif covariance_type == "diag":
+        n = 2 * K
+        covs = np.stack([np.diag(v) for v in np.exp(rest[:n].reshape(K, 2))])
+    else:
+        n = K
+        covs = np.exp(rest[:n])[:, None, None] * np.eye(2)
+    weights = np.exp(rest[n:])
+    return means, covs, weights / weights.sum()
+
+
+@pytest.mark.parametrize("covariance_type", ["full", "tied", "diag", "spherical"])
+def test_with_missing_cells_each_model_converges_to_a_stationary_point_of_the_observed_likelihood(
+        covariance_type):
+    # The constrained M-step with expected scatter matrices is EM for incomplete data: at its
+    # fixed point the observed-data log-likelihood (missing cells integrated out) has zero
+    # gradient along every free parameter of the model. Central differences check it.
+    X = blobs(5, n_per=40, spread=2.0)
+    rng = np.random.default_rng(5)
+    X[rng.random(X.shape) < 0.15] = np.nan
+    X[3] = np.nan  # a row with nothing observed
+    fit = em.run_em(X, method="soft", init="kmeans++", tol=1e-13, max_iter=5000,
+                    reg_covar=0.0, covariance_type=covariance_type)
+    assert fit.converged
+    from emlab.covariance import has_structure
+
+    assert has_structure(fit.covariances, covariance_type)
+    theta = _model_parameters(covariance_type, fit.means, fit.covariances, fit.weights)
+    np.testing.assert_allclose(_model_from_parameters(covariance_type, theta)[1],
+                               fit.covariances, rtol=1e-10)
+
+    def loglik(t):
+        return em.log_likelihood(X, *_model_from_parameters(covariance_type, t))
+
+    h = 1e-5
+    grad = np.array([(loglik(theta + h * e) - loglik(theta - h * e)) / (2 * h)
+                     for e in np.eye(theta.size)])
+    assert np.abs(grad).max() < 1e-3, grad
+    # the check has teeth: after one EM iteration the gradient is far from zero
+    early = fit.history[1]
+    theta = _model_parameters(covariance_type, early["means"], early["covariances"],
+                              early["weights"])
+    assert max(abs(loglik(theta + h * e) - loglik(theta - h * e)) / (2 * h)
+               for e in np.eye(theta.size)) > 0.1
+
+
+@pytest.mark.parametrize("covariance_type", ["tied", "diag", "spherical"])
+def test_hard_em_with_a_covariance_type_only_reshapes_the_reported_covariances(covariance_type):
+    X = blobs(3, spread=2.5)
+    full = em.run_em(X, method="hard", init=X[[0, 70, 140]])
+    constrained = em.run_em(X, method="hard", init=X[[0, 70, 140]],
+                            covariance_type=covariance_type)
+    np.testing.assert_array_equal(constrained.labels, full.labels)  # nearest-mean E-step
+    np.testing.assert_allclose(constrained.means, full.means, rtol=1e-12)
+    variances = np.diagonal(full.covariances, axis1=1, axis2=2)
+    want = {"tied": np.broadcast_to(np.einsum("k,kij->ij", full.weights, full.covariances),
+                                    (3, 2, 2)),
+            "diag": np.stack([np.diag(v) for v in variances]),
+            "spherical": variances.mean(axis=1)[:, None, None] * np.eye(2)}[covariance_type]
+    np.testing.assert_allclose(constrained.covariances, want, rtol=1e-10)
+    assert constrained.covariance_type == covariance_type
+
+
+def test_covariance_type_bad_arguments():
+    X = blobs(0)
+    with pytest.raises(ValueError, match="covariance_type must be one of"):
+        em.run_em(X, method="soft", covariance_type="VVV")
+    with pytest.raises(ValueError, match="covariance_type must be one of"):
+        em.m_step(X, em.e_step(X, X[:3]), covariance_type="tide")
+    full_start = {"means": X[:3], "covariances": np.stack([[[2.0, 0.5], [0.5, 1.0]]] * 3)}
+    with pytest.raises(ValueError, match="init\\['covariances'\\] do not follow "
+                                         "covariance_type='diag'"):
+        em.run_em(X, method="soft", init=full_start, covariance_type="diag")
+
+
+def test_load_image_names_a_directory(tmp_path):
+    with pytest.raises(ValueError, match="is a directory, not a file"):
+        em.load_image(tmp_path)
+
+
+SCALE_DATA = mixture(11, n=120)
+
+
+@settings(max_examples=25, deadline=None)
+@given(exponent=st.floats(-150, 150), sign=st.sampled_from([-1.0, 1.0]),
+       offset=st.floats(-1e3, 1e3), method=st.sampled_from(["hard", "soft"]))
+def test_the_fit_is_scale_and_shift_equivariant(exponent, sign, offset, method):
+    """Fitting a X + b gives a mu + b, a^2 Sigma, the same labels and the log-likelihood
+    shifted by -N d ln|a|, for |a| from 1e-150 to 1e150 (reg_covar is a variance: it scales
+    with a^2)."""
+    a = sign * 10.0 ** exponent
+    b = offset * abs(a)  # a shift at the data's own scale, which float64 can represent
+    X = SCALE_DATA
+    base = em.run_em(X, 3, method=method, init="random", random_state=2, max_iter=300)
+    moved = em.run_em(a * X + b, 3, method=method, init="random", random_state=2,
+                      max_iter=300, reg_covar=1e-6 * a * a)
+    np.testing.assert_array_equal(moved.labels, base.labels)
+    assert moved.n_iter == base.n_iter
+    np.testing.assert_allclose(moved.means, a * base.means + b, rtol=1e-7, atol=1e-9 * abs(a))
+    np.testing.assert_allclose(moved.covariances, a * a * base.covariances, rtol=1e-6,
+                               atol=1e-9 * a * a)
+    np.testing.assert_allclose(moved.weights, base.weights, atol=1e-12)
+    if method == "soft":
+        shift = -X.size * np.log(abs(a))
+        np.testing.assert_allclose(moved.objective, base.objective + shift,
+                                   atol=1e-7 * max(1.0, abs(base.objective) + abs(shift)))
+    else:
+        np.testing.assert_allclose(moved.objective, a * a * base.objective, rtol=1e-7)
+
+
+@pytest.mark.parametrize("scale, match", [
+    (1e200, "spread of about .*overflow float64"),
+    (1e-200, "spread of about .*underflow float64"),
+])
+def test_unrepresentable_spreads_are_refused_with_their_cause(scale, match):
+    with pytest.raises(ValueError, match=match):
+        em.run_em(scale * mixture(3), 3, reg_covar=0.0)
+
+
+def test_a_reg_covar_that_would_swamp_the_data_is_refused():
+    with pytest.raises(ValueError, match=r"reg_covar=1e-06 is not small against the variance"):
+        em.run_em(1e-6 * mixture(3), 3)
+    fit = em.run_em(1e-6 * mixture(3), 3, reg_covar=1e-18)  # in X's units squared: fine
+    assert np.isfinite(fit.objective)
+
+
+@pytest.mark.parametrize("covariance_type", ["tied", "diag", "spherical"])
+def test_each_covariance_model_is_scale_and_shift_equivariant(covariance_type):
+    # the constraints are invariant under x -> a x + b (a scalar), so the fit must be too
+    X = blobs(6, spread=2.0)
+    a, b = 1e3, np.array([5.0, -2.0])
+    fit = em.run_em(X, method="soft", init="kmeans++", covariance_type=covariance_type,
+                    max_iter=1000)
+    moved = em.run_em(a * X + b, method="soft", init="kmeans++", max_iter=1000,
+                      covariance_type=covariance_type, reg_covar=1e-6 * a ** 2)
+    np.testing.assert_array_equal(moved.labels, fit.labels)
+    np.testing.assert_allclose(moved.means, a * fit.means + b, rtol=1e-9)
+    np.testing.assert_allclose(moved.covariances, a ** 2 * fit.covariances, rtol=1e-9,
+                               atol=1e-12 * a ** 2)

@@ -17,7 +17,8 @@ def small_blocks(monkeypatch):
     monkeypatch.setattr(fastpath, "BLOCK_ROWS", 64)
 
 
-def reference_history(X, method, means, covs, weights, n_iter, reg_covar=1e-6):
+def reference_history(X, method, means, covs, weights, n_iter, reg_covar=1e-6,
+                      covariance_type="full"):
     """Parameters after each of ``n_iter`` EM iterations built from the public steps."""
     history = []
     for _ in range(n_iter):
@@ -25,7 +26,8 @@ def reference_history(X, method, means, covs, weights, n_iter, reg_covar=1e-6):
             R = em.e_step(X, means)
         else:
             R, _ = em.e_step_soft(X, means, covs, weights)
-        means, covs, weights = em.m_step(X, R, reg_covar=reg_covar)
+        means, covs, weights = em.m_step(X, R, reg_covar=reg_covar,
+                                         covariance_type=covariance_type)
         history.append((means, covs, weights))
     return history
 
@@ -108,3 +110,21 @@ def test_exact_ties_go_to_the_lowest_component_as_in_e_step():
     np.testing.assert_allclose(result.history[1]["means"], em.m_step(X, R).means, rtol=1e-12)
     np.testing.assert_allclose(result.history[0]["objective"],
                                ((X - start[R.argmax(axis=0)]) ** 2).sum(), rtol=1e-12)
+
+
+@pytest.mark.parametrize("covariance_type", ["tied", "diag", "spherical"])
+@pytest.mark.parametrize("method", ["hard", "soft"])
+@pytest.mark.parametrize("d, offset", [(1, 0.0), (3, 1e4)])
+def test_constrained_loop_equals_the_public_steps_chained(covariance_type, method, d, offset):
+    X = mixture(20 + d, d=d, offset=offset)
+    start = X[:3].copy()
+    first = em.m_step(X, em.e_step(X, start), covariance_type=covariance_type)
+    init = start if method == "hard" else {"means": start, "covariances": first.covariances,
+                                           "weights": first.weights}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", em.EMConvergenceWarning)
+        result = em.run_em(X, method=method, init=init, max_iter=4, tol=0,
+                           covariance_type=covariance_type)
+    expected = reference_history(X, method, start, first.covariances, first.weights,
+                                 result.n_iter, covariance_type=covariance_type)
+    assert_same_iterates(result, expected)

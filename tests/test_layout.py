@@ -11,8 +11,8 @@ ROOT = Path(__file__).resolve().parents[1]
 MODULES = {"em_helpers": ROOT / "em_helpers.py",
            **{f"emlab.{p.stem}": p for p in sorted((ROOT / "emlab").glob("*.py"))
               if p.stem != "__init__"}}
-# The two modules that em_helpers itself needs; everything else is an application of it.
-CORE_SUPPORT = {"emlab.validation", "emlab.fastpath"}
+# The modules that em_helpers itself needs; everything else is an application of it.
+CORE_SUPPORT = {"emlab.validation", "emlab.fastpath", "emlab.covariance", "emlab.units"}
 
 
 def project_imports(path):

@@ -85,3 +85,27 @@ def test_plot_helpers_draw_one_artist_per_class():
     with pytest.raises(ValueError, match="only 2 names"):
         plotting.plot_label_image(left, labels, ["a", "b"])
     plt.close(fig)
+
+
+def test_plot_criterion_draws_one_line_per_model_skips_degenerate_fits_and_rings_the_choice():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    index = pd.MultiIndex.from_product([["full", "diag"], [1, 2, 3]],
+                                       names=["covariance_type", "n_components"])
+    table = pd.DataFrame({"bic": [10.0, 8.0, 1.0, 11.0, 9.0, 9.5],
+                          "n_parameters": [5, 11, 17, 4, 9, 14],
+                          "degenerate": [False, False, True, False, False, False]}, index=index)
+    fig, ax = plt.subplots()
+    plotting.plot_criterion(ax, table, "bic", title="t")
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    np.testing.assert_array_equal(lines["full"].get_xdata(), [1, 2])  # K = 3 is degenerate
+    np.testing.assert_array_equal(lines["diag"].get_ydata(), [11.0, 9.0, 9.5])
+    ring = lines["chosen: full, K = 2"]  # the lowest BIC of a usable fit
+    assert (ring.get_xdata()[0], ring.get_ydata()[0]) == (2, 8.0)
+    assert "degenerate (never chosen)" in lines
+    assert ax.get_title() == "t" and ax.get_ylabel() == "BIC (lower is better)"
+    plt.close(fig)
