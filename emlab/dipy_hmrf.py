@@ -21,7 +21,10 @@ The wrapper's fix: ``seg_stats``' variances are floored at ``VARIANCE_FLOOR`` = 
 clamp proposed upstream). The background class then keeps the (noisy) zeros, its mean and
 variance become those of that noise after one iteration, and the tissue classes are as dipy
 would find them. When no variance is below the floor (the 2-D slice) nothing changes: the
-result is dipy's own, bit for bit.
+result is dipy's own, bit for bit. (The other way out, making the background non-zero before the
+call, ``np.where(img == 0, 0.001 + rng.normal(0, 1e-4, img.shape), img)``, gave identical labels
+on the 2 mm MNI152 template: 35 iterations, Dice 0.853 / 0.967 for grey / white matter against
+nilearn's tissue templates > 0.5.)
 """
 
 from __future__ import annotations
