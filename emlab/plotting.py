@@ -223,3 +223,32 @@ def plot_criterion(ax, table, criterion="bic", title=None):
     if title:
         ax.set_title(title)
     return ax
+
+
+def plot_criteria_grid(tables_by_name, criteria=("bic", "icl"), types_note=""):
+    """Criteria against K (``plot_criterion``), one row of panels per data set.
+
+    Parameters
+    ----------
+    tables_by_name : dict {name: table of ``model_selection.select_model``}
+    criteria : sequence of str, default ("bic", "icl")
+    types_note : str, default ""
+        Appended to every panel's title.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    import matplotlib.pyplot as plt
+
+    if not isinstance(tables_by_name, dict) or not tables_by_name:
+        raise ValueError("tables_by_name must be a non-empty dict {name: table}")
+    fig, axes = plt.subplots(len(tables_by_name), len(criteria),
+                             figsize=(6.5 * len(criteria), 4.4 * len(tables_by_name)),
+                             squeeze=False)
+    for row, (name, table) in zip(axes, tables_by_name.items()):
+        for ax, criterion in zip(row, criteria):
+            plot_criterion(ax, table, criterion,
+                           title=f"{name}: {criterion.upper()} against K{types_note}")
+    fig.tight_layout()
+    return fig

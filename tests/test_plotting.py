@@ -109,3 +109,23 @@ def test_plot_criterion_draws_one_line_per_model_skips_degenerate_fits_and_rings
     assert "degenerate (never chosen)" in lines
     assert ax.get_title() == "t" and ax.get_ylabel() == "BIC (lower is better)"
     plt.close(fig)
+
+
+def test_plot_criteria_grid_has_a_row_per_data_set_and_a_panel_per_criterion():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    index = pd.MultiIndex.from_product([["full"], [1, 2]],
+                                       names=["covariance_type", "n_components"])
+    table = pd.DataFrame({"bic": [3.0, 2.0], "icl": [3.0, 4.0], "n_parameters": [2, 5],
+                          "degenerate": [False, False]}, index=index)
+    fig = plotting.plot_criteria_grid({"a": table, "b": table}, types_note=" (x)")
+    titles = [ax.get_title() for ax in fig.axes]
+    assert titles == ["a: BIC against K (x)", "a: ICL against K (x)",
+                      "b: BIC against K (x)", "b: ICL against K (x)"]
+    plt.close(fig)
+    with pytest.raises(ValueError, match="non-empty dict"):
+        plotting.plot_criteria_grid({})
