@@ -17,13 +17,21 @@ enters the E-step (as in dipy and in Zhang, Brady & Smith 2001). We tried keepin
 other until one class held 99.9 % of the brain, a known failure of a Potts field combined
 with a free external field. ``weights`` still reports the class proportions.
 
-The pixels are updated one colour at a time (two colours for the 4-neighbourhood, a
-checkerboard; four for the 8-neighbourhood, the 2 x 2 pattern): no two pixels of one colour
-are neighbours, so a colour's simultaneous update is the same as updating its pixels one by one
-(Gauss-Seidel, as in sequential ICM), which is what makes each sweep improve the objective;
-updating every pixel at once from the old neighbours (as dipy does) can oscillate. With
-coloured sweeps the mean-field free energy (soft) increases and the ICM energy (hard) decreases
-at every step, E and M alike, so ``history`` is monotone (up to the tiny shift that reg_covar
+The pixels are updated one colour at a time (two colours for the 4-neighbourhood of a slice or
+the 6-neighbourhood of a volume, a checkerboard: the parity of the sum of the coordinates; four
+for the 8-neighbourhood, the 2 x 2 pattern, and eight for the 26-neighbourhood, the 2 x 2 x 2
+pattern): no two pixels of one colour are neighbours, so a colour's simultaneous update is the
+same as updating its pixels one by one (Gauss-Seidel, as in sequential ICM), which is what makes
+each sweep improve the objective; updating every pixel at once from the old neighbours (as dipy
+does) can oscillate. With coloured sweeps the mean-field free energy (soft) increases and the
+ICM energy (hard) decreases at every step, E and M alike, so ``history`` is monotone (up to the
+tiny shift that reg_covar adds to the M-step's exact maximiser).
+
+Volumes work the same way, voxel for voxel. With ``spacing`` (anisotropic voxels) each
+neighbour's vote is weighted by ``min(spacing) |o| / |o * spacing|`` for its offset ``o``
+(inversely proportional to its physical distance, 1 for every neighbour of isotropic voxels):
+the prior then couples voxels across thick slices less. Without ``spacing`` the prior counts
+neighbours on the voxel grid whatever their physical distance.
 
 ``segment_image`` is the entry point; the prior's primitives live in ``emlab.potts``.
 """
@@ -44,6 +52,7 @@ from em_helpers import (
     run_em,
 )
 from emlab.potts import (
+    NEIGHBOURHOODS,
     check_connectivity,
     colour_sets,
     icm_objective,
@@ -51,11 +60,12 @@ from emlab.potts import (
     mean_field_objective,
     mean_field_sweep,
     neighbour_table,
+    neighbour_weights,
 )
 from emlab.validation import check_beta, check_image, check_int
 
 
-def _potts_em(X, mask, start, method, beta, connectivity, max_iter, tol, reg_covar):
+def _potts_em(X, mask, start, method, beta, connectivity, votes, max_iter, tol, reg_covar):
     """EM with a Potts prior, started from a plain-EM result ``start``; returns an EMResult.
 
     Each iteration is one coloured sweep of the E-step (mean field or ICM) followed by the
@@ -82,8 +92,8 @@ def _potts_em(X, mask, start, method, beta, connectivity, max_iter, tol, reg_cov
 
     def objective(term, sigma2):
         if method == "soft":
-            return mean_field_objective(Q, term, beta, table)
-        return icm_objective(Q, term, sigma2, beta, table)
+            return mean_field_objective(Q, term, beta, table, votes)
+        return icm_objective(Q, term, sigma2, beta, table, votes)
 
     term, sigma2 = data_term()
     history = [history_entry(means, covs, weights, objective(term, sigma2))]
@@ -91,9 +101,9 @@ def _potts_em(X, mask, start, method, beta, connectivity, max_iter, tol, reg_cov
     for n_iter in range(1, max_iter + 1):
         before = Q.copy()
         if method == "soft":
-            mean_field_sweep(Q, term, beta, colours, table)
+            mean_field_sweep(Q, term, beta, colours, table, votes)
         else:
-            icm_sweep(Q, term, beta, colours, table)
+            icm_sweep(Q, term, beta, colours, table, votes)
         fit = m_step(X, Q[:, :-1], reg_covar=reg_covar)
         # an emptied class is re-seeded by m_step; the next sweep then lets it claim pixels
         reseeded += [(n_iter, k) for k in fit.reseeded]
@@ -156,9 +166,24 @@ def _check_start(start, X, K, method, beta):
             f"resp ({K}, {X.shape[0]}) (the same image, mask and n_components, beta=0)")
 
 
+def _check_spacing(spacing, ndim):
+    """``None``, or the voxel size as ``ndim`` positive finite floats."""
+    if spacing is None:
+        return None
+    try:
+        values = np.array(spacing, dtype=float)
+    except (TypeError, ValueError):
+        values = None
+    if values is None or values.shape != (ndim,) or not np.all(np.isfinite(values)) \
+            or not np.all(values > 0):
+        raise ValueError(f"spacing must be {ndim} positive finite numbers (the voxel size along "
+                         f"each axis of the {ndim}-D image), got {spacing!r}")
+    return values
+
+
 def segment_image(image, mask=None, n_components=3, method="soft", beta=0.0, random_state=0,
-                  *, connectivity=4, n_init=4, max_iter=500, tol=1e-4, reg_covar=1e-6,
-                  start=None):
+                  *, connectivity=None, spacing=None, n_init=4, max_iter=500, tol=1e-4,
+                  reg_covar=1e-6, start=None):
     """Segment a grey-level image by EM on the intensities, with an optional Potts prior.
 
     The intensities of the pixels inside ``mask`` are fitted by a ``n_components``-Gaussian
@@ -166,7 +191,8 @@ def segment_image(image, mask=None, n_components=3, method="soft", beta=0.0, ran
     responsibilities). The hard fit is started from k-means++ seeds (best of ``n_init``) and
     the soft fit from the hard solution. With ``beta > 0`` that fit is then continued under a
     Potts / Markov-random-field prior that rewards a pixel for sharing its class with its
-    neighbours (``connectivity`` 4 or 8; neighbours outside the mask do not count):
+    neighbours (``connectivity``; neighbours outside the mask do not count). Images are 2-D
+    slices (H, W) or 3-D volumes (X, Y, Z); a volume of depth 1 gives the slice's answer:
 
     * soft: mean-field EM. E-step: ``q_n(k) ∝ N(x_n; mu_k, sigma_k^2)
       exp(beta * sum_{m ~ n} q_m(k))``, i.e. the log-prior of class ``k`` at pixel ``n`` is
@@ -175,13 +201,13 @@ def segment_image(image, mask=None, n_components=3, method="soft", beta=0.0, ran
       (number of neighbours in class k)``, ``sigma^2`` the pooled within-class variance (so that
       ``beta = 0`` is exactly the nearest-mean rule).
 
-    Both E-steps update the pixels one colour of a checkerboard at a time (see the comment at
-    the head of this section) and are followed by the usual M-step (``m_step``). Mean field was
+    Both E-steps update the pixels one colour of a checkerboard at a time (see the module
+    docstring) and are followed by the usual M-step (``m_step``). Mean field was
     chosen for soft EM because it keeps responsibilities (the M-step stays the weighted one of
     this module) and, unlike ICM, does not freeze a pixel's class after one decision.
     Under the prior no mixing weight enters the E-step: the class proportions are left to the
     Potts field, as in dipy (with free weights the prior drove the noisy slice to a single
-    class; see the comment at the head of this section). ``beta`` is in nats per neighbour:
+    class; see the module docstring). ``beta`` is in nats per neighbour:
     with 4 neighbours, ``beta = 1`` lets a unanimous neighbourhood outweigh a log-likelihood
     ratio of up to 4 nats (a likelihood ratio of ``e^4``). (dipy's
     ``TissueClassifierHMRF`` adds ``+beta_dipy`` per disagreeing neighbour and ``-beta_dipy``
@@ -189,9 +215,9 @@ def segment_image(image, mask=None, n_components=3, method="soft", beta=0.0, ran
 
     Parameters
     ----------
-    image : array-like of shape (H, W)
+    image : array-like of shape (H, W) or (X, Y, Z)
         Intensities; must be finite inside the mask. Not modified.
-    mask : array-like of bool, shape (H, W), optional
+    mask : array-like of bool, same shape as ``image``, optional
         The pixels to segment (e.g. the brain: ``image > 0``). Default: every pixel.
     n_components : int, default 3
     method : {"soft", "hard"}, default "soft"
@@ -199,8 +225,13 @@ def segment_image(image, mask=None, n_components=3, method="soft", beta=0.0, ran
         Strength of the spatial prior; 0 switches it off (plain ``run_em``).
     random_state : int, default 0
         Seed of the k-means++ starts.
-    connectivity : {4, 8}, default 4
-        Neighbourhood of the prior.
+    connectivity : {4, 8} for a slice, {6, 26} for a volume, optional
+        Neighbourhood of the prior. Default: 4 for a slice (the edge neighbours), 6 for a
+        volume (the face neighbours); 8 and 26 add the diagonal ones.
+    spacing : sequence of ``image.ndim`` positive floats, optional
+        The voxel size along each axis (e.g. in mm). Given, each neighbour's vote in the prior
+        is weighted by ``min(spacing) * |o| / |o * spacing|`` for its offset ``o`` (all weights
+        are 1 for isotropic voxels, whatever their size). Default: every neighbour counts 1.
     n_init : int, default 4
         Number of k-means++ starts of the hard fit.
     max_iter : int, default 500
@@ -217,12 +248,12 @@ def segment_image(image, mask=None, n_components=3, method="soft", beta=0.0, ran
 
     Returns
     -------
-    label_image : ndarray of shape (H, W), int
-        The class of each pixel, ``-1`` outside the mask; classes are numbered by increasing
+    label_image : ndarray of the image's shape, int64
+        The class of each pixel (voxel), ``-1`` outside the mask; classes are numbered by increasing
         mean intensity (``0`` the darkest).
     result : EMResult
         The fit, components in the same order. ``resp`` and ``labels`` cover the masked pixels
-        in row-major order (``image[mask]``). With ``beta > 0``, ``history`` and ``objective``
+        in row-major (C) order, that of ``image[mask]``. With ``beta > 0``, ``history`` and ``objective``
         hold the quantity that the coupled iterations improve monotonically: the mean-field
         objective (soft, higher is better, up to the Potts normalising constant) or the ICM
         energy (hard, lower is better), and ``init_means`` are the plain-EM means it started from.
@@ -230,21 +261,24 @@ def segment_image(image, mask=None, n_components=3, method="soft", beta=0.0, ran
     Raises
     ------
     ValueError
-        If the image is not 2-D, the mask's shape differs from the image's, the mask is empty,
-        a pixel inside the mask is not finite, ``beta`` is negative or not finite, or any other
-        argument is invalid.
+        If the image is not 2-D or 3-D, the mask's shape differs from the image's, the mask is
+        empty, a pixel inside the mask is not finite, ``beta`` is negative or not finite,
+        ``connectivity`` does not fit the image's dimension, ``spacing`` is not ``image.ndim``
+        positive numbers, or any other argument is invalid.
 
     Warns
     -----
     EMConvergenceWarning
         If an EM loop stops at ``max_iter`` without converging.
     """
-    img, inside = check_image(image, mask)
+    img, inside = check_image(image, mask, ndims=(2, 3))
     K = check_int(n_components, "n_components", minimum=1)
     if method not in ("hard", "soft"):
         raise ValueError(f"method must be 'hard' or 'soft', got {method!r}")
     beta = check_beta(beta)
-    connectivity = check_connectivity(connectivity)
+    connectivity = check_connectivity(
+        NEIGHBOURHOODS[img.ndim][0] if connectivity is None else connectivity, img.ndim)
+    spacing = _check_spacing(spacing, img.ndim)
     n_init = check_int(n_init, "n_init", minimum=1)
     max_iter = check_int(max_iter, "max_iter", minimum=1)
     if not (isinstance(tol, (int, float, np.floating)) and np.isfinite(tol) and tol > 0):
@@ -261,8 +295,9 @@ def segment_image(image, mask=None, n_components=3, method="soft", beta=0.0, ran
         result = start if start is not None else _plain_em(X, K, method, n_init, max_iter,
                                                              random_state, reg_covar)
         if beta > 0:
-            result = _potts_em(X, inside, result, method, beta, connectivity, max_iter, tol,
-                               reg_covar)
+            votes = None if spacing is None else neighbour_weights(connectivity, spacing)
+            result = _potts_em(X, inside, result, method, beta, connectivity, votes, max_iter,
+                               tol, reg_covar)
             if not result.converged:
                 warnings.warn(f"{method} EM with the spatial prior did not converge within "
                               f"max_iter={max_iter} iterations", EMConvergenceWarning,
