@@ -2,7 +2,7 @@
 
 - ``check_affine``: a 4 x 4, finite, non-singular voxel-to-world matrix (as nibabel gives it);
 - ``voxel_volume_ml``: the volume of one voxel, ``|det A[:3, :3]| / 1000`` millilitres;
-- ``voxel_to_world``: voxel coordinates mapped through the affine (millimetres);
+- ``voxel_sizes_mm``: the voxel's edge lengths; ``voxel_to_world``: voxel coordinates mapped through the affine (millimetres);
 - ``load_scan`` and ``load_mask``: a 3-D NIfTI volume, or a binary mask on the same grid, read
   and checked, with a ``ValueError`` that names the file and the problem;
 - ``save_label_image``: a label volume written with the scan's affine and header.
@@ -62,6 +62,13 @@ def voxel_volume_ml(affine):
     """Volume of one voxel in millilitres: ``|det A[:3, :3]|`` mm^3 divided by 1000."""
     A = check_affine(affine)
     return float(abs(np.linalg.det(A[:3, :3])) / 1000.0)
+
+
+def voxel_sizes_mm(affine):
+    """The length in mm of one step along each voxel axis: the norms of ``A[:3, :3]``'s
+    columns (nibabel's ``voxel_sizes``)."""
+    A = check_affine(affine)
+    return np.linalg.norm(A[:3, :3], axis=0)
 
 
 def voxel_to_world(affine, ijk):

@@ -107,7 +107,10 @@ def run(args, progress):
     voxel_ml = nifti.voxel_volume_ml(img.affine)
     progress(f"read {args.scan}: shape {data.shape}, voxel {voxel_ml * 1000:.3g} mm^3, "
              f"{int(mask.sum())} voxels in the mask ({mask.sum() * voxel_ml:.1f} mL)")
-    options = {} if args.connectivity is None else {"connectivity": args.connectivity}
+    # the voxel sizes weight the prior's neighbours (anisotropic voxels: closer ones count more)
+    options = {"spacing": tuple(float(z) for z in nifti.voxel_sizes_mm(img.affine))}
+    if args.connectivity is not None:
+        options["connectivity"] = args.connectivity
     progress(f"fitting {args.classes} classes ({args.method} EM"
              + (f" + spatial prior, beta {args.beta:g}" if args.beta > 0 else "") + ")")
     with warnings.catch_warnings(record=True) as caught:

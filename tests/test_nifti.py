@@ -24,6 +24,8 @@ def test_voxel_volume_and_world_coordinates_agree_with_nibabel():
     ijk = rng.uniform(0, 50, size=(7, 3))
     np.testing.assert_allclose(nifti.voxel_to_world(A, ijk), apply_affine(A, ijk))
     np.testing.assert_allclose(nifti.voxel_volume_ml(A), abs(np.linalg.det(A[:3, :3])) / 1000)
+    np.testing.assert_allclose(nifti.voxel_sizes_mm(A), voxel_sizes(A))
+    np.testing.assert_allclose(nifti.voxel_sizes_mm(AFFINE), [2.0, 1.0, 1.5])
 
 
 @pytest.mark.parametrize("affine, message", [
