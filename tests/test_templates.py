@@ -37,13 +37,17 @@ def test_reference_maps_follow_the_rule(mni2):
     np.testing.assert_allclose(volumes, mni2.probabilities[:, mni2.mask].sum(axis=1) * 8 / 1000)
 
 
-def test_our_arrays_are_copies_of_nilearns_cached_images():
-    mine = templates.load_mni152(resolution=2)  # nilearn hands out the same cached image
-    mine.image[:] = -5.0
-    mine.mask[:] = False
-    cached = datasets.load_mni152_template(resolution=2)
-    assert cached.get_fdata().min() >= -1e-6  # (its resampling leaves -0.0 values)
-    assert int((datasets.load_mni152_brain_mask(resolution=2).get_fdata() > 0).sum()) == 235_375
+def test_our_arrays_are_copies_of_nilearns_cached_images(mni2):
+    saved = mni2.image.copy(), mni2.mask.copy()
+    try:  # nilearn hands out the same cached image at every call: ours must be copies
+        mni2.image[:] = -5.0
+        mni2.mask[:] = False
+        cached = datasets.load_mni152_template(resolution=2)
+        assert cached.get_fdata().min() >= -1e-6  # (its resampling leaves -0.0 values)
+        mask = datasets.load_mni152_brain_mask(resolution=2).get_fdata()
+        assert int((mask > 0).sum()) == 235_375
+    finally:
+        mni2.image[:], mni2.mask[:] = saved
 
 
 def test_bad_arguments():
