@@ -48,8 +48,9 @@ def _floored_observation_model(model_class, floored):
     return FlooredObservationModel
 
 
-def _bounding_box(inside, margin=1):
-    """The slices of ``inside``'s bounding box grown by ``margin`` (clipped to the array)."""
+def bounding_box(inside, margin=1):
+    """The slices of ``inside``'s bounding box grown by ``margin`` (clipped to the array): what
+    ``segment_dipy_hmrf(..., crop=True)`` hands dipy."""
     coords = np.nonzero(inside)
     return tuple(slice(max(int(c.min()) - margin, 0), int(c.max()) + margin + 1)
                  for c in coords)
@@ -132,7 +133,7 @@ def segment_dipy_hmrf(image, mask=None, n_components=3, beta=0.1, max_iter=100,
     if (img[inside] <= 0).any():
         raise ValueError("image must be > 0 inside the mask: dipy reads voxels <= 0 as "
                          "background (shift the intensities, or add noise with magnitude=True)")
-    box = _bounding_box(inside) if crop else tuple(slice(None) for _ in img.shape)
+    box = bounding_box(inside) if crop else tuple(slice(None) for _ in img.shape)
     volume = np.where(inside, img, 0.0)[box]
     if volume.ndim == 2:
         volume = volume[:, :, None]

@@ -45,78 +45,122 @@ import numpy as np
 from em_helpers import (
     EMConvergenceWarning,
     EMResult,
+    MStepResult,
     history_entry,
     log_gaussian_1d,
     m_step,
     permute_components,
     run_em,
 )
+from emlab.fastpath import has_empty_component
 from emlab.potts import (
     NEIGHBOURHOODS,
+    ColouredNeighbours,
     check_connectivity,
-    colour_sets,
-    icm_objective,
-    icm_sweep,
-    mean_field_objective,
-    mean_field_sweep,
-    neighbour_table,
-    neighbour_weights,
+    coloured_icm_objective,
+    coloured_icm_sweep,
+    coloured_mean_field_objective,
+    coloured_mean_field_sweep,
 )
 from emlab.validation import check_beta, check_image, check_int
 
 
-def _potts_em(X, mask, start, method, beta, connectivity, votes, max_iter, tol, reg_covar):
+def _m_step_1d(X, R, reg_covar):
+    """``m_step(X, R, reg_covar=reg_covar)`` for the complete (N, 1) intensities of the prior's
+    loop, without its input checks and copies (the loop's ``R`` is valid by construction):
+    the same operations in the same order, so the same numbers. An empty class goes to
+    ``m_step`` itself, which re-seeds it."""
+    counts = R.sum(axis=1)
+    if has_empty_component(counts, X.shape[0]):
+        return m_step(X, R, reg_covar=reg_covar)
+    means = (R @ X) / counts[:, None]
+    covs = np.empty((R.shape[0], 1, 1))
+    for k in range(R.shape[0]):
+        diff = X - means[k]
+        covs[k] = (R[k][:, None] * diff).T @ diff / counts[k]
+        covs[k].flat[::2] += reg_covar
+    return MStepResult(means, covs, counts / X.shape[0])
+
+
+class _LogDensities:
+    """``ln N(x_n; mu_k, sigma_k^2)`` (K, N) of the pixels in the internal order, into one
+    buffer. When the pixels take few distinct values (an 8-bit scan: a few hundred), the
+    densities are computed once per value and gathered: the same numbers (the formula is
+    applied to the same values), without the ~7 passes over (K, N)."""
+
+    def __init__(self, x_inner, K):
+        self.x = x_inner
+        self.out = np.empty((K, x_inner.size))
+        levels, codes = np.unique(x_inner, return_inverse=True)
+        self.levels, self.codes = (levels, codes.ravel()) if levels.size <= x_inner.size // 8 \
+            else (None, None)
+
+    def __call__(self, means, variances):
+        with np.errstate(divide="ignore"):
+            if self.levels is None:
+                self.out[...] = log_gaussian_1d(self.x, means, variances)
+                return self.out
+            table = log_gaussian_1d(self.levels, means, variances)
+        for k in range(table.shape[0]):
+            table[k].take(self.codes, out=self.out[k], mode="clip")
+        return self.out
+
+
+def _potts_em(X, mask, start, method, beta, connectivity, spacing, max_iter, tol, reg_covar):
     """EM with a Potts prior, started from a plain-EM result ``start``; returns an EMResult.
 
     Each iteration is one coloured sweep of the E-step (mean field or ICM) followed by the
     usual M-step (``m_step``) on the resulting responsibilities. Stops when no label changes
     (hard) or no responsibility moves by more than ``tol`` (soft).
+
+    The sweeps run on the pixels renumbered colour by colour (``potts.ColouredNeighbours``:
+    a colour is a slice of ``Q``); ``R`` holds the same responsibilities in the order of
+    ``image[mask]``, for the M-step and the result.
     """
     x = X[:, 0]
     K, N = start.means.shape[0], x.shape[0]
-    table = neighbour_table(mask, connectivity)
-    colours = colour_sets(mask, connectivity)
+    layout = ColouredNeighbours.of(mask, connectivity, spacing)
     means, covs, weights = start.means, start.covariances, start.weights
-    Q = np.zeros((K, N + 1))  # the last column: absent neighbours
-    Q[:, :-1] = start.resp
+    R = np.array(start.resp, dtype=float)
+    Q = np.zeros((K, N + 1))  # internal order; the last column: absent neighbours
+    layout.to_inner(R, out=Q[:, :-1])
+    log_densities = _LogDensities(x[layout.order], K) if method == "soft" else None
+    work = {}
 
     def data_term():
         """Soft: ln N(x_n; mu_k, sigma_k^2). Hard: (x_n - mu_k)^2 / (2 sigma^2) and
-        the pooled variance sigma^2. Both (K, N)."""
+        the pooled variance sigma^2. Both (K, N), in the internal order."""
         if method == "soft":
-            with np.errstate(divide="ignore"):
-                return log_gaussian_1d(x, means[:, 0], covs[:, 0, 0]), None
+            return log_densities(means[:, 0], covs[:, 0, 0]), None
         sq = (x[None, :] - means[:, 0][:, None]) ** 2
-        sigma2 = float((Q[:, :-1] * sq).sum() / N + reg_covar)
-        return sq / (2.0 * sigma2), sigma2
+        sigma2 = float((R * sq).sum() / N + reg_covar)
+        return layout.to_inner(sq / (2.0 * sigma2)), sigma2
 
-    def objective(term, sigma2):
+    def objective(term, sigma2, sweep=None):
+        pairs, entropy = (None, None) if sweep is None else (sweep.pairs, sweep.entropy)
         if method == "soft":
-            return mean_field_objective(Q, term, beta, table, votes)
-        return icm_objective(Q, term, sigma2, beta, table, votes)
+            return coloured_mean_field_objective(Q, term, beta, layout, pairs, entropy)
+        return coloured_icm_objective(Q, term, sigma2, beta, layout, pairs)
 
     term, sigma2 = data_term()
     history = [history_entry(means, covs, weights, objective(term, sigma2))]
     reseeded, converged, n_iter = [], False, 0
     for n_iter in range(1, max_iter + 1):
-        before = Q.copy()
         if method == "soft":
-            mean_field_sweep(Q, term, beta, colours, table, votes)
+            sweep = coloured_mean_field_sweep(Q, term, beta, layout, work)
         else:
-            icm_sweep(Q, term, beta, colours, table, votes)
-        fit = m_step(X, Q[:, :-1], reg_covar=reg_covar)
+            sweep = coloured_icm_sweep(Q, term, beta, layout, work)
+        layout.to_mask_order(Q, out=R)  # back to the order of image[mask]
+        fit = _m_step_1d(X, R, reg_covar)
         # an emptied class is re-seeded by m_step; the next sweep then lets it claim pixels
         reseeded += [(n_iter, k) for k in fit.reseeded]
         means, covs, weights = fit
         term, sigma2 = data_term()
-        history.append(history_entry(means, covs, weights, objective(term, sigma2)))
-        change = np.abs(Q - before).max()
-        converged = change == 0 if method == "hard" else change < tol
+        history.append(history_entry(means, covs, weights, objective(term, sigma2, sweep)))
+        converged = sweep.change == 0 if method == "hard" else sweep.change < tol
         if converged:
             break
-    resp = Q[:, :-1].copy()
-    if method == "hard":
-        resp = resp.astype(np.int64)
+    resp = R.astype(np.int64) if method == "hard" else R
     return EMResult(means=means, covariances=covs, weights=weights, resp=resp,
                     labels=np.argmax(resp, axis=0), n_iter=n_iter, converged=bool(converged),
                     objective=history[-1]["objective"], history=history,
@@ -295,9 +339,8 @@ def segment_image(image, mask=None, n_components=3, method="soft", beta=0.0, ran
         result = start if start is not None else _plain_em(X, K, method, n_init, max_iter,
                                                              random_state, reg_covar)
         if beta > 0:
-            votes = None if spacing is None else neighbour_weights(connectivity, spacing)
-            result = _potts_em(X, inside, result, method, beta, connectivity, votes, max_iter,
-                               tol, reg_covar)
+            result = _potts_em(X, inside, result, method, beta, connectivity, spacing,
+                               max_iter, tol, reg_covar)
             if not result.converged:
                 warnings.warn(f"{method} EM with the spatial prior did not converge within "
                               f"max_iter={max_iter} iterations", EMConvergenceWarning,

@@ -149,3 +149,62 @@ def test_connectivity_must_be_4_or_8_in_2d(bad):
 def test_connectivity_must_be_6_or_26_in_3d(bad):
     with pytest.raises(ValueError, match="connectivity must be 6 or 26 for a 3-D image"):
         potts.check_connectivity(bad, ndim=3)
+
+
+# the last two are large enough for the gathers one class row at a time (colours >= 2^15)
+@pytest.mark.parametrize("connectivity, spacing, shape", [
+    (4, None, None), (8, None, None), (6, None, None), (26, None, None),
+    (6, (1.0, 1.0, 3.0), None), (26, (0.5, 1.0, 2.0), None),
+    (6, (1.0, 1.0, 3.0), (50, 50, 40)), (26, (0.5, 1.0, 2.0), (80, 80, 60))])
+def test_coloured_sweeps_give_the_same_numbers_as_the_plain_ones(connectivity, spacing, shape):
+    from scipy.special import xlogy
+
+    rng = np.random.default_rng(7)
+    mask = random_mask(8, shape or SHAPES[connectivity])
+    table = potts.neighbour_table(mask, connectivity)
+    colours = potts.colour_sets(mask, connectivity)
+    weights = None if spacing is None else potts.neighbour_weights(connectivity, spacing)
+    layout = potts.ColouredNeighbours.of(mask, connectivity, spacing)
+    np.testing.assert_array_equal(np.sort(layout.order), np.arange(mask.sum()))
+    np.testing.assert_array_equal(layout.order[layout.inverse], np.arange(mask.sum()))
+    log_data = rng.normal(size=(3, mask.sum()))
+    inner_log_data = layout.to_inner(log_data)
+    Q = padded(rng.dirichlet(np.ones(3), size=mask.sum()).T)
+    inner = padded(layout.to_inner(Q[:, :-1]))
+    work = {}
+    for _ in range(2 if shape else 3):
+        before = Q.copy()
+        potts.mean_field_sweep(Q, log_data, 0.8, colours, table, weights)
+        change, pairs, entropy = potts.coloured_mean_field_sweep(inner, inner_log_data, 0.8,
+                                                                 layout, work)
+        np.testing.assert_array_equal(layout.to_mask_order(inner), Q[:, :-1])
+        assert change == np.abs(Q - before).max()
+        np.testing.assert_allclose(entropy, xlogy(Q, Q).sum(), rtol=1e-10)
+        expected = potts.mean_field_objective(Q, log_data, 0.8, table, weights)
+        for known in ((pairs, entropy), (None, None)):
+            got = potts.coloured_mean_field_objective(inner, inner_log_data, 0.8, layout, *known)
+            np.testing.assert_allclose(got, expected, rtol=1e-10)
+        assert (pairs is not None) == (connectivity in (4, 6))
+        if pairs is not None:
+            np.testing.assert_allclose(pairs, potts.coloured_pairs(inner, layout), rtol=1e-12)
+
+
+@pytest.mark.parametrize("connectivity", CONNECTIVITIES)
+def test_coloured_icm_sweep_gives_the_same_labels_as_the_plain_one(connectivity):
+    rng = np.random.default_rng(9)
+    mask = random_mask(10, SHAPES[connectivity])
+    table = potts.neighbour_table(mask, connectivity)
+    colours = potts.colour_sets(mask, connectivity)
+    layout = potts.ColouredNeighbours.of(mask, connectivity)
+    cost = rng.random((3, mask.sum()))
+    Q = padded(np.eye(3)[:, rng.integers(0, 3, mask.sum())])
+    inner = padded(layout.to_inner(Q[:, :-1]))
+    for _ in range(3):
+        before = Q.copy()
+        potts.icm_sweep(Q, cost, 0.7, colours, table)
+        changed, pairs, _ = potts.coloured_icm_sweep(inner, layout.to_inner(cost), 0.7, layout)
+        np.testing.assert_array_equal(layout.to_mask_order(inner), Q[:, :-1])
+        assert changed == float(not np.array_equal(Q, before))
+        np.testing.assert_allclose(
+            potts.coloured_icm_objective(inner, layout.to_inner(cost), 1.0, 0.7, layout, pairs),
+            potts.icm_objective(Q, cost, 1.0, 0.7, table), rtol=1e-12)

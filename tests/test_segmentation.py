@@ -366,3 +366,46 @@ def _bad_volume(kwargs_update, match):
 ])
 def test_bad_volume_inputs_raise_clear_errors(update, match):
     _bad_volume(update, match)
+
+
+def reference_potts_em(image, mask, start, beta, connectivity, max_iter, tol=1e-4,
+                       reg_covar=1e-6):
+    """The prior's loop written plainly (pixels in the order of image[mask], gathers, the
+    checked em.m_step): what segment_image's fast path must reproduce."""
+    from emlab import potts
+
+    X = image[mask][:, None]
+    x = X[:, 0]
+    table = potts.neighbour_table(mask, connectivity)
+    colours = potts.colour_sets(mask, connectivity)
+    Q = np.hstack([start.resp, np.zeros((start.resp.shape[0], 1))])
+    means, covs = start.means, start.covariances
+    for n_iter in range(1, max_iter + 1):
+        before = Q.copy()
+        log_data = em.log_gaussian_1d(x, means[:, 0], covs[:, 0, 0])
+        potts.mean_field_sweep(Q, log_data, beta, colours, table)
+        means, covs, _ = em.m_step(X, Q[:, :-1], reg_covar=reg_covar)
+        if np.abs(Q - before).max() < tol:
+            break
+    return Q[:, :-1], means, n_iter
+
+
+@pytest.mark.parametrize("levels", [None, 40])  # 40 levels: densities computed per level
+@pytest.mark.parametrize("shape, connectivity", [((30, 34), 4), ((30, 34), 8),
+                                                 ((9, 10, 8), 6), ((9, 10, 8), 26)])
+def test_fast_prior_loop_reproduces_the_plain_loop_bit_for_bit(shape, connectivity, levels):
+    if len(shape) == 2:
+        image, _ = piecewise_image(noise_sd=0.8, seed=30, shape=shape)
+    else:
+        image, _ = piecewise_volume(noise_sd=0.8, seed=30, shape=shape)
+    if levels is not None:  # an 8-bit-like scan: few distinct intensities
+        image = np.round((image - image.min()) / np.ptp(image) * (levels - 1)) / (levels - 1)
+    mask = image > -1.0
+    beta = 0.6 if connectivity in (4, 6) else 0.2
+    _, plain = segmentation.segment_image(image, mask)
+    _, fit = segmentation.segment_image(image, mask, beta=beta, connectivity=connectivity,
+                                        start=plain)
+    resp, means, n_iter = reference_potts_em(image, mask, plain, beta, connectivity, 500)
+    assert fit.n_iter == n_iter
+    np.testing.assert_array_equal(fit.resp, resp)  # plain's components are already in order
+    np.testing.assert_array_equal(fit.means, means)
