@@ -13,7 +13,8 @@ with a Potts prior of strength ``--beta``), and writes
   scan's affine: scanner or MNI coordinates), the class's mean intensity and, for soft EM, the
   soft volume (summed responsibilities).
 
-Each stage is reported on stderr as it starts, with the elapsed time. A bad file stops the
+Each stage (reading, the plain fit, the fit under the prior, writing) is reported on stderr
+with the time elapsed since the start. A bad file stops the
 command with exit code 2 and one line ``error: <file>: <problem>`` on stderr (no traceback).
 """
 
@@ -111,20 +112,28 @@ def run(args, progress):
     options = {"spacing": tuple(float(z) for z in nifti.voxel_sizes_mm(img.affine))}
     if args.connectivity is not None:
         options["connectivity"] = args.connectivity
-    progress(f"fitting {args.classes} classes ({args.method} EM"
-             + (f" + spatial prior, beta {args.beta:g}" if args.beta > 0 else "") + ")")
+    progress(f"fitting {args.classes} classes by {args.method} EM on the intensities")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
             labels, result = segmentation.segment_image(
-                data, mask, n_components=args.classes, method=args.method, beta=args.beta,
+                data, mask, n_components=args.classes, method=args.method,
                 random_state=args.seed, **options)
+            iterations = f"{result.n_iter} iterations"
+            if args.beta > 0:  # continued from the plain fit: the same as one call with beta
+                progress(f"plain fit done in {iterations}; continuing under the spatial prior "
+                         f"(beta {args.beta:g}, {args.method} = "
+                         f"{'mean field' if args.method == 'soft' else 'ICM'})")
+                labels, result = segmentation.segment_image(
+                    data, mask, n_components=args.classes, method=args.method,
+                    beta=args.beta, start=result, **options)
+                iterations += f" + {result.n_iter} with the prior"
         except ValueError as exc:
             raise CommandError(f"{args.scan}: {exc}") from None
     for w in caught:
         print(f"warning: {w.message}", file=sys.stderr)
     csv_path = Path(args.csv) if args.csv else default_csv_path(args.out)
-    progress(f"fitted in {result.n_iter} iterations; writing {args.out} and {csv_path}")
+    progress(f"fitted in {iterations}; writing {args.out} and {csv_path}")
     try:
         nifti.save_label_image(args.out, labels, img)
     except (ValueError, OSError) as exc:
@@ -148,7 +157,7 @@ def main(argv=None):
             raise CommandError(f"--beta must be a finite number >= 0, got {args.beta}")
         if not str(args.out).endswith(nifti.NIFTI_SUFFIXES):
             raise CommandError(f"{args.out}: the output name must end in .nii or .nii.gz")
-        run(args, Progress(4))
+        run(args, Progress(5 if args.beta > 0 else 4))
     except CommandError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -63,7 +63,8 @@ def test_the_command_round_trips_a_small_scan(scan_files, method, capsys):
     # soft: as a user runs it, in a process of its own; hard: through main()
     done = run_command(*args) if method == "soft" else run_in_process(capsys, *args)
     assert done.returncode == 0, done.stderr
-    assert "[4/4] done" in done.stderr and done.stdout == ""
+    assert "[5/5] done" in done.stderr and done.stdout == ""
+    assert "continuing under the spatial prior" in done.stderr
     scan = nib.load(scan_files / "scan.nii.gz")
     written = nib.load(out)
     labels = np.asarray(written.dataobj).astype(np.int64)
