@@ -94,10 +94,9 @@ def reference_labels(probabilities, mask):
     ndarray of int (X, Y, Z)
     """
     P = np.asarray(probabilities, dtype=float)
-    _, inside = check_image(P[0] if P.ndim == 4 else P, mask, name="probabilities[0]",
-                            ndims=(3,))
     if P.ndim != 4:
         raise ValueError(f"probabilities must have shape (K, X, Y, Z), got {P.shape}")
+    _, inside = check_image(P[0], mask, name="probabilities[0]", ndims=(3,))
     labels = np.full(inside.shape, -1, dtype=np.int64)
     labels[inside] = np.argmax(P[:, inside], axis=0)
     return labels

@@ -60,11 +60,13 @@ def test_the_command_round_trips_a_small_scan(scan_files, method, capsys):
     out, csv = scan_files / "labels.nii.gz", scan_files / "stats.csv"
     args = (scan_files / "scan.nii.gz", "--mask", scan_files / "mask.nii.gz", "--classes", 3,
             "--beta", 1, "--method", method, "--seed", 0, "--out", out, "--csv", csv)
+    before = {p.name: p.read_bytes() for p in scan_files.iterdir()}
     # soft: as a user runs it, in a process of its own; hard: through main()
     done = run_command(*args) if method == "soft" else run_in_process(capsys, *args)
     assert done.returncode == 0, done.stderr
     assert "[5/5] done" in done.stderr and done.stdout == ""
     assert "continuing under the spatial prior" in done.stderr
+    assert all((scan_files / name).read_bytes() == data for name, data in before.items())
     scan = nib.load(scan_files / "scan.nii.gz")
     written = nib.load(out)
     labels = np.asarray(written.dataobj).astype(np.int64)

@@ -55,5 +55,7 @@ def test_bad_arguments():
         templates.load_mni152(resolution=3)
     with pytest.raises(ValueError, match=r"probabilities must have shape \(K, X, Y, Z\)"):
         templates.reference_volumes_ml(np.ones((3, 4, 4)), np.ones((3, 4, 4), bool), np.eye(4))
+    with pytest.raises(ValueError, match=r"probabilities must have shape \(K, X, Y, Z\)"):
+        templates.reference_labels(np.ones((3, 4, 4)), np.ones((3, 4, 4), bool))
     with pytest.raises(ValueError, match="mask is empty"):
         templates.reference_labels(np.ones((3, 2, 2, 2)), np.zeros((2, 2, 2), bool))
