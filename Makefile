@@ -2,8 +2,10 @@
 # `make report` (run the notebooks, export HTML to report/). Both build .venv first.
 .PHONY: test report bench data clean
 
-# Python 3.11 is required (requirements.txt is pinned for it).
-PYTHON ?= $(shell command -v python3.11 || command -v python3)
+# Python 3.11, 3.12 or 3.13 (requirements.txt installs the same pins on all three). The first
+# of python3.11, python3.12, python3.13, python3 on PATH is used; override with PYTHON=...
+PYTHON ?= $(shell command -v python3.11 || command -v python3.12 || command -v python3.13 || command -v python3)
+SUPPORTED := import sys; sys.exit(not (3, 11) <= sys.version_info[:2] <= (3, 13))
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
@@ -23,12 +25,12 @@ test report: export MKL_NUM_THREADS := 1
 
 # (Re)create the venv when it is missing or requirements.txt is newer than the stamp.
 $(STAMP): requirements.txt
-	@test -n "$(PYTHON)" || { echo "error: no python3.11 or python3 on PATH" >&2; exit 1; }
-	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' || \
-	  { echo "error: Python 3.11 is required, $(PYTHON) is $$($(PYTHON) --version 2>&1)" >&2; exit 1; }
+	@test -n "$(PYTHON)" || { echo "error: no python3.11, 3.12, 3.13 or python3 on PATH" >&2; exit 1; }
+	@$(PYTHON) -c '$(SUPPORTED)' || \
+	  { echo "error: Python 3.11 to 3.13 is required, $(PYTHON) is $$($(PYTHON) --version 2>&1)" >&2; exit 1; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	@$(PY) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' || \
-	  { echo "error: $(VENV) is not Python 3.11: remove it and run make again" >&2; exit 1; }
+	@$(PY) -c '$(SUPPORTED)' || \
+	  { echo "error: $(VENV) is not Python 3.11 to 3.13: remove it and run make again" >&2; exit 1; }
 	$(PY) -m pip install --quiet -r requirements.txt
 	touch $@
 

@@ -50,6 +50,7 @@ from emlab.fastpath import (
     has_empty_component,
     soft_pass,
 )
+from emlab.units import DataUnits
 from emlab.validation import (
     check_covariances,
     check_int,
@@ -104,11 +105,15 @@ def load_image(path, n_components=3):
     FileNotFoundError
         If ``path`` does not exist.
     ValueError
-        If the file cannot be read as a table of numbers in one of the layouts above; the
-        message names the file, what was found and what was expected.
+        If ``path`` is a directory, or if the file cannot be read as a table of numbers in one
+        of the layouts above; the message names the file, what was found and what was
+        expected.
     """
     path = Path(path)
     n_components = check_int(n_components, "n_components", minimum=1)
+    if path.is_dir():
+        raise ValueError(f"{path}: is a directory, not a file (expected a CSV file of 2-D "
+                         "points, e.g. data/Image1.csv)")
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file (expected a CSV file of 2-D points)")
     table = _read_text_table(path)
@@ -809,12 +814,15 @@ def _improves(new, old, method):
     return new < old - margin if method == "hard" else new > old + margin
 
 
-def _em_once(X, data, means, covs, weights, method, max_iter, tol, reg_covar, bar=None):
+def _em_once(X, data, means, covs, weights, method, max_iter, tol, reg_covar, bar=None,
+             units=None):
     """One EM run from a start; returns an EMResult.
 
     ``data`` is the ``CompleteData`` of X, or None with missing cells; ``bar`` an optional
-    tqdm bar, advanced once per iteration with the objective shown.
+    tqdm bar, advanced once per iteration with the objective shown (in the data's units when
+    ``units``, the ``DataUnits`` that standardised X, is given).
     """
+    shown = (lambda o: o) if units is None else (lambda o: units.objective(o, method))
     N = X.shape[0]
     init_means = means.copy()
     history = [history_entry(means, covs, weights)]
@@ -835,7 +843,7 @@ def _em_once(X, data, means, covs, weights, method, max_iter, tol, reg_covar, ba
             converged = objective / N - prev_mean_ll < tol
             prev_mean_ll = objective / N
         if bar is not None:
-            bar.set_postfix_str(f"objective={objective:.6g}", refresh=False)
+            bar.set_postfix_str(f"objective={shown(objective):.6g}", refresh=False)
             bar.update()
         if converged:
             break
@@ -843,7 +851,7 @@ def _em_once(X, data, means, covs, weights, method, max_iter, tol, reg_covar, ba
     resp, labels, objective = _final_e_step(X, data, method, means, covs, weights)
     history[-1]["objective"] = objective
     if bar is not None:
-        bar.set_postfix_str(f"objective={objective:.6g}")
+        bar.set_postfix_str(f"objective={shown(objective):.6g}")
         bar.close()
     return EMResult(means=means, covariances=covs, weights=weights, resp=resp, labels=labels,
                     n_iter=n_iter, converged=bool(converged), objective=objective,
@@ -922,12 +930,20 @@ def run_em(X, n_components=3, method="hard", init="random", n_init=1, max_iter=1
         if n_init != 1:
             raise ValueError("n_init > 1 needs a random init ('random' or 'kmeans++')")
         starts = [_parse_init(X, K, init)]
-    data = None if np.isnan(X).any() else CompleteData.of(X)  # the fast path
+    # EM runs on Z = (X - centre) / scale, scale a power of two: no square over- or underflows
+    # and the fit is equivariant (a X + b gives a mu + b, a^2 Sigma, the same labels)
+    units = DataUnits.of(X, reg_covar)
+    Z = units.standardise(X)
+    data = None if np.isnan(Z).any() else CompleteData.of(Z)  # the fast path
     best = None
-    for start, (means, covs, weights) in enumerate(starts):
-        means, covs, weights = _starting_point(X, data, means, covs, weights, reg_covar)
+    for start, (start_means, covs, weights) in enumerate(starts):
+        means, covs = units.standardise(start_means), units.standardise_covariances(covs)
+        means, covs, weights = _starting_point(Z, data, means, covs, weights, units.reg_covar)
         bar = _progress_bar(method, max_iter, start, len(starts)) if progress else None
-        result = _em_once(X, data, means, covs, weights, method, max_iter, tol, reg_covar, bar)
+        result = units.restore(_em_once(Z, data, means, covs, weights, method, max_iter, tol,
+                                        units.reg_covar, bar, units))
+        result.history[0]["means"] = start_means.copy()  # exactly the start, not a round trip
+        result = replace(result, init_means=start_means.copy())
         if best is None or _improves(result.objective, best.objective, method):
             best = result
     if not best.converged:

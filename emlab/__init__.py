@@ -2,7 +2,7 @@
 
 The course's EM (loading a scan, the E-steps, the M-step, the EM loop, the scores against the
 true labels) is ``em_helpers``, the module beside this package. The modules here use it; it
-uses only the two at the bottom of the list. Dependencies run one way, top to bottom:
+uses only the three at the bottom of the list. Dependencies run one way, top to bottom:
 
 ========================  ===================================================================
 module                    what it holds
@@ -19,12 +19,14 @@ module                    what it holds
 ``emlab.templates``       the MNI152 template and its reference tissue maps (from nilearn)
 ``emlab.dipy_hmrf``       dipy's HMRF classifier behind the same interface
 ``emlab.comparison``      several segmenters side by side, with wall times (notebook 08)
+``emlab.animation``       EM runs as animations from their history (``em_animation_html``)
 ``emlab.plotting``        the figures' helpers (``plot_clusters``, ``plot_label_image``, ...)
-``emlab.fastpath``        the blocked complete-data path of ``run_em`` (used by ``em_helpers``)
 ``emlab.nifti``           NIfTI files in and out, the voxel-to-world affine (volumes in mL)
+``emlab.fastpath``        the blocked complete-data path of ``run_em`` (used by ``em_helpers``)
+``emlab.units``           the standardised units ``run_em`` fits in (used by ``em_helpers``)
 ``emlab.validation``      input checks shared by all of the above (imports nothing of ours)
 ========================  ===================================================================
 
-This file imports nothing, so that ``import em_helpers`` (which needs ``emlab.validation`` and
-``emlab.fastpath``) never runs into a module that needs ``em_helpers`` back.
+This file imports nothing, so that ``import em_helpers`` (which needs ``emlab.validation``,
+``emlab.fastpath`` and ``emlab.units``) never runs into a module that needs ``em_helpers`` back.
 """

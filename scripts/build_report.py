@@ -16,14 +16,29 @@ Output in ``DIR`` (default ``report/``):
   no require.js, and MathJax loaded from ``DIR/mathjax`` so equations render without
   a network;
 - ``mathjax/``: a copy of MathJax 2.7 from the ``jupyter-server-mathjax`` package;
-- ``index.html``: a link to every page, in order, titled by each notebook's first
-  markdown heading, with the outputs of the code cells tagged ``headline`` below it.
+- ``index.html``: one section per notebook, in order: its title (the first markdown heading)
+  linking to its page, its short answer, its key figure as a thumbnail linking to the page, and
+  the outputs of its code cells tagged ``headline``.
+
+Cell tags (cell metadata ``tags``; nbval and nbconvert ignore them) say what the index shows:
+
+- ``answer`` (markdown cells): the written answer. Without any, the first markdown cell whose
+  first heading is "Answer" is used. The short answer is taken from each answer cell, never
+  retyped: its first paragraph (after the heading), cut to its bold lead-in and first sentence;
+  a list gives one such line per item.
+- ``key-figure`` (a code cell): its first image output becomes the thumbnail (downscaled to
+  ``THUMB_WIDTH`` pixels, embedded as a data URI).
+- ``headline`` (code cells): their outputs (tables, text, figures) are shown in full.
+
+A notebook without these tags still gets its section, with what it has.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
 import html
+import io
 import re
 import shutil
 import sys
@@ -40,6 +55,9 @@ from nbconvert.filters import markdown2html
 
 REPO = Path(__file__).resolve().parent.parent
 HEADLINE_TAG = "headline"
+ANSWER_TAG = "answer"
+KEY_FIGURE_TAG = "key-figure"
+THUMB_WIDTH = 480  # pixels of a thumbnail (shown at half that width: sharp on HiDPI screens)
 # The two MathJax configs that jupyter-server-mathjax ships are TeX-AMS-MML_HTMLorMML-full
 # and Safe; nbconvert's default (TeX-AMS_CHTML-full) is absent there and leaves math raw.
 MATHJAX_URL = "mathjax/MathJax.js?config=TeX-AMS-MML_HTMLorMML-full,Safe"
@@ -82,6 +100,103 @@ def headline_cells(nb):
         for cell in nb.cells
         if cell.cell_type == "code" and HEADLINE_TAG in cell.get("metadata", {}).get("tags", [])
     ]
+
+
+def tagged_cells(nb, tag, cell_type):
+    """The cells of `nb` of type `cell_type` whose metadata ``tags`` include `tag`."""
+    return [cell for cell in nb.cells
+            if cell.cell_type == cell_type and tag in cell.get("metadata", {}).get("tags", [])]
+
+
+def first_heading(source):
+    """Text of the first markdown heading line in `source`, or None."""
+    for line in source.splitlines():
+        match = HEADING.match(line)
+        if match:
+            return match.group(1)
+    return None
+
+
+def answer_cells(nb):
+    """The markdown cells tagged ``answer``; without any, the first markdown cell whose first
+    heading is "Answer" (as a one-element list); otherwise an empty list."""
+    cells = tagged_cells(nb, ANSWER_TAG, "markdown")
+    if cells:
+        return cells
+    for cell in nb.cells:
+        heading = first_heading(cell.source) if cell.cell_type == "markdown" else None
+        if heading is not None and heading.strip().rstrip(":.").lower() == "answer":
+            return [cell]
+    return []
+
+
+LIST_ITEM = re.compile(r"^[ \t]{0,3}(?:[*+-]|\d+[.)])\s+")
+# Spans in which a full stop never ends a sentence: inline/display math and inline code.
+PROTECTED = re.compile(r"\$\$.+?\$\$|\$[^$]+\$|`[^`]*`", re.S)
+SENTENCE_END = re.compile(r"[.!?](?=\s+[A-Z*_`$(\"“]|\s*$)")
+
+
+def first_sentence(text):
+    """`text` up to the end of its first sentence (a full stop, ! or ? followed by a capital
+    or the end); full stops inside math and code do not count."""
+    masked = PROTECTED.sub(lambda m: "x" * len(m.group(0)), text)
+    match = SENTENCE_END.search(masked)
+    return text[:match.end()] if match else text
+
+
+def shorten(text):
+    """A paragraph cut to its bold lead-in (``**…**`` at its start, if any) and first sentence."""
+    text = " ".join(text.split())
+    lead = ""
+    if text.startswith("**"):
+        end = text.find("**", 2)
+        if end > 0:
+            lead, text = text[:end + 2], text[end + 2:].strip()
+    return " ".join(part for part in (lead, first_sentence(text) if text else "") if part)
+
+
+def short_answer(source):
+    """The short answer (markdown) of one answer cell: its first paragraph after any heading,
+    cut by ``shorten``; a list keeps one shortened line per item."""
+    lines = [line for line in source.splitlines() if not HEADING.match(line)]
+    blocks = [b for b in re.split(r"\n\s*\n", "\n".join(lines)) if b.strip()]
+    if not blocks:
+        return ""
+    block = blocks[0].strip("\n")
+    if not LIST_ITEM.match(block):
+        return shorten(block)
+    items, current = [], []
+    for line in block.splitlines():
+        if LIST_ITEM.match(line) and current:
+            items.append(" ".join(current))
+            current = []
+        current.append(LIST_ITEM.sub("", line, count=1) if not current else line.strip())
+    items.append(" ".join(current))
+    return "\n".join(f"* {shorten(item)}" for item in items)
+
+
+def key_figure(nb):
+    """``(mime, base64)`` of the first image output of the first code cell tagged
+    ``key-figure``, or None."""
+    for cell in tagged_cells(nb, KEY_FIGURE_TAG, "code"):
+        for output in cell.get("outputs", []):
+            for mime in ("image/png", "image/jpeg"):
+                if mime in output.get("data", {}):
+                    return mime, "".join(output.data[mime].split())
+    return None
+
+
+def thumbnail(payload, width=THUMB_WIDTH):
+    """A base64 PNG of the base64 image `payload`, scaled down to `width` pixels if wider."""
+    from PIL import Image
+
+    image = Image.open(io.BytesIO(base64.b64decode(payload)))
+    if image.width > width:
+        height = max(1, round(image.height * width / image.width))
+        image = image.convert("RGB").resize((width, height), Image.LANCZOS)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", optimize=True)
+    return base64.b64encode(buffer.getvalue()).decode()
 
 
 class _ThisPython(KernelSpecManager):
@@ -167,37 +282,60 @@ section {{ border-top: 1px solid #ccc; padding: 0.5em 0 1em; }}
 .headline table {{ border-collapse: collapse; font-size: 0.9em; }}
 .headline th, .headline td {{ border: 1px solid #ddd; padding: 0.2em 0.5em; text-align: right; }}
 .headline img {{ max-width: 100%; }}
+.summary {{ display: flex; gap: 1.2em; align-items: flex-start; margin-bottom: 0.8em; }}
+.summary .answer {{ flex: 1; }}
+.summary .answer ul {{ margin: 0; padding-left: 1.2em; }}
+.summary .answer p {{ margin-top: 0; }}
+a.thumb img {{ width: {thumb_css}px; border: 1px solid #ccc; }}
 </style>
 </head>
 <body>
 <h1>{title}</h1>
-<p>The notebooks in reading order; each page holds the code, the figures and the written answers.</p>
+<p>The notebooks in reading order: each one's short answer (taken from its written answer) and its
+key figure; a title or a figure opens the page with the code, all figures and the full answer.</p>
 {sections}
 </body>
 </html>
 """
 
 
+def summary_html(href, heading, answers, figure):
+    """The answer-and-thumbnail block of one section ("" if the notebook has neither)."""
+    parts = []
+    if figure is not None:
+        mime, payload = figure
+        parts.append(f"<a class='thumb' href='{html.escape(href)}'><img "
+                     f"src='data:image/png;base64,{thumbnail(payload)}' "
+                     f"alt='key figure of {html.escape(heading)}'></a>")
+    text = "\n\n".join(short_answer(cell.source) for cell in answers)
+    if text.strip():
+        parts.append(f"<div class='answer'>\n{markdown2html(text)}\n</div>")
+    return f"<div class='summary'>\n{''.join(parts)}\n</div>\n" if parts else ""
+
+
 def index_html(entries, title="EM for mixture models: report"):
-    """The index page for `entries`, a list of ``(page_href, title, headline_cells)``."""
+    """The index page for `entries`, a list of ``(page_href, title, headline_cells)`` or
+    ``(page_href, title, headline_cells, answer_cells, key_figure)`` (see ``write_index``)."""
     sections = []
-    for href, heading, cells in entries:
+    for href, heading, cells, *extra in entries:
+        answers, figure = extra if extra else ([], None)
         outputs = "\n".join(output_html(o) for cell in cells for o in cell.get("outputs", []))
         block = f"<div class='headline'>\n{outputs}\n</div>\n" if outputs else ""
         sections.append(
             f"<section>\n<h2><a href='{html.escape(href)}'>{html.escape(heading)}</a></h2>\n"
-            f"{block}</section>"
+            f"{summary_html(href, heading, answers, figure)}{block}</section>"
         )
     return INDEX_TEMPLATE.format(
         title=html.escape(title), mathjax=MATHJAX_URL, fonts=MATHJAX_FONTS,
-        sections="\n".join(sections),
+        sections="\n".join(sections), thumb_css=THUMB_WIDTH // 2,
     )
 
 
 def write_index(notebooks, out_dir):
     """Write ``out_dir/index.html`` for `notebooks`, a list of ``(path, NotebookNode)``."""
     entries = [
-        (f"{path.stem}.html", notebook_title(nb, path.stem), headline_cells(nb))
+        (f"{path.stem}.html", notebook_title(nb, path.stem), headline_cells(nb),
+         answer_cells(nb), key_figure(nb))
         for path, nb in notebooks
     ]
     target = Path(out_dir) / "index.html"

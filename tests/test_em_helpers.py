@@ -477,3 +477,54 @@ def test_initial_means_errors(images):
         em.initial_means(X, 3, init=np.zeros((3, 2)))
     with pytest.raises(ValueError, match="y must have shape"):
         em.initial_means(X, 3, y=y[:10])
+
+
+def test_load_image_names_a_directory(tmp_path):
+    with pytest.raises(ValueError, match="is a directory, not a file"):
+        em.load_image(tmp_path)
+
+
+SCALE_DATA = mixture(11, n=120)
+
+
+@settings(max_examples=25, deadline=None)
+@given(exponent=st.floats(-150, 150), sign=st.sampled_from([-1.0, 1.0]),
+       offset=st.floats(-1e3, 1e3), method=st.sampled_from(["hard", "soft"]))
+def test_the_fit_is_scale_and_shift_equivariant(exponent, sign, offset, method):
+    """Fitting a X + b gives a mu + b, a^2 Sigma, the same labels and the log-likelihood
+    shifted by -N d ln|a|, for |a| from 1e-150 to 1e150 (reg_covar is a variance: it scales
+    with a^2)."""
+    a = sign * 10.0 ** exponent
+    b = offset * abs(a)  # a shift at the data's own scale, which float64 can represent
+    X = SCALE_DATA
+    base = em.run_em(X, 3, method=method, init="random", random_state=2, max_iter=300)
+    moved = em.run_em(a * X + b, 3, method=method, init="random", random_state=2,
+                      max_iter=300, reg_covar=1e-6 * a * a)
+    np.testing.assert_array_equal(moved.labels, base.labels)
+    assert moved.n_iter == base.n_iter
+    np.testing.assert_allclose(moved.means, a * base.means + b, rtol=1e-7, atol=1e-9 * abs(a))
+    np.testing.assert_allclose(moved.covariances, a * a * base.covariances, rtol=1e-6,
+                               atol=1e-9 * a * a)
+    np.testing.assert_allclose(moved.weights, base.weights, atol=1e-12)
+    if method == "soft":
+        shift = -X.size * np.log(abs(a))
+        np.testing.assert_allclose(moved.objective, base.objective + shift,
+                                   atol=1e-7 * max(1.0, abs(base.objective) + abs(shift)))
+    else:
+        np.testing.assert_allclose(moved.objective, a * a * base.objective, rtol=1e-7)
+
+
+@pytest.mark.parametrize("scale, match", [
+    (1e200, "spread of about .*overflow float64"),
+    (1e-200, "spread of about .*underflow float64"),
+])
+def test_unrepresentable_spreads_are_refused_with_their_cause(scale, match):
+    with pytest.raises(ValueError, match=match):
+        em.run_em(scale * mixture(3), 3, reg_covar=0.0)
+
+
+def test_a_reg_covar_that_would_swamp_the_data_is_refused():
+    with pytest.raises(ValueError, match=r"reg_covar=1e-06 is not small against the variance"):
+        em.run_em(1e-6 * mixture(3), 3)
+    fit = em.run_em(1e-6 * mixture(3), 3, reg_covar=1e-18)  # in X's units squared: fine
+    assert np.isfinite(fit.objective)

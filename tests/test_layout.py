@@ -12,7 +12,7 @@ MODULES = {"em_helpers": ROOT / "em_helpers.py",
            **{f"emlab.{p.stem}": p for p in sorted((ROOT / "emlab").glob("*.py"))
               if p.stem != "__init__"}}
 # The two modules that em_helpers itself needs; everything else is an application of it.
-CORE_SUPPORT = {"emlab.validation", "emlab.fastpath"}
+CORE_SUPPORT = {"emlab.validation", "emlab.fastpath", "emlab.units"}
 
 
 def project_imports(path):

@@ -46,7 +46,9 @@ def code_cell(outputs=(), tags=(), source="pass"):
 
 
 def tiny_notebooks(folder):
-    """Three notebooks; the second has a headline cell (table, text, figure) and a decoy."""
+    """Three notebooks. The first has an "## Answer" cell (a list) and a key figure wider than a
+    thumbnail; the second a headline cell (table, text, figure), a decoy, and an answer cell
+    tagged ``answer`` beside an untagged "## Answer"; the third nothing."""
     headline = code_cell(
         tags=["headline"],
         outputs=[
@@ -60,13 +62,26 @@ def tiny_notebooks(folder):
     )
     decoy = code_cell(tags=["other"], outputs=[new_output("stream", name="stdout",
                                                           text="NOT_A_HEADLINE\n")])
+    figure = code_cell(tags=["key-figure"], outputs=[new_output(
+        "display_data", data={"image/png": png_base64(960, 400), "text/plain": "<Figure>"})])
+    tagged_answer = new_markdown_cell("**Same means.** Both fits agree to $0.01$. More detail.")
+    tagged_answer.metadata["tags"] = ["answer"]
     return [
-        write_notebook(folder, "01_data", [new_markdown_cell("# Q1: the data $x_n$\n\nText.")]),
+        write_notebook(folder, "01_data", [
+            new_markdown_cell("# Q1: the data $x_n$\n\nText."),
+            code_cell(outputs=[new_output("display_data", data={"image/png": png_base64(3, 3)})]),
+            figure,
+            new_markdown_cell("## Answer\n\n* **Three groups.** They sit at $(2.5, 2)$ and "
+                              "(7, 3). Second sentence.\n* **Gaps.** 48 cells, e.g. in\n  `x1`. "
+                              "More.\n\nA second paragraph, not shown."),
+        ]),
         write_notebook(folder, "02_compare", [
             code_cell(source="# a comment, not a heading"),
             new_markdown_cell("Intro line.\n\n## Q5: compare the images ##"),
             decoy,
             headline,
+            new_markdown_cell("## Answer\n\nUNTAGGED_ANSWER"),
+            tagged_answer,
         ]),
         write_notebook(folder, "03_untitled", [new_markdown_cell("No heading here.")]),
     ]
@@ -125,6 +140,69 @@ def test_index_lists_titles_in_order_with_headline_outputs(tmp_path):
     assert Image.open(io.BytesIO(base64.b64decode(payload))).size == (7, 5)
 
 
+def test_index_shows_short_answers_and_thumbnails_linking_to_the_pages(tmp_path):
+    index = build_report.write_index(read_all(tiny_notebooks(tmp_path)), tmp_path)
+    soup = BeautifulSoup(index.read_text(encoding="utf-8"), "html.parser")
+    first, second, third = soup.find_all("section")
+
+    (thumb,) = first.select("a.thumb")
+    assert thumb["href"] == "01_data.html"
+    header, payload = thumb.img["src"].split(",", 1)
+    assert header == "data:image/png;base64"
+    assert Image.open(io.BytesIO(base64.b64decode(payload))).size == (build_report.THUMB_WIDTH,
+                                                                       200)
+    items = [li.get_text(" ", strip=True) for li in first.select(".answer li")]
+    assert items == ["Three groups. They sit at $(2.5, 2)$ and (7, 3).",
+                     "Gaps. 48 cells, e.g. in x1 ."]
+    assert "second paragraph" not in first.get_text()
+    assert second.select_one(".answer").get_text(" ", strip=True) == ("Same means. Both fits agree "
+                                                                     "to $0.01$.")
+    assert "UNTAGGED_ANSWER" not in second.get_text()  # a tagged answer wins over the heading
+    assert not second.select("a.thumb") and not third.select(".summary")  # no tag: nothing made up
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ("## Answer\n\nOne sentence. Two.", "One sentence."),
+        ("**Lead in.** Rest of it, $x=1.5. Y$ inside math. Next one.",
+         "**Lead in.** Rest of it, $x=1.5. Y$ inside math."),
+        ("**Only a lead.**\n\nLater paragraph.", "**Only a lead.**"),
+        ("No full stop at the end", "No full stop at the end"),
+        ("Ends with a value 0.25. Then more.", "Ends with a value 0.25."),
+        ("* a. B\n  c\n- **d.** E. F\n1. g", "* a.\n* **d.** E.\n* g"),
+        ("## Answer\n", ""),
+    ],
+)
+def test_short_answer_is_the_first_paragraph_cut_to_lead_and_first_sentence(source, expected):
+    assert build_report.short_answer(source) == expected
+
+
+def test_thumbnail_only_shrinks():
+    small = png_base64(40, 30)
+    assert Image.open(io.BytesIO(base64.b64decode(build_report.thumbnail(small)))).size == (40, 30)
+    big = build_report.thumbnail(png_base64(1200, 600), width=300)
+    assert Image.open(io.BytesIO(base64.b64decode(big))).size == (300, 150)
+
+
+# Notebooks allowed, for now, to have no key figure, each with the reason.
+WITHOUT_KEY_FIGURE = {
+    "05_compare_images.ipynb": "prints tables only: it has no figure to tag yet",
+}
+
+
+@pytest.mark.parametrize("path", build_report.find_notebooks(NOTEBOOKS), ids=lambda p: p.name)
+def test_every_stored_notebook_has_an_answer_and_a_key_figure(path):
+    nb = nbformat.read(path, as_version=4)
+    answers = build_report.answer_cells(nb)
+    assert answers, (f"{path.name}: tag its written answer (markdown) 'answer', or give it the "
+                     f"heading '## Answer'")
+    assert all(build_report.short_answer(cell.source).strip() for cell in answers)
+    if path.name not in WITHOUT_KEY_FIGURE:
+        assert build_report.key_figure(nb) is not None, (
+            f"{path.name}: tag the code cell of its key figure 'key-figure' (cell metadata tags)")
+
+
 def test_export_is_offline_and_leaves_the_notebook_alone(tmp_path):
     source = tiny_notebooks(tmp_path)[1]
     before = source.read_bytes()
@@ -164,14 +242,43 @@ def test_execute_runs_a_copy_with_this_python_in_the_notebook_folder(tmp_path):
 # --------------------------------------------------------------------------- Chromium
 PROBE = """<script>
 (function () {  /* added by the test: report image loading once MathJax is done */
+  var players = [];
+  function frame(player) {
+    var img = player.querySelector("img");
+    return {src: (img.getAttribute("src") || "").slice(0, 30), loaded: img.complete && img.naturalWidth > 0,
+            index: parseInt(player.querySelector("input[type=range]").value, 10),
+            last: parseInt(player.querySelector("input[type=range]").max, 10)};
+  }
+  function play_then(done) {  /* matplotlib's player: step once, then play for a while */
+    var found = Array.prototype.slice.call(document.querySelectorAll(".animation"));
+    if (!found.length) { done(); return; }
+    var click = function (title) {
+      found.forEach(function (p) { p.querySelector("button[title='" + title + "']").click(); });
+    };
+    var start = found.map(frame);
+    click("Next frame");
+    setTimeout(function () {
+      var stepped = found.map(frame);
+      click("Play");
+      setTimeout(function () {
+        players = found.map(function (p, i) {
+          return {start: start[i], stepped: stepped[i], played: frame(p)};
+        });
+        click("Pause");
+        done();
+      }, 1500);
+    }, 200);
+  }
   function report() {
     var images = Array.prototype.map.call(document.images, function (img) {
-      return {src: img.getAttribute("src").slice(0, 40), loaded: img.complete && img.naturalWidth > 0};
+      return {src: img.getAttribute("src").slice(0, 40), loaded: img.complete && img.naturalWidth > 0,
+              width: img.naturalWidth, thumb: !!img.closest("a.thumb")};
     });
     var out = document.createElement("pre");
     out.id = "report-probe";
     var html_css = window.MathJax && MathJax.OutputJax && MathJax.OutputJax["HTML-CSS"];
     out.textContent = JSON.stringify({
+      players: players,
       mathjax: !!(window.MathJax && MathJax.Hub),
       font: (html_css && html_css.fontInUse) || null,
       fonts: Array.from(document.fonts).map(function (f) { return [f.family, f.status]; }),
@@ -180,9 +287,11 @@ PROBE = """<script>
   }
   window.addEventListener("load", function () {
     if (window.MathJax && MathJax.Hub) {
-      MathJax.Hub.Register.StartupHook("End", function () { MathJax.Hub.Queue(report); });
+      MathJax.Hub.Register.StartupHook("End", function () {
+        MathJax.Hub.Queue(function () { play_then(report); });
+      });
     } else {
-      report();
+      play_then(report);
     }
   });
 })();
@@ -255,19 +364,30 @@ def test_index_of_tiny_notebooks_renders(chromium, tmp_path):
 
     soup, probe = render(chromium, index, tmp_path)
 
-    assert_math_and_images(soup, probe, n_display=0, n_images=1)
+    assert_math_and_images(soup, probe, n_display=0, n_images=2)
     assert soup.select("section h2 .MathJax"), "inline math in a title was not typeset"
+    assert soup.select(".answer .MathJax"), "inline math in a short answer was not typeset"
+    (thumb,) = [img for img in probe["images"] if img["thumb"]]
+    assert thumb["loaded"] and thumb["width"] == build_report.THUMB_WIDTH
     assert_web_fonts_used(probe)
+
+
+def has_player(nb):
+    """True if a stored output of `nb` is a matplotlib animation player (``to_jshtml``)."""
+    return any("class=\"animation\"" in o.get("data", {}).get("text/html", "")
+               for c in nb.cells if c.cell_type == "code" for o in c.outputs)
 
 
 @pytest.fixture(scope="module")
 def stored_report(chromium, tmp_path_factory):
-    """Index of every stored notebook, plus the page of the first one with display math."""
+    """Index of every stored notebook, plus one page with display math: the first one that
+    also holds an animation player if there is one (one render checks math, figures and the
+    player, which keeps these tests fast), else the first with display math."""
     notebooks = read_all(build_report.find_notebooks(NOTEBOOKS))
     with_math = [(path, nb) for path, nb in notebooks if "$$" in markdown_source(nb)]
     if not with_math:
         pytest.skip("no notebook in notebooks/ has display math ($$) to render yet")
-    path, nb = with_math[0]
+    path, nb = ([(p, n) for p, n in with_math if has_player(n)] or with_math)[0]
     out = tmp_path_factory.mktemp("report")
     build_report.copy_mathjax(out)
     page = build_report.export_page(nb, path.stem, out)
@@ -285,6 +405,13 @@ def test_stored_notebook_page_renders_math_and_figures(chromium, stored_report):
 
     assert_math_and_images(soup, probe, n_display, n_png)
     assert_web_fonts_used(probe)
+    assert len(probe["players"]) == has_player(nb)
+    for player in probe["players"]:  # frames embedded: it steps and plays with no network
+        assert player["start"]["index"] == 0 and player["start"]["loaded"]
+        assert player["start"]["src"].startswith("data:image/")
+        assert player["stepped"]["index"] == 1 and player["stepped"]["loaded"]
+        assert player["played"]["index"] > 1 and player["played"]["loaded"]
+        assert player["start"]["last"] >= 2  # more than two frames to play
 
 
 def test_stored_index_renders(chromium, stored_report):
@@ -295,4 +422,10 @@ def test_stored_index_renders(chromium, stored_report):
     assert [a["href"] for a in soup.select("section h2 a")] == [f"{p.stem}.html" for p, _ in notebooks]
     with_headline = [any(c.outputs for c in build_report.headline_cells(nb)) for _, nb in notebooks]
     assert [bool(s.select(".headline")) for s in soup.find_all("section")] == with_headline
-    assert_math_and_images(soup, probe, n_display=0, n_images=0)
+    with_figure = [build_report.key_figure(nb) is not None for _, nb in notebooks]
+    assert [bool(s.select("a.thumb img")) for s in soup.find_all("section")] == with_figure
+    thumbs = [img for img in probe["images"] if img["thumb"]]
+    assert len(thumbs) == sum(with_figure)
+    assert all(img["loaded"] and img["width"] > 0 for img in thumbs)
+    assert soup.select(".answer .MathJax"), "the math of the short answers was not typeset"
+    assert_math_and_images(soup, probe, n_display=0, n_images=sum(with_figure))
