@@ -17,13 +17,21 @@ enters the E-step (as in dipy and in Zhang, Brady & Smith 2001). We tried keepin
 other until one class held 99.9 % of the brain, a known failure of a Potts field combined
 with a free external field. ``weights`` still reports the class proportions.
 
-The pixels are updated one colour at a time (two colours for the 4-neighbourhood, a
-checkerboard; four for the 8-neighbourhood, the 2 x 2 pattern): no two pixels of one colour
-are neighbours, so a colour's simultaneous update is the same as updating its pixels one by one
-(Gauss-Seidel, as in sequential ICM), which is what makes each sweep improve the objective;
-updating every pixel at once from the old neighbours (as dipy does) can oscillate. With
-coloured sweeps the mean-field free energy (soft) increases and the ICM energy (hard) decreases
-at every step, E and M alike, so ``history`` is monotone (up to the tiny shift that reg_covar
+The pixels are updated one colour at a time (two colours for the 4-neighbourhood of a slice or
+the 6-neighbourhood of a volume, a checkerboard: the parity of the sum of the coordinates; four
+for the 8-neighbourhood, the 2 x 2 pattern, and eight for the 26-neighbourhood, the 2 x 2 x 2
+pattern): no two pixels of one colour are neighbours, so a colour's simultaneous update is the
+same as updating its pixels one by one (Gauss-Seidel, as in sequential ICM), which is what makes
+each sweep improve the objective; updating every pixel at once from the old neighbours (as dipy
+does) can oscillate. With coloured sweeps the mean-field free energy (soft) increases and the
+ICM energy (hard) decreases at every step, E and M alike, so ``history`` is monotone (up to the
+tiny shift that reg_covar adds to the M-step's exact maximiser).
+
+Volumes work the same way, voxel for voxel. With ``spacing`` (anisotropic voxels) each
+neighbour's vote is weighted by ``min(spacing) |o| / |o * spacing|`` for its offset ``o``
+(inversely proportional to its physical distance, 1 for every neighbour of isotropic voxels):
+the prior then couples voxels across thick slices less. Without ``spacing`` the prior counts
+neighbours on the voxel grid whatever their physical distance.
 
 ``segment_image`` is the entry point; the prior's primitives live in ``emlab.potts``.
 """
@@ -37,76 +45,122 @@ import numpy as np
 from em_helpers import (
     EMConvergenceWarning,
     EMResult,
+    MStepResult,
     history_entry,
     log_gaussian_1d,
     m_step,
     permute_components,
     run_em,
 )
+from emlab.fastpath import has_empty_component
 from emlab.potts import (
+    NEIGHBOURHOODS,
+    ColouredNeighbours,
     check_connectivity,
-    colour_sets,
-    icm_objective,
-    icm_sweep,
-    mean_field_objective,
-    mean_field_sweep,
-    neighbour_table,
+    coloured_icm_objective,
+    coloured_icm_sweep,
+    coloured_mean_field_objective,
+    coloured_mean_field_sweep,
 )
 from emlab.validation import check_beta, check_image, check_int
 
 
-def _potts_em(X, mask, start, method, beta, connectivity, max_iter, tol, reg_covar):
+def _m_step_1d(X, R, reg_covar):
+    """``m_step(X, R, reg_covar=reg_covar)`` for the complete (N, 1) intensities of the prior's
+    loop, without its input checks and copies (the loop's ``R`` is valid by construction):
+    the same operations in the same order, so the same numbers. An empty class goes to
+    ``m_step`` itself, which re-seeds it."""
+    counts = R.sum(axis=1)
+    if has_empty_component(counts, X.shape[0]):
+        return m_step(X, R, reg_covar=reg_covar)
+    means = (R @ X) / counts[:, None]
+    covs = np.empty((R.shape[0], 1, 1))
+    for k in range(R.shape[0]):
+        diff = X - means[k]
+        covs[k] = (R[k][:, None] * diff).T @ diff / counts[k]
+        covs[k].flat[::2] += reg_covar
+    return MStepResult(means, covs, counts / X.shape[0])
+
+
+class _LogDensities:
+    """``ln N(x_n; mu_k, sigma_k^2)`` (K, N) of the pixels in the internal order, into one
+    buffer. When the pixels take few distinct values (an 8-bit scan: a few hundred), the
+    densities are computed once per value and gathered: the same numbers (the formula is
+    applied to the same values), without the ~7 passes over (K, N)."""
+
+    def __init__(self, x_inner, K):
+        self.x = x_inner
+        self.out = np.empty((K, x_inner.size))
+        levels, codes = np.unique(x_inner, return_inverse=True)
+        self.levels, self.codes = (levels, codes.ravel()) if levels.size <= x_inner.size // 8 \
+            else (None, None)
+
+    def __call__(self, means, variances):
+        with np.errstate(divide="ignore"):
+            if self.levels is None:
+                self.out[...] = log_gaussian_1d(self.x, means, variances)
+                return self.out
+            table = log_gaussian_1d(self.levels, means, variances)
+        for k in range(table.shape[0]):
+            table[k].take(self.codes, out=self.out[k], mode="clip")
+        return self.out
+
+
+def _potts_em(X, mask, start, method, beta, connectivity, spacing, max_iter, tol, reg_covar):
     """EM with a Potts prior, started from a plain-EM result ``start``; returns an EMResult.
 
     Each iteration is one coloured sweep of the E-step (mean field or ICM) followed by the
     usual M-step (``m_step``) on the resulting responsibilities. Stops when no label changes
     (hard) or no responsibility moves by more than ``tol`` (soft).
+
+    The sweeps run on the pixels renumbered colour by colour (``potts.ColouredNeighbours``:
+    a colour is a slice of ``Q``); ``R`` holds the same responsibilities in the order of
+    ``image[mask]``, for the M-step and the result.
     """
     x = X[:, 0]
     K, N = start.means.shape[0], x.shape[0]
-    table = neighbour_table(mask, connectivity)
-    colours = colour_sets(mask, connectivity)
+    layout = ColouredNeighbours.of(mask, connectivity, spacing)
     means, covs, weights = start.means, start.covariances, start.weights
-    Q = np.zeros((K, N + 1))  # the last column: absent neighbours
-    Q[:, :-1] = start.resp
+    R = np.array(start.resp, dtype=float)
+    Q = np.zeros((K, N + 1))  # internal order; the last column: absent neighbours
+    layout.to_inner(R, out=Q[:, :-1])
+    log_densities = _LogDensities(x[layout.order], K) if method == "soft" else None
+    work = {}
 
     def data_term():
         """Soft: ln N(x_n; mu_k, sigma_k^2). Hard: (x_n - mu_k)^2 / (2 sigma^2) and
-        the pooled variance sigma^2. Both (K, N)."""
+        the pooled variance sigma^2. Both (K, N), in the internal order."""
         if method == "soft":
-            with np.errstate(divide="ignore"):
-                return log_gaussian_1d(x, means[:, 0], covs[:, 0, 0]), None
+            return log_densities(means[:, 0], covs[:, 0, 0]), None
         sq = (x[None, :] - means[:, 0][:, None]) ** 2
-        sigma2 = float((Q[:, :-1] * sq).sum() / N + reg_covar)
-        return sq / (2.0 * sigma2), sigma2
+        sigma2 = float((R * sq).sum() / N + reg_covar)
+        return layout.to_inner(sq / (2.0 * sigma2)), sigma2
 
-    def objective(term, sigma2):
+    def objective(term, sigma2, sweep=None):
+        pairs, entropy = (None, None) if sweep is None else (sweep.pairs, sweep.entropy)
         if method == "soft":
-            return mean_field_objective(Q, term, beta, table)
-        return icm_objective(Q, term, sigma2, beta, table)
+            return coloured_mean_field_objective(Q, term, beta, layout, pairs, entropy)
+        return coloured_icm_objective(Q, term, sigma2, beta, layout, pairs)
 
     term, sigma2 = data_term()
     history = [history_entry(means, covs, weights, objective(term, sigma2))]
     reseeded, converged, n_iter = [], False, 0
     for n_iter in range(1, max_iter + 1):
-        before = Q.copy()
         if method == "soft":
-            mean_field_sweep(Q, term, beta, colours, table)
+            sweep = coloured_mean_field_sweep(Q, term, beta, layout, work)
         else:
-            icm_sweep(Q, term, beta, colours, table)
-        fit = m_step(X, Q[:, :-1], reg_covar=reg_covar)
+            sweep = coloured_icm_sweep(Q, term, beta, layout, work)
+        layout.to_mask_order(Q, out=R)  # back to the order of image[mask]
+        fit = _m_step_1d(X, R, reg_covar)
         # an emptied class is re-seeded by m_step; the next sweep then lets it claim pixels
         reseeded += [(n_iter, k) for k in fit.reseeded]
         means, covs, weights = fit
         term, sigma2 = data_term()
-        history.append(history_entry(means, covs, weights, objective(term, sigma2)))
-        change = np.abs(Q - before).max()
-        converged = change == 0 if method == "hard" else change < tol
+        history.append(history_entry(means, covs, weights, objective(term, sigma2, sweep)))
+        converged = sweep.change == 0 if method == "hard" else sweep.change < tol
         if converged:
             break
-    resp = Q[:, :-1].copy()
-    if method == "hard":
-        resp = resp.astype(np.int64)
+    resp = R.astype(np.int64) if method == "hard" else R
     return EMResult(means=means, covariances=covs, weights=weights, resp=resp,
                     labels=np.argmax(resp, axis=0), n_iter=n_iter, converged=bool(converged),
                     objective=history[-1]["objective"], history=history,
@@ -156,9 +210,24 @@ def _check_start(start, X, K, method, beta):
             f"resp ({K}, {X.shape[0]}) (the same image, mask and n_components, beta=0)")
 
 
+def _check_spacing(spacing, ndim):
+    """``None``, or the voxel size as ``ndim`` positive finite floats."""
+    if spacing is None:
+        return None
+    try:
+        values = np.array(spacing, dtype=float)
+    except (TypeError, ValueError):
+        values = None
+    if values is None or values.shape != (ndim,) or not np.all(np.isfinite(values)) \
+            or not np.all(values > 0):
+        raise ValueError(f"spacing must be {ndim} positive finite numbers (the voxel size along "
+                         f"each axis of the {ndim}-D image), got {spacing!r}")
+    return values
+
+
 def segment_image(image, mask=None, n_components=3, method="soft", beta=0.0, random_state=0,
-                  *, connectivity=4, n_init=4, max_iter=500, tol=1e-4, reg_covar=1e-6,
-                  start=None):
+                  *, connectivity=None, spacing=None, n_init=4, max_iter=500, tol=1e-4,
+                  reg_covar=1e-6, start=None):
     """Segment a grey-level image by EM on the intensities, with an optional Potts prior.
 
     The intensities of the pixels inside ``mask`` are fitted by a ``n_components``-Gaussian
@@ -166,7 +235,8 @@ def segment_image(image, mask=None, n_components=3, method="soft", beta=0.0, ran
     responsibilities). The hard fit is started from k-means++ seeds (best of ``n_init``) and
     the soft fit from the hard solution. With ``beta > 0`` that fit is then continued under a
     Potts / Markov-random-field prior that rewards a pixel for sharing its class with its
-    neighbours (``connectivity`` 4 or 8; neighbours outside the mask do not count):
+    neighbours (``connectivity``; neighbours outside the mask do not count). Images are 2-D
+    slices (H, W) or 3-D volumes (X, Y, Z); a volume of depth 1 gives the slice's answer:
 
     * soft: mean-field EM. E-step: ``q_n(k) ∝ N(x_n; mu_k, sigma_k^2)
       exp(beta * sum_{m ~ n} q_m(k))``, i.e. the log-prior of class ``k`` at pixel ``n`` is
@@ -175,13 +245,13 @@ def segment_image(image, mask=None, n_components=3, method="soft", beta=0.0, ran
       (number of neighbours in class k)``, ``sigma^2`` the pooled within-class variance (so that
       ``beta = 0`` is exactly the nearest-mean rule).
 
-    Both E-steps update the pixels one colour of a checkerboard at a time (see the comment at
-    the head of this section) and are followed by the usual M-step (``m_step``). Mean field was
+    Both E-steps update the pixels one colour of a checkerboard at a time (see the module
+    docstring) and are followed by the usual M-step (``m_step``). Mean field was
     chosen for soft EM because it keeps responsibilities (the M-step stays the weighted one of
     this module) and, unlike ICM, does not freeze a pixel's class after one decision.
     Under the prior no mixing weight enters the E-step: the class proportions are left to the
     Potts field, as in dipy (with free weights the prior drove the noisy slice to a single
-    class; see the comment at the head of this section). ``beta`` is in nats per neighbour:
+    class; see the module docstring). ``beta`` is in nats per neighbour:
     with 4 neighbours, ``beta = 1`` lets a unanimous neighbourhood outweigh a log-likelihood
     ratio of up to 4 nats (a likelihood ratio of ``e^4``). (dipy's
     ``TissueClassifierHMRF`` adds ``+beta_dipy`` per disagreeing neighbour and ``-beta_dipy``
@@ -189,9 +259,9 @@ def segment_image(image, mask=None, n_components=3, method="soft", beta=0.0, ran
 
     Parameters
     ----------
-    image : array-like of shape (H, W)
+    image : array-like of shape (H, W) or (X, Y, Z)
         Intensities; must be finite inside the mask. Not modified.
-    mask : array-like of bool, shape (H, W), optional
+    mask : array-like of bool, same shape as ``image``, optional
         The pixels to segment (e.g. the brain: ``image > 0``). Default: every pixel.
     n_components : int, default 3
     method : {"soft", "hard"}, default "soft"
@@ -199,8 +269,13 @@ def segment_image(image, mask=None, n_components=3, method="soft", beta=0.0, ran
         Strength of the spatial prior; 0 switches it off (plain ``run_em``).
     random_state : int, default 0
         Seed of the k-means++ starts.
-    connectivity : {4, 8}, default 4
-        Neighbourhood of the prior.
+    connectivity : {4, 8} for a slice, {6, 26} for a volume, optional
+        Neighbourhood of the prior. Default: 4 for a slice (the edge neighbours), 6 for a
+        volume (the face neighbours); 8 and 26 add the diagonal ones.
+    spacing : sequence of ``image.ndim`` positive floats, optional
+        The voxel size along each axis (e.g. in mm). Given, each neighbour's vote in the prior
+        is weighted by ``min(spacing) * |o| / |o * spacing|`` for its offset ``o`` (all weights
+        are 1 for isotropic voxels, whatever their size). Default: every neighbour counts 1.
     n_init : int, default 4
         Number of k-means++ starts of the hard fit.
     max_iter : int, default 500
@@ -217,12 +292,12 @@ def segment_image(image, mask=None, n_components=3, method="soft", beta=0.0, ran
 
     Returns
     -------
-    label_image : ndarray of shape (H, W), int
-        The class of each pixel, ``-1`` outside the mask; classes are numbered by increasing
+    label_image : ndarray of the image's shape, int64
+        The class of each pixel (voxel), ``-1`` outside the mask; classes are numbered by increasing
         mean intensity (``0`` the darkest).
     result : EMResult
         The fit, components in the same order. ``resp`` and ``labels`` cover the masked pixels
-        in row-major order (``image[mask]``). With ``beta > 0``, ``history`` and ``objective``
+        in row-major (C) order, that of ``image[mask]``. With ``beta > 0``, ``history`` and ``objective``
         hold the quantity that the coupled iterations improve monotonically: the mean-field
         objective (soft, higher is better, up to the Potts normalising constant) or the ICM
         energy (hard, lower is better), and ``init_means`` are the plain-EM means it started from.
@@ -230,21 +305,24 @@ def segment_image(image, mask=None, n_components=3, method="soft", beta=0.0, ran
     Raises
     ------
     ValueError
-        If the image is not 2-D, the mask's shape differs from the image's, the mask is empty,
-        a pixel inside the mask is not finite, ``beta`` is negative or not finite, or any other
-        argument is invalid.
+        If the image is not 2-D or 3-D, the mask's shape differs from the image's, the mask is
+        empty, a pixel inside the mask is not finite, ``beta`` is negative or not finite,
+        ``connectivity`` does not fit the image's dimension, ``spacing`` is not ``image.ndim``
+        positive numbers, or any other argument is invalid.
 
     Warns
     -----
     EMConvergenceWarning
         If an EM loop stops at ``max_iter`` without converging.
     """
-    img, inside = check_image(image, mask)
+    img, inside = check_image(image, mask, ndims=(2, 3))
     K = check_int(n_components, "n_components", minimum=1)
     if method not in ("hard", "soft"):
         raise ValueError(f"method must be 'hard' or 'soft', got {method!r}")
     beta = check_beta(beta)
-    connectivity = check_connectivity(connectivity)
+    connectivity = check_connectivity(
+        NEIGHBOURHOODS[img.ndim][0] if connectivity is None else connectivity, img.ndim)
+    spacing = _check_spacing(spacing, img.ndim)
     n_init = check_int(n_init, "n_init", minimum=1)
     max_iter = check_int(max_iter, "max_iter", minimum=1)
     if not (isinstance(tol, (int, float, np.floating)) and np.isfinite(tol) and tol > 0):
@@ -261,8 +339,8 @@ def segment_image(image, mask=None, n_components=3, method="soft", beta=0.0, ran
         result = start if start is not None else _plain_em(X, K, method, n_init, max_iter,
                                                              random_state, reg_covar)
         if beta > 0:
-            result = _potts_em(X, inside, result, method, beta, connectivity, max_iter, tol,
-                               reg_covar)
+            result = _potts_em(X, inside, result, method, beta, connectivity, spacing,
+                               max_iter, tol, reg_covar)
             if not result.converged:
                 warnings.warn(f"{method} EM with the spatial prior did not converge within "
                               f"max_iter={max_iter} iterations", EMConvergenceWarning,

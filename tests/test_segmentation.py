@@ -1,5 +1,6 @@
 """Tests of ``emlab.segmentation``: ``segment_image`` with and without the Potts prior (Dice,
-monotone objectives, fixed points, agreement with scikit-learn at beta = 0), starts and checks."""
+monotone objectives, fixed points, agreement with scikit-learn at beta = 0), starts and checks,
+on slices and on volumes (depth 1 = the slice, anisotropic voxels, bad inputs)."""
 
 import warnings
 
@@ -8,7 +9,7 @@ import pytest
 from scipy import ndimage
 from sklearn.cluster import KMeans
 from sklearn.mixture import GaussianMixture
-from synthetic import piecewise_image
+from synthetic import mean_dice, piecewise_image
 
 import em_helpers as em
 from emlab import label_maps, phantoms, segmentation
@@ -186,14 +187,17 @@ def _bad(kwargs_update, match):
     ({"image": np.where(np.eye(12, dtype=bool), np.nan, 1.0)},
      r"12 non-finite pixel\(s\) inside the mask, the first at \(row 0, column 0\)"),
     ({"image": np.where(np.eye(12, dtype=bool), np.inf, 1.0)}, "non-finite"),
-    ({"image": np.ones((4, 4, 4))}, "must be a 2-D array"),
+    ({"image": np.ones((4, 4, 4, 2))}, r"must be a 2-D array \(H, W\) or a 3-D array"),
     ({"image": [["a", "b"]]}, "must be a numeric array"),
     ({"beta": -0.1}, "beta must be a finite number >= 0"),
     ({"beta": np.nan}, "beta must be a finite number >= 0"),
     ({"beta": np.inf}, "beta must be a finite number >= 0"),
     ({"beta": "0.5"}, "beta must be a finite number >= 0"),
     ({"beta": True}, "beta must be a finite number >= 0"),
-    ({"connectivity": 6}, "connectivity must be 4 or 8"),
+    ({"connectivity": 6}, "connectivity must be 4 or 8 for a 2-D image"),
+    ({"connectivity": 26}, "connectivity must be 4 or 8 for a 2-D image"),
+    ({"spacing": (1.0, 1.0, 1.0)}, "spacing must be 2 positive finite numbers"),
+    ({"spacing": (1.0, 0.0)}, "spacing must be 2 positive finite numbers"),
     ({"method": "fuzzy"}, "method must be 'hard' or 'soft'"),
     ({"n_components": 0}, "n_components must be >= 1"),
     ({"tol": 0.0}, "tol must be a positive number"),
@@ -220,3 +224,188 @@ def test_lesion_pipeline_recovers_area_and_centroid_on_the_clean_slice(t1_slice,
     centre_error = np.argwhere(found).mean(axis=0) - np.argwhere(truth).mean(axis=0)
     assert np.hypot(*centre_error) <= 2.0
     assert label_maps.dice(truth.astype(int), found.astype(int))[1] > 0.9
+
+
+# --------------------------------------------------------------------------------- volumes
+
+def piecewise_volume(noise_sd, seed=0, shape=(20, 22, 18), levels=(0.0, 1.0, 2.0)):
+    """Class 0 for x < X/2, class 2 beyond, a central ball class 1; plus Gaussian noise."""
+    grid = np.indices(shape)
+    truth = np.zeros(shape, dtype=np.int64)
+    truth[shape[0] // 2:] = 2
+    centre = np.array(shape)[:, None, None, None] / 2
+    truth[((grid - centre) ** 2).sum(axis=0) < (min(shape) / 3.5) ** 2] = 1
+    rng = np.random.default_rng(seed)
+    return np.asarray(levels)[truth] + rng.normal(0.0, noise_sd, shape), truth
+
+
+@pytest.mark.parametrize("connectivity, beta", [(6, 0.6), (26, 0.2)])  # ~4-5 nats in all
+def test_3d_prior_raises_dice_on_a_noisy_volume(connectivity, beta):
+    volume, truth = piecewise_volume(noise_sd=0.6, seed=20)
+    plain, _ = segmentation.segment_image(volume)
+    smooth, _ = segmentation.segment_image(volume, beta=beta, connectivity=connectivity)
+    before, after = mean_dice(truth, plain), mean_dice(truth, smooth)
+    assert before < 0.75 and after > 0.9, (before, after)
+
+
+def test_3d_default_connectivity_is_6():
+    volume, _ = piecewise_volume(noise_sd=0.6, seed=21, shape=(10, 11, 9))
+    default, _ = segmentation.segment_image(volume, beta=0.5)
+    six, _ = segmentation.segment_image(volume, beta=0.5, connectivity=6)
+    twenty_six, _ = segmentation.segment_image(volume, beta=0.5, connectivity=26)
+    np.testing.assert_array_equal(default, six)
+    assert not np.array_equal(six, twenty_six)
+
+
+@pytest.mark.parametrize("method", ["soft", "hard"])
+@pytest.mark.parametrize("connectivity_2d, connectivity_3d", [(4, 6), (8, 26)])
+@pytest.mark.parametrize("axis", [0, 2])
+def test_volume_of_depth_one_gives_the_slice_answer(method, connectivity_2d, connectivity_3d,
+                                                    axis):
+    image, _ = piecewise_image(noise_sd=0.8, seed=22, shape=(30, 26))
+    mask = image > -1.5
+    labels, fit = segmentation.segment_image(image, mask, method=method, beta=0.7,
+                                             connectivity=connectivity_2d)
+    volume, volume_mask = np.expand_dims(image, axis), np.expand_dims(mask, axis)
+    labels3, fit3 = segmentation.segment_image(volume, volume_mask, method=method, beta=0.7,
+                                               connectivity=connectivity_3d)
+    assert labels3.shape == volume.shape
+    np.testing.assert_array_equal(labels3.squeeze(axis), labels)
+    np.testing.assert_array_equal(fit3.resp, fit.resp)  # exactly: the same sums in the same order
+    np.testing.assert_array_equal(fit3.means, fit.means)
+    assert fit3.n_iter == fit.n_iter and fit3.objective == fit.objective
+
+
+@pytest.mark.parametrize("method", ["soft", "hard"])
+@pytest.mark.parametrize("connectivity, spacing", [(6, None), (26, None), (6, (1.0, 1.0, 2.5)),
+                                                   (26, (0.8, 1.0, 2.0))])
+def test_3d_objective_is_monotone_under_the_prior(method, connectivity, spacing):
+    volume, _ = piecewise_volume(noise_sd=0.8, seed=23, shape=(12, 13, 10))
+    _, result = segmentation.segment_image(volume, method=method, beta=0.5,
+                                           connectivity=connectivity, spacing=spacing,
+                                           reg_covar=0.0)
+    trace = result.objective_trace
+    assert result.n_iter >= 2 and trace.size == result.n_iter + 1
+    steps = np.diff(trace) if method == "soft" else -np.diff(trace)
+    assert (steps >= -1e-9 * np.abs(trace).max()).all()
+
+
+def test_3d_anisotropic_mean_field_result_is_a_fixed_point():
+    """Brute force with scipy: neighbour votes weighted by min(spacing) |o| / |o * spacing|."""
+    volume, _ = piecewise_volume(noise_sd=0.8, seed=24, shape=(10, 12, 9))
+    mask = np.ones(volume.shape, dtype=bool)
+    mask[:3, :4, :] = False
+    spacing, beta = np.array([1.0, 1.0, 3.0]), 0.9
+    _, res = segmentation.segment_image(volume, mask, beta=beta, spacing=spacing, tol=1e-10,
+                                        max_iter=5000)
+    assert res.converged
+    kernel = np.zeros((3, 3, 3))
+    kernel[0, 1, 1] = kernel[2, 1, 1] = kernel[1, 0, 1] = kernel[1, 2, 1] = 1.0
+    kernel[1, 1, 0] = kernel[1, 1, 2] = 1 / 3  # across the thick slices
+    K = res.means.shape[0]
+    x = volume[mask]
+    logits = np.empty((K, x.size))
+    for k in range(K):
+        q = np.zeros(volume.shape)
+        q[mask] = res.resp[k]
+        var = res.covariances[k, 0, 0]
+        logits[k] = (-0.5 * np.log(2 * np.pi * var) - (x - res.means[k, 0]) ** 2 / (2 * var)
+                     + beta * ndimage.correlate(q, kernel, mode="constant")[mask])
+    expected = np.exp(logits - logits.max(axis=0))
+    expected /= expected.sum(axis=0)
+    np.testing.assert_allclose(res.resp, expected, atol=1e-6)
+
+
+def test_isotropic_spacing_changes_nothing():
+    volume, _ = piecewise_volume(noise_sd=0.7, seed=25, shape=(10, 11, 9))
+    plain, fit = segmentation.segment_image(volume, beta=0.5)
+    for spacing in [(1.0, 1.0, 1.0), (2.0, 2.0, 2.0)]:
+        same, same_fit = segmentation.segment_image(volume, beta=0.5, spacing=spacing)
+        np.testing.assert_array_equal(same, plain)
+        np.testing.assert_array_equal(same_fit.resp, fit.resp)
+    thick, _ = segmentation.segment_image(volume, beta=0.5, spacing=(1.0, 1.0, 4.0))
+    assert thick.shape == volume.shape and not np.array_equal(thick, plain)
+
+
+def test_3d_format_and_inputs_untouched():
+    volume, _ = piecewise_volume(noise_sd=0.3, seed=26, shape=(8, 9, 7))
+    mask = np.ones(volume.shape, dtype=bool)
+    mask[0] = False
+    volume[0] = np.nan  # outside the mask: ignored
+    before, mask_before = volume.copy(), mask.copy()
+    labels, fit = segmentation.segment_image(volume, mask, beta=0.5)
+    assert labels.shape == volume.shape and labels.dtype == np.int64
+    assert (labels[~mask] == -1).all() and set(np.unique(labels[mask])) == {0, 1, 2}
+    np.testing.assert_array_equal(labels[mask], fit.labels)
+    assert fit.resp.shape == (3, mask.sum())
+    np.testing.assert_array_equal(volume, before)
+    np.testing.assert_array_equal(mask, mask_before)
+
+
+def _bad_volume(kwargs_update, match):
+    volume, _ = piecewise_volume(noise_sd=0.3, seed=27, shape=(6, 7, 5))
+    kwargs = {"image": volume, "mask": None, "beta": 0.5}
+    kwargs.update(kwargs_update)
+    with pytest.raises(ValueError, match=match):
+        segmentation.segment_image(**kwargs)
+
+
+@pytest.mark.parametrize("update, match", [
+    ({"image": np.ones((6, 7, 5, 2))}, r"got shape \(6, 7, 5, 2\)"),
+    ({"mask": np.ones((6, 7, 4), dtype=bool)}, r"mask must have the image's shape \(6, 7, 5\)"),
+    ({"mask": np.ones((6, 7), dtype=bool)}, r"mask must have the image's shape \(6, 7, 5\)"),
+    ({"mask": np.zeros((6, 7, 5), dtype=bool)}, "mask is empty"),
+    ({"image": np.where(np.arange(5) == 3, np.nan, np.ones((6, 7, 5)))},
+     r"42 non-finite pixel\(s\) inside the mask, the first at voxel \(0, 0, 3\)"),
+    ({"connectivity": 8}, "connectivity must be 6 or 26 for a 3-D image"),
+    ({"connectivity": 4}, "connectivity must be 6 or 26 for a 3-D image"),
+    ({"spacing": (1.0, 1.0)}, "spacing must be 3 positive finite numbers"),
+    ({"spacing": (1.0, np.inf, 1.0)}, "spacing must be 3 positive finite numbers"),
+    ({"spacing": (1.0, -1.0, 1.0)}, "spacing must be 3 positive finite numbers"),
+    ({"spacing": "thick"}, "spacing must be 3 positive finite numbers"),
+])
+def test_bad_volume_inputs_raise_clear_errors(update, match):
+    _bad_volume(update, match)
+
+
+def reference_potts_em(image, mask, start, beta, connectivity, max_iter, tol=1e-4,
+                       reg_covar=1e-6):
+    """The prior's loop written plainly (pixels in the order of image[mask], gathers, the
+    checked em.m_step): what segment_image's fast path must reproduce."""
+    from emlab import potts
+
+    X = image[mask][:, None]
+    x = X[:, 0]
+    table = potts.neighbour_table(mask, connectivity)
+    colours = potts.colour_sets(mask, connectivity)
+    Q = np.hstack([start.resp, np.zeros((start.resp.shape[0], 1))])
+    means, covs = start.means, start.covariances
+    for n_iter in range(1, max_iter + 1):
+        before = Q.copy()
+        log_data = em.log_gaussian_1d(x, means[:, 0], covs[:, 0, 0])
+        potts.mean_field_sweep(Q, log_data, beta, colours, table)
+        means, covs, _ = em.m_step(X, Q[:, :-1], reg_covar=reg_covar)
+        if np.abs(Q - before).max() < tol:
+            break
+    return Q[:, :-1], means, n_iter
+
+
+@pytest.mark.parametrize("levels", [None, 40])  # 40 levels: densities computed per level
+@pytest.mark.parametrize("shape, connectivity", [((30, 34), 4), ((30, 34), 8),
+                                                 ((9, 10, 8), 6), ((9, 10, 8), 26)])
+def test_fast_prior_loop_reproduces_the_plain_loop_bit_for_bit(shape, connectivity, levels):
+    if len(shape) == 2:
+        image, _ = piecewise_image(noise_sd=0.8, seed=30, shape=shape)
+    else:
+        image, _ = piecewise_volume(noise_sd=0.8, seed=30, shape=shape)
+    if levels is not None:  # an 8-bit-like scan: few distinct intensities
+        image = np.round((image - image.min()) / np.ptp(image) * (levels - 1)) / (levels - 1)
+    mask = image > -1.0
+    beta = 0.6 if connectivity in (4, 6) else 0.2
+    _, plain = segmentation.segment_image(image, mask)
+    _, fit = segmentation.segment_image(image, mask, beta=beta, connectivity=connectivity,
+                                        start=plain)
+    resp, means, n_iter = reference_potts_em(image, mask, plain, beta, connectivity, 500)
+    assert fit.n_iter == n_iter
+    np.testing.assert_array_equal(fit.resp, resp)  # plain's components are already in order
+    np.testing.assert_array_equal(fit.means, means)
