@@ -6,6 +6,7 @@ uses only the four at the bottom of the list. Dependencies run one way, top to b
 
 module                    what it holds
 ========================  ===================================================================
+``emlab.segment``         the command that segments a user's NIfTI scan (``python -m ...``)
 ``emlab.cmm``             the categorical mixture of theory question 5 (``run_cmm_em``)
 ``emlab.tables``          tables for the simulation notebooks 01-05 (``parameter_table``, ...)
 ``emlab.bootstrap``       standard errors by a stratified bootstrap (``bootstrap_parameters``)
@@ -14,10 +15,12 @@ module                    what it holds
 ``emlab.potts``           the Potts prior's neighbours, colour sets, sweeps and objectives
 ``emlab.label_maps``      Dice, matching, per-class statistics of label images, cropping
 ``emlab.phantoms``        an implanted lesion and added noise, for checks with a known truth
+``emlab.templates``       the MNI152 template and its reference tissue maps (from nilearn)
 ``emlab.dipy_hmrf``       dipy's HMRF classifier behind the same interface
 ``emlab.comparison``      several segmenters side by side, with wall times (notebook 08)
 ``emlab.animation``       EM runs as animations from their history (``em_animation_html``)
 ``emlab.plotting``        the figures' helpers (``plot_clusters``, ``plot_label_image``, ...)
+``emlab.nifti``           NIfTI files in and out, the voxel-to-world affine (volumes in mL)
 ``emlab.fastpath``        the blocked complete-data path of ``run_em`` (used by ``em_helpers``)
 ``emlab.units``           the standardised units ``run_em`` fits in (used by ``em_helpers``)
 ``emlab.validation``      input checks shared by all of the above (imports nothing of ours)

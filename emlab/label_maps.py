@@ -2,7 +2,8 @@
 
 - ``dice`` (per class), ``match_label_images`` (renumber one labelling to another),
   ``label_agreement`` (agreement and Dice after matching);
-- ``region_stats``: size and centroid of every class;
+- ``region_stats``: size and centroid of every class (in mL and world millimetres, given a
+  voxel-to-world affine); ``soft_volumes_ml``: volumes from responsibilities;
 - ``crop_to_mask``: the bounding box of a mask, with a margin.
 """
 
@@ -12,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from em_helpers import match_labels
+from emlab.nifti import check_affine, voxel_to_world, voxel_volume_ml
 from emlab.validation import check_image, check_int
 
 
@@ -113,69 +115,127 @@ def label_agreement(reference, labels, mask, names):
     return row
 
 
-def region_stats(label_image, names=None, offset=(0, 0)):
-    """Area and centroid of every class of a label image.
+def region_stats(label_image, names=None, offset=None, affine=None):
+    """Size and centroid of every class of a label image (2-D slice or 3-D volume).
 
     Parameters
     ----------
-    label_image : array-like of int, shape (H, W)
+    label_image : array-like of int, shape (H, W) or (X, Y, Z)
         ``-1`` (any negative label) outside the region of interest.
     names : sequence of str, optional
         ``names[k]`` names class ``k``; the table then has exactly ``len(names)`` rows, classes
-        with no pixel included (their centroid is NaN, their area 0). Default: one row per
+        with no pixel included (their centroid is NaN, their size 0). Default: one row per
         class present, named by its number.
-    offset : (int, int), default (0, 0)
-        Added to the centroids: the (row, column) of the label image's top-left pixel in a
-        larger image, so that the centroids of a crop (``crop_to_mask``) are in the full image.
+    offset : sequence of int, one per axis, optional
+        Added to the centroids: the index of the label image's first pixel (voxel) in a larger
+        image, so that the centroids of a crop (``crop_to_mask``) are in the full image.
+        Default: zeros ((0, 0) for a slice).
+    affine : array-like (4, 4), optional
+        3-D only: the voxel-to-world matrix of the full image (nibabel's ``img.affine``; with
+        ``offset``, of the image the crop was taken from). Adds ``volume_ml`` (voxels x
+        ``|det A[:3, :3]|`` / 1000) and ``centroid_x_mm``, ``centroid_y_mm``, ``centroid_z_mm``
+        (the class's mean voxel mapped through the affine: world coordinates, e.g. MNI).
 
     Returns
     -------
     pandas.DataFrame
-        Indexed by class name, columns ``pixels`` (area in pixels), ``fraction`` (of the
+        Indexed by class name. A slice: ``pixels`` (area in pixels), ``fraction`` (of the
         labelled pixels), ``centroid_row`` and ``centroid_col`` (mean pixel coordinates).
+        A volume: ``voxels``, ``fraction``, ``centroid_i``, ``centroid_j``, ``centroid_k``
+        (mean voxel indices), then the affine's columns if one is given.
+
+    Raises
+    ------
+    ValueError
+        If the labels are not a 2-D or 3-D integer array, label nothing, outnumber ``names``,
+        ``offset`` is not one finite number per axis, or ``affine`` is given for a slice or is
+        not a 4 x 4, finite, non-singular matrix.
     """
     labels = np.asarray(label_image)
-    if labels.ndim != 2 or not np.issubdtype(labels.dtype, np.integer):
-        raise ValueError(f"label_image must be a 2-D integer array, got shape {labels.shape} "
-                         f"and dtype {labels.dtype}")
-    offset = np.asarray(offset, dtype=float)
-    if offset.shape != (2,) or not np.isfinite(offset).all():
-        raise ValueError(f"offset must be a (row, column) pair of numbers, got {offset!r}")
+    if labels.ndim not in (2, 3) or not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"label_image must be a 2-D or 3-D integer array, got shape "
+                         f"{labels.shape} and dtype {labels.dtype}")
+    ndim = labels.ndim
+    offset = np.zeros(ndim) if offset is None else np.asarray(offset, dtype=float)
+    if offset.shape != (ndim,) or not np.isfinite(offset).all():
+        what = "a (row, column) pair" if ndim == 2 else "three numbers (i, j, k)"
+        raise ValueError(f"offset must be {what} of numbers, got {offset!r}")
+    if affine is not None:
+        if ndim != 3:
+            raise ValueError("affine is for a 3-D label_image (voxels to mm); got a 2-D one")
+        affine = check_affine(affine)
     labelled = labels >= 0
     if not labelled.any():
         raise ValueError("label_image labels no pixel (every label is negative)")
     classes = np.arange(len(names)) if names is not None else np.unique(labels[labelled])
     if names is not None and labels.max() >= len(names):
         raise ValueError(f"label_image has class {labels.max()} but only {len(names)} names")
-    rows, cols = np.indices(labels.shape)
+    where = np.nonzero(labelled)
+    inside = labels[where]
+    counts = np.bincount(inside, minlength=int(classes.max()) + 1 if classes.size else 1)
+    sums = np.stack([np.bincount(inside, weights=c, minlength=counts.size) for c in where],
+                    axis=1)  # (classes, ndim): summed coordinates of each class
+    size, axes = ("pixels", ("row", "col")) if ndim == 2 else ("voxels", ("i", "j", "k"))
     records = []
     for k in classes:
-        sel = labels == k
-        n = int(sel.sum())
-        records.append({"class": names[k] if names is not None else int(k), "pixels": n,
-                        "fraction": n / int(labelled.sum()),
-                        "centroid_row": rows[sel].mean() + offset[0] if n else np.nan,
-                        "centroid_col": cols[sel].mean() + offset[1] if n else np.nan})
+        n = int(counts[k])
+        centre = sums[k] / n + offset if n else np.full(ndim, np.nan)
+        row = {"class": names[k] if names is not None else int(k), size: n,
+               "fraction": n / int(labelled.sum())}
+        row.update({f"centroid_{a}": float(c) for a, c in zip(axes, centre)})
+        if affine is not None:
+            row["volume_ml"] = n * voxel_volume_ml(affine)
+            row.update({f"centroid_{a}_mm": float(c)
+                        for a, c in zip("xyz", voxel_to_world(affine, centre))})
+        records.append(row)
     return pd.DataFrame.from_records(records, index="class")
 
 
-def crop_to_mask(image, mask, margin=1):
-    """Crop an image and its mask to the mask's bounding box plus ``margin`` pixels.
+def soft_volumes_ml(resp, affine):
+    """Soft class volumes: each class's responsibilities summed over the voxels, in mL.
+
+    Parameters
+    ----------
+    resp : array-like (K, N)
+        Responsibilities of the N segmented voxels (``EMResult.resp``), columns summing to 1.
+    affine : array-like (4, 4)
+        Voxel-to-world matrix of the volume.
 
     Returns
     -------
-    image_crop, mask_crop : ndarray (h, w)
-        New arrays (copies).
-    offset : tuple (row, col)
-        Position of the crop's top-left pixel in the original image (add it to coordinates
-        measured in the crop to get coordinates in the original).
+    ndarray (K,)
+        ``sum_n r_nk * |det A[:3, :3]| / 1000``; sums to the mask's volume.
     """
-    img, inside = check_image(image, mask)
+    R = np.asarray(resp, dtype=float)
+    if R.ndim != 2 or not np.isfinite(R).all() or (R < 0).any() \
+            or not np.allclose(R.sum(axis=0), 1.0, atol=1e-6):
+        raise ValueError(f"resp must be a finite (K, N) array of responsibilities with columns "
+                         f"summing to 1, got shape {R.shape}")
+    return R.sum(axis=1) * voxel_volume_ml(affine)
+
+
+def crop_to_mask(image, mask, margin=1):
+    """Crop an image and its mask to the mask's bounding box plus ``margin`` pixels (voxels).
+
+    Parameters
+    ----------
+    image : array-like (H, W) or (X, Y, Z)
+    mask : array-like of bool, same shape
+    margin : int >= 0, default 1
+
+    Returns
+    -------
+    image_crop, mask_crop : ndarray, same number of dimensions
+        New arrays (copies).
+    offset : tuple of int, one per axis
+        Index of the crop's first pixel in the original image (add it to coordinates
+        measured in the crop to get coordinates in the original; ``region_stats(offset=...)``).
+    """
+    img, inside = check_image(image, mask, ndims=(2, 3))
     margin = check_int(margin, "margin", minimum=0)
-    rows, cols = np.nonzero(inside)
-    r0, c0 = max(rows.min() - margin, 0), max(cols.min() - margin, 0)
-    r1, c1 = rows.max() + margin + 1, cols.max() + margin + 1
-    return img[r0:r1, c0:c1].copy(), inside[r0:r1, c0:c1].copy(), (int(r0), int(c0))
+    where = np.nonzero(inside)
+    box = tuple(slice(max(int(w.min()) - margin, 0), int(w.max()) + margin + 1) for w in where)
+    return img[box].copy(), inside[box].copy(), tuple(b.start for b in box)
 
 
 def class_fractions(label_image, mask, n_classes):

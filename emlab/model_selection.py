@@ -8,7 +8,9 @@ picks the best. This module does the same for our EM (``em_helpers.run_em``):
 - ``information_criteria``: log-likelihood, BIC, AIC and ICL of one soft-EM fit;
 - ``collapsed_components``: the components of a fit that have collapsed (degenerate fits);
 - ``select_model``: the table of criteria over ``n_components`` x ``covariance_type``;
-- ``best_model``: the row a criterion picks, skipping degenerate fits.
+- ``best_model``: the row a criterion picks, skipping degenerate fits;
+- tables of a grid for notebook 06: ``criteria_table``, ``choices``, ``collapsed_table``,
+  ``bic_gains``, ``component_table``.
 
 Signs: lower is better, as in scikit-learn (``bic = -2 l + p ln N``). mclust reports the
 opposite sign (``BIC_mclust = 2 l - p ln N``, higher is better): compare ``-bic`` with its tables.
@@ -312,3 +314,132 @@ def best_model(table, criterion="bic"):
     order = np.argsort(ties["n_parameters"].to_numpy(), kind="stable")
     t, k = ties.index[order[0]]
     return str(t), int(k)
+
+
+# Tables of a grid, for the model-choice notebook ---------------------------------------------
+
+def _check_table(table, columns):
+    if not isinstance(table, pd.DataFrame) or not set(columns) <= set(table):
+        raise ValueError(f"table must be the DataFrame of select_model (with columns "
+                         f"{sorted(columns)})")
+
+
+def criteria_table(table, criteria=("bic", "icl"), decimals=1):
+    """The criteria per K (rows) and covariance model (columns), rounded.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        As returned by ``select_model``.
+    criteria : sequence of {"bic", "aic", "icl"}, default ("bic", "icl")
+    decimals : int, default 1
+
+    Returns
+    -------
+    pandas.DataFrame
+        Indexed by ``n_components``; columns (criterion, covariance_type).
+    """
+    _check_table(table, criteria)
+    return table[list(criteria)].unstack(level=0).round(check_int(decimals, "decimals"))
+
+
+def choices(table, criteria=CRITERIA):
+    """What each criterion picks (``best_model``, degenerate fits skipped).
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per criterion (upper case), columns ``covariance_type`` and ``K``.
+    """
+    return pd.DataFrame({c.upper(): dict(zip(["covariance_type", "K"], best_model(table, c)))
+                         for c in criteria}).T
+
+
+def collapsed_table(table, fits, X):
+    """One row per collapsed component of a degenerate fit, and one per fit that did not
+    converge, so that a reader sees why a row of the grid was set aside.
+
+    Parameters
+    ----------
+    table, fits : the two results of ``select_model(..., return_fits=True)``
+    X : array-like of shape (N, d)
+        The data of the grid.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Indexed by (covariance_type, n_components, component; -1 for a fit that did not
+        converge); columns ``converged``, ``points' worth of weight``, ``smallest
+        eigenvalue``, ``distinct values it owns`` and ``BIC``.
+    """
+    _check_table(table, ("bic", "converged", "degenerate"))
+    X = check_points(X)
+    rows = {}
+    for key in table.index[table["degenerate"] | ~table["converged"]]:
+        if key not in fits:
+            raise ValueError(f"fits has no fit for {key}: pass the fits of the same grid")
+        fit = fits[key]
+        for k in collapsed_components(fit):
+            rows[(*key, int(k))] = {
+                "converged": bool(table.loc[key, "converged"]),
+                "points' worth of weight": round(float(fit.weights[k] * len(X)), 1),
+                "smallest eigenvalue": f"{np.linalg.eigvalsh(fit.covariances[k])[0]:.1e}",
+                "distinct values it owns": len(np.unique(X[fit.labels == k], axis=0)),
+                "BIC": round(float(table.loc[key, "bic"]), 1)}
+        if not table.loc[key, "degenerate"]:
+            rows[(*key, -1)] = {"converged": False}
+    index = pd.MultiIndex.from_tuples(list(rows), names=[*table.index.names, "component"])
+    return pd.DataFrame(list(rows.values()), index=index,
+                        columns=["converged", "points' worth of weight", "smallest eigenvalue",
+                                 "distinct values it owns", "BIC"])
+
+
+def bic_gains(table, n_points, up_to, covariance_type="full"):
+    """The log-likelihood each extra component buys, against BIC's price for it.
+
+    Going from K to K + 1 components lowers BIC when the gain in log-likelihood exceeds
+    ``(p_{K+1} - p_K) ln N / 2``.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        As returned by ``select_model``.
+    n_points : int
+        N, the number of points of the grid.
+    up_to : int
+        The largest K shown.
+    covariance_type : str, default "full"
+
+    Returns
+    -------
+    pandas.DataFrame
+        Rows ``"K = a -> b"``; columns ``gain in log-likelihood`` and ``BIC's price``,
+        rounded to 0.1.
+    """
+    _check_table(table, ("log_likelihood", "n_parameters"))
+    n_points = check_int(n_points, "n_points", minimum=1)
+    if covariance_type not in table.index.get_level_values(0):
+        raise ValueError(f"table has no {covariance_type!r} rows")
+    rows = table.loc[covariance_type].loc[1:check_int(up_to, "up_to", minimum=2)]
+    price = 0.5 * np.diff(rows["n_parameters"].to_numpy()) * np.log(n_points)
+    return pd.DataFrame({"gain in log-likelihood": np.diff(rows["log_likelihood"]).round(1),
+                         "BIC's price": price.round(1)},
+                        index=[f"K = {a} -> {b}" for a, b in zip(rows.index[:-1], rows.index[1:])])
+
+
+def component_table(result):
+    """Mean, standard deviation and weight of each component of a 1-D fit, by increasing mean.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Indexed by ``component`` (1, 2, ...).
+    """
+    if result.means.shape[1] != 1:
+        raise ValueError(f"component_table is for 1-D fits; this one has d = "
+                         f"{result.means.shape[1]}")
+    order = np.argsort(result.means[:, 0])
+    return pd.DataFrame({"mean": result.means[order, 0],
+                         "sd": np.sqrt(result.covariances[order, 0, 0]),
+                         "weight": result.weights[order]},
+                        index=pd.RangeIndex(1, len(order) + 1, name="component"))

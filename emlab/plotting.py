@@ -5,6 +5,7 @@
   cells), ``covariance_ellipse``, ``shared_legend``;
 - images: ``plot_label_image`` and ``plot_intensity_fit`` (histogram with the fitted mixture);
 - model choice: ``plot_criterion`` (BIC, AIC or ICL against K, one line per covariance model).
+- volumes: ``plot_orthogonal_views`` (axial, coronal, sagittal, with a label overlay).
 """
 
 from __future__ import annotations
@@ -223,3 +224,119 @@ def plot_criterion(ax, table, criterion="bic", title=None):
     if title:
         ax.set_title(title)
     return ax
+
+
+def plot_criteria_grid(tables_by_name, criteria=("bic", "icl"), types_note=""):
+    """Criteria against K (``plot_criterion``), one row of panels per data set.
+
+    Parameters
+    ----------
+    tables_by_name : dict {name: table of ``model_selection.select_model``}
+    criteria : sequence of str, default ("bic", "icl")
+    types_note : str, default ""
+        Appended to every panel's title.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    import matplotlib.pyplot as plt
+
+    if not isinstance(tables_by_name, dict) or not tables_by_name:
+        raise ValueError("tables_by_name must be a non-empty dict {name: table}")
+    fig, axes = plt.subplots(len(tables_by_name), len(criteria),
+                             figsize=(6.5 * len(criteria), 4.4 * len(tables_by_name)),
+                             squeeze=False)
+    for row, (name, table) in zip(axes, tables_by_name.items()):
+        for ax, criterion in zip(row, criteria):
+            plot_criterion(ax, table, criterion,
+                           title=f"{name}: {criterion.upper()} against K{types_note}")
+    fig.tight_layout()
+    return fig
+
+
+ORTHOGONAL_VIEWS = (  # name, the axis held fixed, the (horizontal, vertical) voxel axes
+    ("axial", 2, (0, 1)), ("coronal", 1, (0, 2)), ("sagittal", 0, (1, 2)))
+
+
+def orthogonal_slices(volume, voxel):
+    """The axial (``[:, :, k]``), coronal (``[:, j, :]``) and sagittal (``[i, :, :]``) slices
+    of a volume through ``voxel = (i, j, k)``, each transposed so that its first voxel axis
+    runs horizontally (draw with ``origin="lower"``). Returns a dict name -> 2-D array."""
+    volume = np.asarray(volume)
+    if volume.ndim != 3:
+        raise ValueError(f"volume must be 3-D, got shape {volume.shape}")
+    voxel = tuple(int(v) for v in voxel)
+    if len(voxel) != 3 or not all(0 <= v < n for v, n in zip(voxel, volume.shape)):
+        raise ValueError(f"voxel must be 3 indices inside {volume.shape}, got {voxel}")
+    return {name: np.take(volume, voxel[fixed], axis=fixed).T
+            for name, fixed, _ in ORTHOGONAL_VIEWS}
+
+
+def plot_orthogonal_views(axes, image, label_image=None, names=None, voxel=None,
+                          voxel_sizes=(1.0, 1.0, 1.0), alpha=0.45, title=None,
+                          axis_names=("x", "y", "z")):
+    """Axial, coronal and sagittal views of a volume, with an optional label overlay.
+
+    Parameters
+    ----------
+    axes : three matplotlib Axes
+    image : array-like (X, Y, Z)
+        Drawn in grey.
+    label_image : array-like of int (X, Y, Z), optional
+        Drawn over it in ``CLASS_COLORS`` (negative labels transparent), with a legend of
+        ``names`` below the middle panel.
+    names : sequence of str, optional
+        Required with ``label_image``.
+    voxel : (i, j, k), optional
+        Where the three planes cross. Default: the centre of the volume.
+    voxel_sizes : 3 floats, default (1, 1, 1)
+        In mm, for the aspect ratio of each panel.
+    title : str, optional
+        Prefix of the three panels' titles.
+    axis_names : 3 str
+        Names of the voxel axes for the axis labels (for an RAS image such as MNI: x runs
+        left to right, y posterior to anterior, z inferior to superior).
+
+    Returns
+    -------
+    axes
+    """
+    from matplotlib.colors import ListedColormap
+    from matplotlib.patches import Patch
+
+    axes = list(np.ravel(axes))
+    image = np.asarray(image, dtype=float)
+    if len(axes) != 3:
+        raise ValueError(f"axes must hold 3 Axes, got {len(axes)}")
+    if voxel is None:
+        voxel = tuple(n // 2 for n in image.shape)
+    grey = orthogonal_slices(image, voxel)
+    if label_image is not None:
+        labels = np.asarray(label_image)
+        if labels.shape != image.shape or not np.issubdtype(labels.dtype, np.integer):
+            raise ValueError(f"label_image must be an integer array of shape {image.shape}")
+        if names is None or labels.max() >= len(names):
+            raise ValueError(f"label_image has class {labels.max()}: give one name per class")
+        colours = ListedColormap([CLASS_COLORS[k % len(CLASS_COLORS)]
+                                  for k in range(len(names))])
+        overlay = orthogonal_slices(labels, voxel)
+    sizes = np.asarray(voxel_sizes, dtype=float)
+    for ax, (name, fixed, (h, v)) in zip(axes, ORTHOGONAL_VIEWS):
+        ax.imshow(grey[name], cmap="gray", origin="lower", aspect=sizes[v] / sizes[h],
+                  interpolation="nearest")
+        if label_image is not None:
+            shown = np.ma.masked_less(overlay[name], 0)
+            ax.imshow(shown, cmap=colours, vmin=-0.5, vmax=len(names) - 0.5, alpha=alpha,
+                      origin="lower", aspect=sizes[v] / sizes[h], interpolation="nearest")
+        ax.set_xlabel(f"{axis_names[h]} (voxel)")
+        ax.set_ylabel(f"{axis_names[v]} (voxel)")
+        where = f"{axis_names[fixed]} = {voxel[fixed]}"
+        ax.set_title(f"{title}: {name}, {where}" if title else f"{name}, {where}",
+                     fontsize="medium")
+    if label_image is not None:
+        axes[1].legend(handles=[Patch(color=colours(k), alpha=0.8, label=n)
+                                for k, n in enumerate(names)],
+                       loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=len(names),
+                       fontsize="small", frameon=False)
+    return axes

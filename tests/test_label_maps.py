@@ -121,3 +121,84 @@ def test_class_fractions_count_the_masked_pixels_of_each_class():
         label_maps.class_fractions(labels, np.zeros((2, 3), bool), 3)
     with pytest.raises(ValueError, match="mask must be a boolean array"):
         label_maps.class_fractions(labels, np.ones((3, 2), bool), 3)
+
+
+AFFINE = np.array([[2.0, 0, 0, -40.0], [0, 1.0, 0, 25.0], [0, 0, 1.5, -12.0], [0, 0, 0, 1]])
+
+
+def test_region_stats_of_an_ellipsoid_under_an_anisotropic_affine_match_the_analytic_values():
+    # 2 x 1 x 1.5 mm voxels with a translation; an ellipsoid of semi-axes 14, 10, 12 mm
+    # centred on a voxel centre: its voxels are symmetric about it, so the centroid is exact
+    shape, centre, semi = (40, 50, 40), np.array([17.0, 24.0, 20.0]), np.array([14, 10, 12.0])
+    i, j, k = np.indices(shape)
+    mm = np.stack([(i - centre[0]) * 2.0, (j - centre[1]) * 1.0, (k - centre[2]) * 1.5])
+    inside = (((mm / semi[:, None, None, None]) ** 2).sum(axis=0) <= 1)
+    labels = np.where(inside, 1, 0)
+    labels[:, :, :2] = -1  # outside the region of interest
+    table = label_maps.region_stats(labels, names=["rest", "ball"], affine=AFFINE)
+    ball = table.loc["ball"]
+    analytic_ml = 4 / 3 * np.pi * semi.prod() / 1000
+    assert ball["voxels"] == inside.sum()
+    assert ball["volume_ml"] == pytest.approx(inside.sum() * 3.0 / 1000)
+    assert abs(ball["volume_ml"] - analytic_ml) < 0.01 * analytic_ml
+    world = AFFINE[:3, :3] @ centre + AFFINE[:3, 3]
+    np.testing.assert_allclose(ball[["centroid_x_mm", "centroid_y_mm", "centroid_z_mm"]],
+                               world, atol=1e-9)
+    np.testing.assert_allclose(ball[["centroid_i", "centroid_j", "centroid_k"]], centre)
+    # the rest: against scipy's centre of mass mapped by nibabel
+    from nibabel.affines import apply_affine
+    rest = ndimage.center_of_mass(labels == 0)
+    np.testing.assert_allclose(table.loc["rest", ["centroid_x_mm", "centroid_y_mm",
+                                                  "centroid_z_mm"]],
+                               apply_affine(AFFINE, rest))
+    assert table["volume_ml"].sum() == pytest.approx((labels >= 0).sum() * 3.0 / 1000)
+
+
+def test_region_stats_of_a_crop_with_offset_and_affine_equal_the_full_volume():
+    rng = np.random.default_rng(4)
+    full = np.full((12, 14, 10), -1)
+    full[3:9, 2:12, 4:8] = rng.integers(0, 3, size=(6, 10, 4))
+    crop = full[3:9, 2:12, 4:8]
+    whole = label_maps.region_stats(full, affine=AFFINE)
+    part = label_maps.region_stats(crop, offset=(3, 2, 4), affine=AFFINE)
+    np.testing.assert_allclose(part.to_numpy(), whole.to_numpy())
+    assert list(whole.columns) == ["voxels", "fraction", "centroid_i", "centroid_j",
+                                   "centroid_k", "volume_ml", "centroid_x_mm",
+                                   "centroid_y_mm", "centroid_z_mm"]
+    assert "volume_ml" not in label_maps.region_stats(full).columns
+
+
+def test_region_stats_bad_inputs():
+    volume = np.zeros((3, 4, 5), dtype=int)
+    with pytest.raises(ValueError, match="2-D or 3-D integer array"):
+        label_maps.region_stats(np.zeros((2, 3, 4, 5), dtype=int))
+    with pytest.raises(ValueError, match="affine is for a 3-D label_image"):
+        label_maps.region_stats(np.zeros((3, 4), dtype=int), affine=np.eye(4))
+    with pytest.raises(ValueError, match="affine must be a 4 x 4 matrix"):
+        label_maps.region_stats(volume, affine=np.eye(3))
+    with pytest.raises(ValueError, match="affine is singular"):
+        label_maps.region_stats(volume, affine=np.diag([1.0, 1.0, 0.0, 1.0]))
+    with pytest.raises(ValueError, match="offset must be three numbers"):
+        label_maps.region_stats(volume, offset=(1, 2))
+    with pytest.raises(ValueError, match="labels no pixel"):
+        label_maps.region_stats(volume - 1, affine=np.eye(4))
+    before = volume.copy()
+    label_maps.region_stats(volume, affine=AFFINE)
+    np.testing.assert_array_equal(volume, before)
+
+
+def test_soft_volumes_sum_responsibilities():
+    R = np.array([[0.2, 1.0, 0.5], [0.8, 0.0, 0.5]])
+    np.testing.assert_allclose(label_maps.soft_volumes_ml(R, AFFINE), [1.7 * 3e-3, 1.3 * 3e-3])
+    with pytest.raises(ValueError, match="resp must be a finite"):
+        label_maps.soft_volumes_ml(R * 2, AFFINE)
+
+
+def test_crop_to_mask_in_3d():
+    image = np.arange(6 * 7 * 8.0).reshape(6, 7, 8)
+    mask = np.zeros(image.shape, dtype=bool)
+    mask[2:4, 1:5, 3:4] = True
+    crop, crop_mask, offset = label_maps.crop_to_mask(image, mask, margin=1)
+    assert offset == (1, 0, 2) and crop.shape == (4, 6, 3)
+    np.testing.assert_array_equal(crop, image[1:5, 0:6, 2:5])
+    assert crop_mask.sum() == mask.sum()

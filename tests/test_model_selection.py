@@ -236,3 +236,58 @@ def test_best_model_breaks_rounding_ties_towards_fewer_parameters():
                           "degenerate": False}, index=index)
     assert ms.best_model(table) == ("spherical", 3)  # a tie: fewer parameters
     assert ms.best_model(table.assign(bic=[100.0, 100.1, 100.5])) == ("full", 3)
+
+
+@pytest.fixture(scope="module")
+def small_grid():
+    X = mixture(5, n=150, d=1)
+    table, fits = ms.select_model(X, range(1, 5), ("full", "tied"), n_init=1, random_state=0,
+                                  return_fits=True)
+    return X, table, fits
+
+
+def test_notebook_tables_are_views_of_the_grid(small_grid):
+    X, table, fits = small_grid
+    wide = ms.criteria_table(table)
+    assert wide.loc[2, ("bic", "tied")] == round(table.loc[("tied", 2), "bic"], 1)
+    picks = ms.choices(table, ("bic", "icl"))
+    assert tuple(picks.loc["BIC"]) == ms.best_model(table, "bic")
+    gains = ms.bic_gains(table, len(X), up_to=4)
+    full = table.loc["full"]
+    np.testing.assert_allclose(gains["gain in log-likelihood"].iloc[0],
+                               round(full.loc[2, "log_likelihood"] - full.loc[1, "log_likelihood"],
+                                     1))
+    np.testing.assert_allclose(gains["BIC's price"].iloc[0],
+                               round(0.5 * 3 * np.log(len(X)), 1))  # mean, variance, weight
+    comp = ms.component_table(fits[("full", 3)])
+    assert comp["mean"].is_monotonic_increasing
+    np.testing.assert_allclose(comp["weight"].sum(), 1.0)
+
+
+def test_collapsed_table_lists_every_collapsed_component():
+    X = np.concatenate([mixture(1, n=60, d=1), np.full((3, 1), 50.0)])  # 3 identical points
+    table, fits = ms.select_model(X, range(3, 5), ("full",), n_init=1, random_state=0,
+                                  return_fits=True)
+    assert table["degenerate"].any()  # a component sits on the three identical points
+    out = ms.collapsed_table(table, fits, X)
+    for key in table.index[table["degenerate"]]:
+        listed = out.xs(key, level=[0, 1]).index
+        assert set(listed) == set(int(k) for k in ms.collapsed_components(fits[key]))
+    with pytest.raises(ValueError, match="fits has no fit"):
+        ms.collapsed_table(table, {}, X)
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda t: ms.criteria_table(t.drop(columns="icl")), "DataFrame of select_model"),
+    (lambda t: ms.bic_gains(t, 10, up_to=3, covariance_type="diag"), "no 'diag' rows"),
+    (lambda t: ms.bic_gains(t, 0, up_to=3), "n_points must be >= 1"),
+])
+def test_table_helpers_refuse_bad_arguments(small_grid, call, match):
+    with pytest.raises(ValueError, match=match):
+        call(small_grid[1])
+
+
+def test_component_table_is_for_one_dimensional_fits():
+    fit = em.run_em(mixture(2), 3, method="soft", random_state=0)
+    with pytest.raises(ValueError, match="1-D fits"):
+        ms.component_table(fit)

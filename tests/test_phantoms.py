@@ -58,3 +58,77 @@ def test_add_gaussian_noise():
     assert (magnitude >= 0).all() and magnitude.mean() > 0.5  # E|N(0, 1)| = 0.80
     with pytest.raises(ValueError, match="sigma must be"):
         phantoms.add_gaussian_noise(image, -1.0)
+
+
+AFFINE = np.array([[2.0, 0, 0, -40.0], [0, 1.0, 0, 25.0], [0, 0, 1.5, -12.0], [0, 0, 0, 1]])
+
+
+def brute_force_ellipsoid(shape, centre, semi, rotation, affine):
+    truth = np.zeros(shape, dtype=bool)
+    for idx in np.ndindex(*shape):
+        d = affine[:3, :3] @ (np.array(idx) - centre)  # mm from the centre
+        u = rotation.T @ d  # in the ellipsoid's axes
+        truth[idx] = ((u / semi) ** 2).sum() <= 1
+    return truth
+
+
+def test_implant_lesion_3d_paints_the_ellipsoid_in_millimetres():
+    from scipy.spatial.transform import Rotation
+
+    image = np.full((24, 40, 30), 0.5)
+    before = image.copy()
+    centre, semi, angles = np.array([11.3, 19.6, 14.2]), np.array([12.0, 7.0, 9.0]), (20, -35, 50)
+    out, truth = phantoms.implant_lesion(image, centre, semi, angle=angles, intensity=2.0,
+                                         texture_sd=0.1, affine=AFFINE, random_state=3)
+    R = Rotation.from_euler("xyz", angles, degrees=True).as_matrix()
+    np.testing.assert_array_equal(truth, brute_force_ellipsoid(image.shape, centre, semi, R,
+                                                               AFFINE))
+    analytic_mm3 = 4 / 3 * np.pi * semi.prod()
+    assert abs(truth.sum() * 3.0 - analytic_mm3) < 0.02 * analytic_mm3
+    np.testing.assert_allclose(np.argwhere(truth).mean(axis=0), centre, atol=0.1)
+    np.testing.assert_array_equal(out[~truth], before[~truth])
+    assert abs(out[truth].mean() - 2.0) < 0.02 and 0.08 < out[truth].std() < 0.12
+    np.testing.assert_array_equal(image, before)
+    # a single angle turns about z; no affine means 1 mm voxels
+    _, about_z = phantoms.implant_lesion(image, centre, semi, angle=30.0)
+    Rz = Rotation.from_euler("z", 30, degrees=True).as_matrix()
+    np.testing.assert_array_equal(about_z, brute_force_ellipsoid(image.shape, centre, semi, Rz,
+                                                                 np.eye(4)))
+
+
+def test_implant_lesion_3d_bad_inputs():
+    image = np.ones((10, 10, 10))
+    mask = np.zeros(image.shape, dtype=bool)
+    mask[2:8, 2:8, 2:8] = True
+    with pytest.raises(ValueError, match="center must be 3 finite numbers"):
+        phantoms.implant_lesion(image, (5, 5), (2, 2, 2))
+    with pytest.raises(ValueError, match="leaves the mask"):
+        phantoms.implant_lesion(image, (5, 5, 5), (4, 2, 2), mask=mask)
+    with pytest.raises(ValueError, match="affine is singular"):
+        phantoms.implant_lesion(image, (5, 5, 5), (2, 2, 2), affine=np.diag([1.0, 0, 1, 1]))
+    with pytest.raises(ValueError, match="affine must be a 4 x 4"):
+        phantoms.implant_lesion(image, (5, 5, 5), (2, 2, 2), affine=np.eye(3))
+    with pytest.raises(ValueError, match="angle must be a finite number or three"):
+        phantoms.implant_lesion(image, (5, 5, 5), (2, 2, 2), angle=(1, 2))
+    with pytest.raises(ValueError, match="image must be a 2-D array"):
+        phantoms.implant_lesion(np.ones((3, 3, 3, 3)), (1, 1, 1), (1, 1, 1))
+    with pytest.raises(ValueError, match="non-finite"):
+        bad = image.copy()
+        bad[5, 5, 5] = np.nan
+        phantoms.implant_lesion(bad, (5, 5, 5), (2, 2, 2), mask=mask)
+    with pytest.raises(ValueError, match="mask must have the image's shape"):
+        phantoms.implant_lesion(image, (5, 5, 5), (2, 2, 2), mask=mask[:9])
+    with pytest.raises(ValueError, match="mask is empty"):
+        phantoms.implant_lesion(image, (5, 5, 5), (2, 2, 2), mask=np.zeros_like(mask))
+    with pytest.raises(ValueError, match="affine is for a 3-D image"):
+        phantoms.implant_lesion(np.ones((10, 10)), (5, 5), (2, 2), affine=np.eye(4))
+
+
+def test_add_gaussian_noise_in_3d_only_inside_the_mask():
+    image = np.full((20, 20, 20), 0.5)
+    mask = np.zeros(image.shape, dtype=bool)
+    mask[5:15] = True
+    noisy = phantoms.add_gaussian_noise(image, 0.1, mask, random_state=2)
+    np.testing.assert_array_equal(noisy[~mask], image[~mask])
+    assert abs(noisy[mask].std() - 0.1) < 0.005
+    assert (image == 0.5).all()

@@ -109,3 +109,52 @@ def test_plot_criterion_draws_one_line_per_model_skips_degenerate_fits_and_rings
     assert "degenerate (never chosen)" in lines
     assert ax.get_title() == "t" and ax.get_ylabel() == "BIC (lower is better)"
     plt.close(fig)
+
+
+def test_plot_criteria_grid_has_a_row_per_data_set_and_a_panel_per_criterion():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    index = pd.MultiIndex.from_product([["full"], [1, 2]],
+                                       names=["covariance_type", "n_components"])
+    table = pd.DataFrame({"bic": [3.0, 2.0], "icl": [3.0, 4.0], "n_parameters": [2, 5],
+                          "degenerate": [False, False]}, index=index)
+    fig = plotting.plot_criteria_grid({"a": table, "b": table}, types_note=" (x)")
+    titles = [ax.get_title() for ax in fig.axes]
+    assert titles == ["a: BIC against K (x)", "a: ICL against K (x)",
+                      "b: BIC against K (x)", "b: ICL against K (x)"]
+    plt.close(fig)
+    with pytest.raises(ValueError, match="non-empty dict"):
+        plotting.plot_criteria_grid({})
+
+
+def test_orthogonal_views_show_the_three_planes_through_the_voxel():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    volume = np.arange(4 * 5 * 6.0).reshape(4, 5, 6)
+    labels = (volume % 3).astype(int) - 1
+    slices = plotting.orthogonal_slices(volume, (1, 2, 3))
+    np.testing.assert_array_equal(slices["axial"], volume[:, :, 3].T)
+    np.testing.assert_array_equal(slices["coronal"], volume[:, 2, :].T)
+    np.testing.assert_array_equal(slices["sagittal"], volume[1, :, :].T)
+    fig, axes = plt.subplots(1, 3)
+    plotting.plot_orthogonal_views(axes, volume, labels, ["a", "b"], voxel=(1, 2, 3),
+                                   title="t")
+    for ax, name in zip(axes, ["axial", "coronal", "sagittal"]):
+        grey, overlay = ax.get_images()
+        np.testing.assert_array_equal(grey.get_array(), slices[name])
+        assert overlay.get_array().mask.sum() == (plotting.orthogonal_slices(
+            labels, (1, 2, 3))[name] < 0).sum()
+        assert ax.get_title().startswith(f"t: {name}")
+    assert [t.get_text() for t in axes[1].get_legend().get_texts()] == ["a", "b"]
+    with pytest.raises(ValueError, match="voxel must be 3 indices"):
+        plotting.orthogonal_slices(volume, (9, 0, 0))
+    with pytest.raises(ValueError, match="give one name per class"):
+        plotting.plot_orthogonal_views(axes, volume, labels + 5, ["a"])
+    plt.close(fig)

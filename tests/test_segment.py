@@ -1,0 +1,141 @@
+"""Tests of the command ``python -m emlab.segment``: it round-trips a small NIfTI scan (labels
+with the scan's affine and header, a CSV equal to ``region_stats``), and refuses every bad file
+with exit code 2 and one line naming the file."""
+
+import gzip
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+
+from emlab import label_maps, segment, segmentation
+
+ROOT = Path(__file__).resolve().parents[1]
+AFFINE = np.array([[2.0, 0, 0, -30.0], [0, 1.0, 0, 12.0], [0, 0, 1.5, 7.0], [0, 0, 0, 1]])
+
+
+def run_command(*args):
+    """The command in a process of its own, as a user runs it."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OPENBLAS_NUM_THREADS="1")
+    return subprocess.run([sys.executable, "-m", "emlab.segment", *map(str, args)],
+                          capture_output=True, text=True, env=env, timeout=120)
+
+
+def three_tissue_volume(seed=0):
+    """A (14, 16, 12) volume of three slabs of intensity 1, 2 and 3 plus noise, in a box mask."""
+    rng = np.random.default_rng(seed)
+    truth = np.zeros((14, 16, 12), dtype=int)
+    truth[:, 6:11] = 1
+    truth[:, 11:] = 2
+    data = truth + 1.0 + rng.normal(0, 0.2, truth.shape)
+    mask = np.zeros(truth.shape, dtype=np.uint8)
+    mask[1:13, 1:15, 1:11] = 1
+    return data.astype(np.float32), mask, truth
+
+
+@pytest.fixture
+def scan_files(tmp_path):
+    data, mask, _ = three_tissue_volume()
+    img = nib.Nifti1Image(data, AFFINE)
+    img.header.set_xyzt_units("mm")
+    nib.save(img, tmp_path / "scan.nii.gz")
+    nib.save(nib.Nifti1Image(mask, AFFINE), tmp_path / "mask.nii.gz")
+    return tmp_path
+
+
+def run_in_process(capsys, *args):
+    """``segment.main`` in this process (the same code path, without a new interpreter)."""
+    code = segment.main([str(a) for a in args])
+    captured = capsys.readouterr()
+    return subprocess.CompletedProcess(args, code, captured.out, captured.err)
+
+
+@pytest.mark.parametrize("method", ["soft", "hard"])
+def test_the_command_round_trips_a_small_scan(scan_files, method, capsys):
+    out, csv = scan_files / "labels.nii.gz", scan_files / "stats.csv"
+    args = (scan_files / "scan.nii.gz", "--mask", scan_files / "mask.nii.gz", "--classes", 3,
+            "--beta", 1, "--method", method, "--seed", 0, "--out", out, "--csv", csv)
+    before = {p.name: p.read_bytes() for p in scan_files.iterdir()}
+    # soft: as a user runs it, in a process of its own; hard: through main()
+    done = run_command(*args) if method == "soft" else run_in_process(capsys, *args)
+    assert done.returncode == 0, done.stderr
+    assert "[5/5] done" in done.stderr and done.stdout == ""
+    assert "continuing under the spatial prior" in done.stderr
+    assert all((scan_files / name).read_bytes() == data for name, data in before.items())
+    scan = nib.load(scan_files / "scan.nii.gz")
+    written = nib.load(out)
+    labels = np.asarray(written.dataobj).astype(np.int64)
+    assert written.shape == scan.shape
+    np.testing.assert_allclose(written.affine, scan.affine)
+    np.testing.assert_allclose(written.header.get_zooms(), scan.header.get_zooms())
+    assert written.header.get_xyzt_units() == scan.header.get_xyzt_units()
+    # the same labels as a direct call with the same seed
+    data, mask, truth = three_tissue_volume()
+    expected, fit = segmentation.segment_image(data, mask.astype(bool), 3, method, beta=1.0,
+                                               random_state=0, spacing=(2.0, 1.0, 1.5))
+    np.testing.assert_array_equal(labels, expected)
+    assert (labels[mask == 0] == -1).all()
+    assert label_maps.dice(np.where(mask == 1, truth, -1), labels).min() > 0.95
+    # the CSV holds region_stats of the label volume under the scan's affine
+    table = pd.read_csv(csv, index_col="class")
+    stats = label_maps.region_stats(labels, names=[0, 1, 2], affine=scan.affine)
+    pd.testing.assert_frame_equal(table[stats.columns], stats, check_names=False,
+                                  check_index_type=False)
+    assert table["volume_ml"].sum() == pytest.approx(mask.sum() * 3.0 / 1000)
+    np.testing.assert_allclose(table["mean_intensity"], fit.means[:, 0])
+    if method == "soft":
+        np.testing.assert_allclose(table["soft_volume_ml"].sum(), table["volume_ml"].sum())
+    else:
+        assert "soft_volume_ml" not in table
+
+
+def test_the_default_mask_is_the_nonzero_voxels_and_the_csv_sits_beside_the_labels(tmp_path,
+                                                                                   capsys):
+    data, mask, _ = three_tissue_volume()
+    nib.save(nib.Nifti1Image(data * mask, AFFINE), tmp_path / "scan.nii")
+    done = run_in_process(capsys, tmp_path / "scan.nii", "--out", tmp_path / "labels.nii")
+    assert done.returncode == 0, done.stderr
+    labels = np.asarray(nib.load(tmp_path / "labels.nii").dataobj)
+    np.testing.assert_array_equal(labels >= 0, mask == 1)
+    assert (tmp_path / "labels.csv").is_file()
+
+
+def test_bad_files_exit_with_code_2_and_one_line(scan_files, capsys):
+    d = scan_files
+    data, mask, _ = three_tissue_volume()
+    (d / "notes.txt").write_text("not a scan")
+    (d / "broken.nii.gz").write_bytes(gzip.compress(b"garbage"))
+    nib.save(nib.Nifti1Image(np.stack([data, data], axis=-1), AFFINE), d / "series.nii.gz")
+    nib.save(nib.Nifti1Image(mask[:, :-1], AFFINE), d / "small_mask.nii.gz")
+    nib.save(nib.Nifti1Image(np.zeros_like(mask), AFFINE), d / "empty_mask.nii.gz")
+    holes = data.copy()
+    holes[5, 5, 5] = np.nan
+    nib.save(nib.Nifti1Image(holes, AFFINE), d / "holes.nii.gz")
+    scan, msk, out = d / "scan.nii.gz", d / "mask.nii.gz", d / "labels.nii.gz"
+    cases = [
+        ((d / "nowhere.nii.gz", "--out", out), "nowhere.nii.gz: no such file"),
+        ((d / "notes.txt", "--out", out), "notes.txt: not a NIfTI file"),
+        ((d / "broken.nii.gz", "--out", out), "broken.nii.gz: not a readable NIfTI file"),
+        ((d / "series.nii.gz", "--out", out), "series.nii.gz: a 4-D image"),
+        ((scan, "--mask", d / "small_mask.nii.gz", "--out", out),
+         "small_mask.nii.gz: the mask has shape (14, 15, 12) but the scan has shape"),
+        ((scan, "--mask", d / "empty_mask.nii.gz", "--out", out),
+         "empty_mask.nii.gz: the mask is empty"),
+        ((d / "holes.nii.gz", "--mask", msk, "--out", out),
+         "holes.nii.gz: scan has 1 non-finite pixel(s) inside the mask"),
+        ((scan, "--out", d / "labels.png"), "labels.png: the output name must end in .nii"),
+        ((scan, "--out", out, "--beta", -1), "--beta must be a finite number >= 0"),
+    ]
+    for number, (args, message) in enumerate(cases):
+        # the first in a process of its own (no traceback reaches the user), the rest in this one
+        done = run_command(*args) if number == 0 else run_in_process(capsys, *args)
+        assert done.returncode == 2, (args, done.stderr)
+        lines = done.stderr.strip().splitlines()
+        assert lines[-1].startswith("error: ") and message in lines[-1], done.stderr
+        assert "Traceback" not in done.stderr
+        assert not out.exists()
