@@ -48,8 +48,10 @@ report: $(STAMP)
 	rm -rf report
 	$(PY) scripts/build_report.py --out report
 
+# Each script writes its own section of benchmarks/RESULTS.md (about 15 minutes in all).
 bench: $(STAMP)
 	$(PY) benchmarks/bench_em.py
+	$(PY) benchmarks/bench_segmentation.py
 
 data: $(STAMP)
 	$(PY) data/make_images.py

@@ -19,11 +19,22 @@ tests (``tests/test_fastpath.py``) check that both paths agree to rounding.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
 from emlab.covariance import constrain_covariances
 from emlab.validation import cholesky
+
+
+@lru_cache(maxsize=16)
+def _upper_pairs(d):
+    """``np.triu_indices(d)`` as read-only arrays, computed once per d (every iteration uses
+    them, and building them costs more than the 1-D M-step itself)."""
+    first, second = np.triu_indices(d)
+    first.setflags(write=False)
+    second.setflags(write=False)
+    return first, second
 
 
 def empty_threshold(n_points):
@@ -60,7 +71,7 @@ def gaussians_from_statistics(stats, shift, reg_covar, covariance_type="full"):
     d = shift.shape[0]
     counts = stats[:, 0]
     centred_means = stats[:, 1: 1 + d] / counts[:, None]
-    first, second = np.triu_indices(d)
+    first, second = _upper_pairs(d)
     products = np.empty((stats.shape[0], d, d))
     products[:, first, second] = stats[:, 1 + d:]
     products[:, second, first] = stats[:, 1 + d:]
@@ -132,7 +143,7 @@ class CompleteData:
     def square_rows(self):
         """Indices of the rows ``x_i^2`` in t(x)."""
         d = self.shift.shape[0]
-        first, second = np.triu_indices(d)
+        first, second = _upper_pairs(d)
         return 1 + d + np.flatnonzero(first == second)
 
 
@@ -221,7 +232,7 @@ def _log_density_coefficients(shift, means, covariances, weights):
     p_mu = np.einsum("kij,kj->ki", precision, centred)
     log_det = 2.0 * np.log(np.diagonal(chol, axis1=1, axis2=2)).sum(axis=1)
     log_weights = np.log(np.where(weights > 0, weights, 1.0))  # weight 0: see soft_pass
-    first, second = np.triu_indices(d)
+    first, second = _upper_pairs(d)
     coef = np.empty((K, 1 + d + first.size))
     coef[:, 0] = log_weights - 0.5 * (d * np.log(2 * np.pi) + log_det
                                       + np.einsum("ki,ki->k", centred, p_mu))
