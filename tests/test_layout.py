@@ -92,3 +92,14 @@ def test_the_package_docstring_lists_every_module():
     listed = ast.get_docstring(ast.parse((ROOT / "emlab" / "__init__.py").read_text()))
     missing = [name for name in MODULES if name != "em_helpers" and f"``{name}``" not in listed]
     assert not missing, missing
+
+
+def test_no_merge_conflict_markers_are_left_in_the_sources():
+    paths = [*MODULES.values(), ROOT / "emlab" / "__init__.py", ROOT / "README.md",
+             *(ROOT / "tests").glob("*.py"), *(ROOT / "notebooks").glob("*.ipynb"),
+             *(ROOT / "benchmarks").glob("*.py"), *(ROOT / "scripts").glob("*.py")]
+    for path in paths:
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            text = line.strip().strip('",').rstrip("\\n")
+            assert not (text.startswith(("<<<<<<< ", ">>>>>>> ")) or text == "======="), \
+                f"{path.name}:{number}: a merge conflict marker"
