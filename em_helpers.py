@@ -42,6 +42,7 @@ import pandas as pd
 from scipy.optimize import linear_sum_assignment
 from scipy.special import logsumexp
 
+from emlab import distributed
 from emlab.covariance import check_covariance_type, constrain_covariances, has_structure
 from emlab.fastpath import (
     CompleteData,
@@ -892,7 +893,8 @@ def run_em(X, n_components=3, method="hard", init="random", n_init=1, max_iter=1
     Parameters
     ----------
     X : array-like of shape (N, d)
-        ``NaN`` marks a missing cell.
+        ``NaN`` marks a missing cell. Or a dask array chunked by rows, of complete data, for
+        data larger than memory (``_run_em_chunked``; ``resp`` and ``labels`` are then lazy).
     n_components : int, default 3
     method : {"hard", "soft"}, default "hard"
     init : {"random", "kmeans++"}, array of shape (K, d), or dict, default "random"
@@ -931,7 +933,8 @@ def run_em(X, n_components=3, method="hard", init="random", n_init=1, max_iter=1
     EMConvergenceWarning
         When ``max_iter`` iterations did not reach convergence (``converged`` is then False).
     """
-    X = check_points(X)
+    chunked = distributed.is_dask_array(X)  # larger than memory: see _run_em_chunked
+    X = distributed.check_dask_points(X) if chunked else check_points(X)
     K = check_int(n_components, "n_components", minimum=1)
     if method not in ("hard", "soft"):
         raise ValueError(f"method must be 'hard' or 'soft', got {method!r}")
@@ -945,6 +948,9 @@ def run_em(X, n_components=3, method="hard", init="random", n_init=1, max_iter=1
     if not isinstance(progress, (bool, np.bool_)):
         raise ValueError(f"progress must be True or False, got {progress!r}")
     covariance_type = check_covariance_type(covariance_type)
+    if chunked:
+        return _run_em_chunked(X, K, method, init, n_init, max_iter, tol, random_state,
+                               reg_covar, progress, covariance_type)
     n_complete = int(np.count_nonzero(~np.isnan(X).any(axis=1)))
     if n_complete < K:
         raise ValueError(f"n_components={K} is more than the {n_complete} complete rows of X")
@@ -979,6 +985,47 @@ def run_em(X, n_components=3, method="hard", init="random", n_init=1, max_iter=1
         warnings.warn(f"{method} EM did not converge within max_iter={max_iter} iterations; "
                       "raise max_iter or tol", EMConvergenceWarning, stacklevel=2)
     return best
+
+
+def _run_em_chunked(X, K, method, init, n_init, max_iter, tol, random_state, reg_covar,
+                    progress, covariance_type):
+    """``run_em`` on a dask array X (N, d) of complete rows (arguments already checked).
+
+    ``emlab.distributed`` runs each iteration as one pass over X's row chunks (dask's default
+    scheduler, or the active ``dask.distributed.Client``). Random starts are drawn from a seeded
+    sample of ``distributed.SAMPLE_ROWS`` rows (all rows, in order, if N is smaller: then the
+    starts are those of the in-memory path). ``resp`` and ``labels`` are lazy dask arrays; an
+    empty component raises ``distributed.EmptyComponentError`` instead of being re-seeded.
+    """
+    data = distributed.ChunkedData.of(X)  # one pass: refuses missing cells, centres
+    if data.n_points < K:
+        raise ValueError(f"n_components={K} is more than the {data.n_points} rows of X")
+    rng = np.random.default_rng(random_state)
+    if isinstance(init, str):
+        sample = data.sample_rows(distributed.SAMPLE_ROWS, rng)
+        starts = [(_init_means(sample, K, init, rng), None, None) for _ in range(n_init)]
+    else:
+        if n_init != 1:
+            raise ValueError("n_init > 1 needs a random init ('random' or 'kmeans++')")
+        starts = [_parse_init(X, K, init)]
+        if starts[0][1] is not None and not has_structure(starts[0][1], covariance_type):
+            raise ValueError(f"init['covariances'] do not follow covariance_type="
+                             f"{covariance_type!r} (see emlab.covariance)")
+    best = None
+    for start, (means, covs, weights) in enumerate(starts):
+        bar = _progress_bar(method, max_iter, start, len(starts)) if progress else None
+        fit = distributed.fit(data, means, covs, weights, method, max_iter, tol, reg_covar, bar,
+                              covariance_type)
+        if best is None or _improves(fit.objective, best.objective, method):
+            best = fit
+    if not best.converged:
+        warnings.warn(f"{method} EM did not converge within max_iter={max_iter} iterations; "
+                      "raise max_iter or tol", EMConvergenceWarning, stacklevel=3)
+    resp, labels = data.assignments(method, best.means, best.covariances, best.weights)
+    return EMResult(means=best.means, covariances=best.covariances, weights=best.weights,
+                    resp=resp, labels=labels, n_iter=best.n_iter, converged=best.converged,
+                    objective=best.objective, history=best.history, init_means=best.init_means,
+                    method=method, covariance_type=covariance_type)
 
 
 # ---------------------------------------------------------------------------------------------

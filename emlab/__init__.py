@@ -16,6 +16,7 @@ module                     what it holds
 ``emlab.imputation``       filling in missing cells (``impute``, ``compare_imputers``)
 ``emlab.comparison``       several segmenters side by side, with wall times (notebook 08)
 ``emlab.segmentation``     tissue segmentation with an optional Potts prior (``segment_image``)
+``emlab.dask_volumes``     ``segment_image`` without a prior on a dask volume, chunk by chunk
 ``emlab.potts``            the Potts prior's neighbours, colour sets, sweeps and objectives
 ``emlab.label_maps``       Dice, matching, per-class statistics of label images, cropping
 ``emlab.phantoms``         an implanted lesion and added noise, for checks with a known truth
@@ -25,6 +26,7 @@ module                     what it holds
 ``emlab.animation``        EM runs as animations from their history (``em_animation_html``)
 ``emlab.plotting``         the figures' helpers (``plot_clusters``, ``plot_label_image``, ...)
 -------------------------  -------------------------------------------------------------------
+``emlab.distributed``      ``run_em`` on a dask array, one pass over its chunks per iteration
 ``emlab.fastpath``         the blocked complete-data path of ``run_em`` (used by ``em_helpers``)
 ``emlab.covariance``       the four covariance models of the M-step (used by ``em_helpers``)
 ``emlab.units``            the standardised units ``run_em`` fits in (used by ``em_helpers``)
@@ -32,6 +34,6 @@ module                     what it holds
 =========================  ===================================================================
 
 This file imports nothing, so that ``import em_helpers`` (which needs ``emlab.validation``,
-``emlab.covariance``, ``emlab.fastpath`` and ``emlab.units``) never runs into a module that
-needs ``em_helpers`` back.
+``emlab.covariance``, ``emlab.fastpath``, ``emlab.units`` and ``emlab.distributed``) never runs
+into a module that needs ``em_helpers`` back.
 """

@@ -12,7 +12,8 @@ MODULES = {"em_helpers": ROOT / "em_helpers.py",
            **{f"emlab.{p.stem}": p for p in sorted((ROOT / "emlab").glob("*.py"))
               if p.stem != "__init__"}}
 # The modules that em_helpers itself needs; everything else is an application of it.
-CORE_SUPPORT = {"emlab.validation", "emlab.fastpath", "emlab.covariance", "emlab.units"}
+CORE_SUPPORT = {"emlab.validation", "emlab.fastpath", "emlab.covariance", "emlab.units",
+                "emlab.distributed"}
 
 
 def project_imports(path):
