@@ -93,11 +93,12 @@ def check_dask_points(X, name="X"):
 
 def block_moments(block):
     """One chunk's (count, non-finite cells, mean (d,), sum of squared deviations (d,))."""
-    finite = np.isfinite(block)
     n_nan = int(np.isnan(block).sum())
-    n_inf = int(block.size - finite.sum()) - n_nan
-    n = block.shape[0]
-    mean = block.mean(axis=0) if n else np.zeros(block.shape[1])
+    n_inf = int(np.isinf(block).sum())
+    n, d = block.shape
+    if n == 0 or n_nan or n_inf:  # no moments: the caller refuses non-finite cells anyway
+        return n, n_nan, n_inf, np.zeros(d), np.zeros(d)
+    mean = block.mean(axis=0)
     return n, n_nan, n_inf, mean, ((block - mean) ** 2).sum(axis=0)
 
 
