@@ -1,0 +1,337 @@
+"""Benchmark EM past one machine (issue 12): run_em in memory against run_em on a dask array.
+
+Run ``python benchmarks/bench_scale.py`` from the repository root (``make bench`` runs it after
+``bench_em.py``). It writes section "scale" of ``benchmarks/RESULTS.md``; ``--quick`` is a smoke
+run on small data that prints the section and writes nothing unless ``--out`` is given.
+
+Method
+------
+* Data: three Gaussians (K = 3, seeded, equal thirds), written block by block to a ``.npy``
+  file in a temporary folder (deleted at the end): 10^8 points in 1-D (800 MB) and 2 x 10^7
+  points in 2-D (320 MB). The dask array reads it with one loader task per chunk, which opens
+  the file with ``mmap_mode="r"`` inside the worker and copies its rows; only the path and the
+  row range travel in the graph (a pickled ``np.memmap`` would ship the whole array, and
+  ``da.from_array`` of a memmap copies it into the client).
+* Compared, soft EM from the same full start (means, covariances, weights), ``tol=0``:
+  ``run_em`` in memory on the loaded array (one thread), and ``run_em`` on the dask array with
+  a ``LocalCluster`` of 1 and of 2 worker processes (one thread each). BLAS and OpenMP are
+  limited to one thread (environment variables set before numpy loads, which the workers
+  inherit), so "1 worker" and "in memory" use one core each.
+* Per-iteration time: the slope ``(t(n2) - t(n1)) / (n2 - n1)`` between two fits stopped after
+  ``n1`` and ``n2`` iterations, so the set-up (loading, validation, the first pass that
+  computes the centring, the final E-step) cancels. Wall time (dask's work runs in other
+  processes). Per repeat the three configurations run one after the other (interleaved); the
+  table reports medians over the repeats, and each ratio is the median of per-repeat ratios.
+* Every dask fit is checked against the in-memory fit of the same iterations (means,
+  covariances and weights to rtol 1e-10).
+* Client memory: the rise of the benchmark process's peak resident set (VmHWM, reset through
+  ``/proc/self/clear_refs`` just before the fit) above its resident set at that moment, for
+  the fits of n2 iterations on the cluster (the scheduler runs in this process too); also the
+  process's absolute peak, which includes the interpreter and its libraries (a constant, not
+  proportional to N). Workers' peaks are reported for information.
+"""
+
+from __future__ import annotations
+
+import os
+
+for _name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ[_name] = "1"  # before numpy loads; the worker processes inherit it
+
+import argparse  # noqa: E402
+import logging  # noqa: E402
+import platform  # noqa: E402
+import re  # noqa: E402
+import shutil  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+import warnings  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import dask  # noqa: E402
+import dask.array as da  # noqa: E402
+import distributed  # noqa: E402
+import numpy as np  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import em_helpers as em  # noqa: E402
+from results_file import write_section  # noqa: E402  (benchmarks/ is on sys.path)
+
+SEED = 0
+K = 3
+CENTRES = np.array([[0.0, 0.0], [3.0, 1.0], [1.0, 3.0]])
+ITERATIONS = (2, 6)  # (n1, n2) of the slope
+CHUNK_BYTES = {"full": 16 * 2 ** 20, "quick": 2 ** 18}  # 48 and 20 chunks; 31 and 13 quick
+DATASETS = {"full": ((10 ** 8, 1), (2 * 10 ** 7, 2)), "quick": ((10 ** 6, 1), (2 * 10 ** 5, 2))}
+CONFIGS = ("in memory", "dask, 1 worker", "dask, 2 workers")
+TARGET_SPEEDUP = 1.6
+TARGET_MEMORY_SHARE = 0.10
+HERE = Path(__file__).resolve().parent
+
+
+# ------------------------------------------------------------------------------- data
+
+def write_npy(path, n_points, d, seed=SEED, block=10 ** 7):
+    """Three Gaussians in d dimensions, written block by block to ``path`` (float64)."""
+    rng = np.random.default_rng(seed)
+    out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float64, shape=(n_points, d))
+    for start in range(0, n_points, block):
+        n = min(block, n_points - start)
+        z = rng.integers(0, K, n)
+        out[start: start + n] = rng.standard_normal((n, d)) + CENTRES[z, :d]
+    out.flush()
+    del out
+
+
+def read_rows(path, block_info=None):
+    """One chunk of the dask array: its rows of the .npy, opened (memory-mapped) here."""
+    r0, r1 = block_info[None]["array-location"][0]
+    return np.array(np.load(path, mmap_mode="r")[r0:r1])
+
+
+def npy_as_dask(path, chunk_bytes):
+    """A dask array over a .npy file, one loader task per chunk of about ``chunk_bytes``."""
+    mm = np.load(path, mmap_mode="r")
+    shape, dtype = mm.shape, mm.dtype
+    del mm
+    rows = max(1, chunk_bytes // (8 * shape[1]))
+    chunks = (tuple(min(rows, shape[0] - s) for s in range(0, shape[0], rows)), (shape[1],))
+    return da.map_blocks(read_rows, str(path), chunks=chunks, dtype=dtype,
+                         meta=np.empty((0, 0), dtype))
+
+
+def start_of(d):
+    """A poor full start (means below the data, unit covariances): no convergence early."""
+    return {"means": CENTRES[:, :d] - 2.0, "covariances": np.stack([np.eye(d)] * K),
+            "weights": np.full(K, 1 / K)}
+
+
+# ------------------------------------------------------------------------------- timing
+
+def _status_mib(key, status=None):
+    text = status if status is not None else Path("/proc/self/status").read_text()
+    return int(re.search(rf"^{key}:\s+(\d+) kB", text, re.MULTILINE).group(1)) / 1024
+
+
+def _worker_status():
+    return Path("/proc/self/status").read_text()
+
+
+def timed_fit(X, d, n_iter):
+    """Seconds of one soft fit of exactly ``n_iter`` iterations, and the fit."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", em.EMConvergenceWarning)
+        started = time.perf_counter()
+        result = em.run_em(X, K, "soft", init=start_of(d), max_iter=n_iter, tol=0.0)
+        seconds = time.perf_counter() - started
+    assert result.n_iter == n_iter, (result.n_iter, n_iter)
+    return seconds, result
+
+
+def slope_in_memory(path, d):
+    X = np.load(path)
+    n1, n2 = ITERATIONS
+    t1, _ = timed_fit(X, d, n1)
+    t2, fit = timed_fit(X, d, n2)
+    del X
+    return (t2 - t1) / (n2 - n1), fit
+
+
+def slope_on_cluster(path, d, n_workers, reference, chunk_bytes):
+    """Per-iteration time on a fresh LocalCluster, the client's memory, the workers' peaks."""
+    cluster = distributed.LocalCluster(n_workers=n_workers, threads_per_worker=1,
+                                       processes=True, dashboard_address=":0",
+                                       silence_logs=logging.CRITICAL)
+    client = distributed.Client(cluster)
+    try:
+        client.wait_for_workers(n_workers, timeout=120)
+        X = npy_as_dask(path, chunk_bytes)
+        n1, n2 = ITERATIONS
+        t1, _ = timed_fit(X, d, n1)
+        Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
+        before = _status_mib("VmRSS")
+        t2, fit = timed_fit(X, d, n2)
+        status = Path("/proc/self/status").read_text()
+        memory = {"rise": _status_mib("VmHWM", status) - before,
+                  "peak": _status_mib("VmHWM", status),
+                  "workers": max(_status_mib("VmHWM", s)
+                                 for s in client.run(_worker_status).values())}
+        for key in ("means", "covariances", "weights"):
+            np.testing.assert_allclose(getattr(fit, key), getattr(reference, key), rtol=1e-10,
+                                       atol=1e-10)
+    finally:
+        client.close()
+        cluster.close()
+    return (t2 - t1) / (n2 - n1), memory
+
+
+def measure(path, d, repeats, chunk_bytes):
+    """{config: [seconds per iteration, one per repeat]} and {config: [memory dicts]}."""
+    times = {c: [] for c in CONFIGS}
+    memory = {c: [] for c in CONFIGS[1:]}
+    for repeat in range(repeats):
+        seconds, reference = slope_in_memory(path, d)
+        times["in memory"].append(seconds)
+        for config, n_workers in (("dask, 1 worker", 1), ("dask, 2 workers", 2)):
+            seconds, mem = slope_on_cluster(path, d, n_workers, reference, chunk_bytes)
+            times[config].append(seconds)
+            memory[config].append(mem)
+        print(f"  repeat {repeat + 1}: " + "  ".join(f"{c}={times[c][-1]:.3f} s/it"
+                                                     for c in CONFIGS), flush=True)
+    return times, memory
+
+
+# ------------------------------------------------------------------------------- report
+
+def _median_ratio(numerator, denominator):
+    ratios = np.array(numerator) / np.array(denominator)
+    return float(np.median(ratios)), float(ratios.min()), float(ratios.max())
+
+
+def summarise(n_points, d, times, memory):
+    data_mib = n_points * d * 8 / 2 ** 20
+    row = {"n": n_points, "d": d, "data_mib": data_mib,
+           "median": {c: float(np.median(times[c])) for c in CONFIGS},
+           "speedup": _median_ratio(times["dask, 1 worker"], times["dask, 2 workers"]),
+           "vs_memory": {c: _median_ratio(times[c], times["in memory"]) for c in CONFIGS[1:]}}
+    row["memory"] = {c: {k: float(np.max([m[k] for m in memory[c]])) for k in memory[c][0]}
+                     for c in memory}
+    return row
+
+
+def _range(r):
+    return f"{r[0]:.2f} ({r[1]:.2f}-{r[2]:.2f})"
+
+
+def results_table(rows):
+    lines = ["| data | in memory, s/it | dask 1 worker, s/it | dask 2 workers, s/it | "
+             "1 -> 2 workers speed-up | dask 1 worker / in memory | "
+             "dask 2 workers / in memory |", "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        m = r["median"]
+        lines.append(f"| {r['n']:,} x {r['d']} ({r['data_mib']:.0f} MiB) | "
+                     f"{m['in memory']:.3f} | {m['dask, 1 worker']:.3f} | "
+                     f"{m['dask, 2 workers']:.3f} | {_range(r['speedup'])} | "
+                     f"{_range(r['vs_memory']['dask, 1 worker'])} | "
+                     f"{_range(r['vs_memory']['dask, 2 workers'])} |")
+    return "\n".join(lines) + "\n"
+
+
+def memory_table(rows):
+    lines = ["| data | cluster | client peak rise, MiB | share of the data | client peak "
+             "(absolute), MiB | worker peak, MiB |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        for config, mem in r["memory"].items():
+            lines.append(f"| {r['n']:,} x {r['d']} ({r['data_mib']:.0f} MiB) | "
+                         f"{config.removeprefix('dask, ')} | {mem['rise']:.1f} | "
+                         f"{mem['rise'] / r['data_mib']:.1%} | {mem['peak']:.0f} | "
+                         f"{mem['workers']:.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+def targets(rows):
+    checks = []
+    for r in rows:
+        label = f"{r['n']:,} x {r['d']}"
+        checks.append((f"speed-up from 1 to 2 workers {r['speedup'][0]:.2f} (target >= "
+                       f"{TARGET_SPEEDUP}), {label}", r["speedup"][0] >= TARGET_SPEEDUP))
+        worst = max(m["rise"] for m in r["memory"].values())
+        checks.append((f"client peak rise {worst:.1f} MiB = {worst / r['data_mib']:.1%} of the "
+                       f"data (target <= {TARGET_MEMORY_SHARE:.0%}), {label}",
+                       worst <= TARGET_MEMORY_SHARE * r["data_mib"]))
+    return checks
+
+
+def machine_description():
+    cpu = "unknown CPU"
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        found = re.search(r"^model name\s*:\s*(.+)$", cpuinfo.read_text(), re.MULTILINE)
+        cpu = found.group(1).strip() if found else cpu
+    return (f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}; "
+            f"Python {platform.python_version()}, numpy {np.__version__}, dask "
+            f"{dask.__version__}, distributed {distributed.__version__}")
+
+
+def markdown(rows, repeats, machine, load, chunk_rows):
+    n1, n2 = ITERATIONS
+    lines = [
+        "# Larger than memory: run_em on a dask array",
+        "",
+        "Written by `benchmarks/bench_scale.py` (its docstring gives the method). Ratios "
+        "measured side by side are the result: the machine is shared and noisy.",
+        "",
+        f"Machine: {machine}. Load average before / after the run: {load[0]} / {load[1]}.",
+        "",
+        f"Soft EM, K = {K}, from the same poor start; per-iteration time = slope between {n1} "
+        f"and {n2} iterations, wall time, median of {repeats} interleaved repeats (ratios: "
+        "median of the per-repeat ratios, min-max in brackets). Data in a memory-mapped `.npy` "
+        f"on local disk, read by one loader task per chunk: {chunk_rows}; one thread per "
+        "worker and for the in-memory fit. Every dask fit gave the in-memory fit's means, "
+        "covariances and weights to rtol 1e-10.",
+        "",
+        results_table(rows),
+        "## Client memory (fits of "
+        f"{n2} iterations)",
+        "",
+        memory_table(rows),
+        "## Targets (issue 12)",
+        "",
+    ]
+    lines += [f"- {'met' if met else 'MISSED'}: {text}" for text, met in targets(rows)]
+    lines.append("")
+    return "\n".join(lines)
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small data, one repeat")
+    parser.add_argument("--repeats", type=int, default=None)
+    parser.add_argument("--out", type=Path, default=None,
+                        help="folder of RESULTS.md (default: benchmarks/, none with --quick)")
+    parser.add_argument("--tmp", type=Path, default=None, help="folder for the .npy files")
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    repeats = args.repeats or (1 if args.quick else 3)
+    if repeats < 1:
+        raise SystemExit("--repeats must be >= 1")
+    out = args.out if args.out is not None else (None if args.quick else HERE)
+    load_before = " ".join(f"{x:.1f}" for x in os.getloadavg())
+    started = time.perf_counter()
+    folder = Path(tempfile.mkdtemp(prefix="bench_scale_", dir=args.tmp))
+    rows, chunk_rows = [], []
+    try:
+        size = "quick" if args.quick else "full"
+        for n_points, d in DATASETS[size]:
+            need = n_points * d * 8
+            free = shutil.disk_usage(folder).free
+            if free < 2 * need:
+                raise SystemExit(f"{folder} has {free / 2 ** 30:.1f} GiB free; "
+                                 f"{2 * need / 2 ** 30:.1f} GiB needed")
+            path = folder / f"points_{n_points}x{d}.npy"
+            write_npy(path, n_points, d)
+            chunks = npy_as_dask(path, CHUNK_BYTES[size]).chunks[0]
+            chunk_rows.append(f"{len(chunks)} chunks of {chunks[0]:,} rows of {d}-D points")
+            print(f"N={n_points:,} d={d}: {path}", flush=True)
+            times, memory = measure(path, d, repeats, CHUNK_BYTES[size])
+            rows.append(summarise(n_points, d, times, memory))
+            path.unlink()
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    load_after = " ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(f"done in {time.perf_counter() - started:.0f} s")
+    text = markdown(rows, repeats, machine_description(), (load_before, load_after),
+                    ", ".join(chunk_rows))
+    if out is None:
+        print(text)
+        return
+    write_section(out / "RESULTS.md", "scale", text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
