@@ -220,8 +220,7 @@ def client():
     assert not _children() - before, f"processes left behind: {_children() - before}"
 
 
-@pytest.mark.parametrize("method", ["hard", "soft"])
-@pytest.mark.parametrize("d", [1, 2])
+@pytest.mark.parametrize(("method", "d"), [("hard", 1), ("soft", 2)])
 def test_same_start_same_iterates_on_a_cluster(client, method, d):
     from dask.distributed import get_task_stream
 
