@@ -998,6 +998,7 @@ def _run_em_chunked(X, K, method, init, n_init, max_iter, tol, random_state, reg
     empty component raises ``distributed.EmptyComponentError`` instead of being re-seeded.
     """
     data = distributed.ChunkedData.of(X)  # one pass: refuses missing cells, centres
+    data.check_scale(reg_covar)  # the refusals of DataUnits.of
     if data.n_points < K:
         raise ValueError(f"n_components={K} is more than the {data.n_points} rows of X")
     rng = np.random.default_rng(random_state)

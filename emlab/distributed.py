@@ -20,6 +20,10 @@ Differences from the in-memory path, on purpose:
 * the centring ``shift`` (``CompleteData``) comes from one first pass over the chunks (means
   and spreads combined by Chan's formula), which also refuses missing or infinite cells: the
   chunked path handles complete data only;
+* the fit runs in the units of X (centred by that shift), not in the standardised units of
+  ``emlab.units``; the statistics do not depend on the units, so the iterates agree to
+  rounding, and ``ChunkedData.check_scale`` makes the same refusals as ``DataUnits.of`` (a
+  spread float64 cannot square, a ``reg_covar`` that swamps the variance);
 * a component that becomes empty is an error (``EmptyComponentError``): the in-memory path
   re-seeds it with the point farthest from its mean, which needs every point's distance;
 * hard EM stops when no assignment changes, tested without keeping the assignments: every
@@ -44,6 +48,7 @@ from emlab.fastpath import (
     hard_pass,
     soft_pass,
 )
+from emlab.units import MAX_SPREAD, MIN_SPREAD
 
 SAMPLE_ROWS = 100_000  # rows drawn (seeded) for the random starts of run_em on a dask array
 
@@ -98,25 +103,34 @@ def block_moments(block):
     n, d = block.shape
     if n == 0 or n_nan or n_inf:  # no moments: the caller refuses non-finite cells anyway
         return n, n_nan, n_inf, np.zeros(d), np.zeros(d)
-    mean = block.mean(axis=0)
-    return n, n_nan, n_inf, mean, ((block - mean) ** 2).sum(axis=0)
+    with np.errstate(over="ignore"):  # an overflow gives inf: check_scale refuses it
+        mean = block.mean(axis=0)
+        return n, n_nan, n_inf, mean, ((block - mean) ** 2).sum(axis=0)
 
 
 def combine_moments(parts):
     """Chan's pairwise update: the count, mean and squared deviations of the union of chunks."""
     n, mean, m2 = 0, None, None
-    for n_b, mean_b, m2_b in parts:
-        if n_b == 0:
-            continue
-        if n == 0:
-            n, mean, m2 = n_b, mean_b, m2_b
-            continue
-        delta = mean_b - mean
-        total = n + n_b
-        mean = mean + delta * (n_b / total)
-        m2 = m2 + m2_b + delta ** 2 * (n * n_b / total)
-        n = total
+    with np.errstate(over="ignore", invalid="ignore"):
+        for n_b, mean_b, m2_b in parts:
+            if n_b == 0:
+                continue
+            if n == 0:
+                n, mean, m2 = n_b, mean_b, m2_b
+                continue
+            delta = mean_b - mean
+            total = n + n_b
+            mean = mean + delta * (n_b / total)
+            m2 = m2 + m2_b + delta ** 2 * (n * n_b / total)
+            n = total
     return n, mean, m2
+
+
+def pooled_spread(n, mean, m2):
+    """The standard deviation of all n * d cells together, from the column moments."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        grand = mean.mean()
+        return float(np.sqrt((m2.sum() + n * ((mean - grand) ** 2).sum()) / (n * mean.size)))
 
 
 def round_centre(mean, spread):
@@ -181,11 +195,17 @@ class ChunkedData:
     shift : ndarray of shape (d,)
         The centring of every chunk (see ``CompleteData``), from the whole array.
     n_points : int
+    variances : ndarray of shape (d,)
+        The column variances.
+    spread : float
+        The standard deviation of all the cells together (as ``emlab.units`` measures it).
     """
 
     X: object
     shift: np.ndarray
     n_points: int
+    variances: np.ndarray
+    spread: float
 
     @classmethod
     def of(cls, X, name="X"):
@@ -205,7 +225,26 @@ class ChunkedData:
         if n_inf:
             raise ValueError(f"{name} contains {n_inf} infinite values")
         n, mean, m2 = combine_moments([(p[0], p[3], p[4]) for p in parts])
-        return cls(X, round_centre(mean, np.sqrt(m2 / n)), int(n))
+        with np.errstate(over="ignore", invalid="ignore"):
+            shift = round_centre(mean, np.sqrt(m2 / n))
+        return cls(X, shift, int(n), m2 / n, pooled_spread(n, mean, m2))
+
+    def check_scale(self, reg_covar):
+        """The refusals of the in-memory path (``emlab.units``): a spread whose squares
+        float64 cannot hold, and a ``reg_covar`` not small against the data's variance."""
+        scale = float(np.exp2(np.round(np.log2(self.spread)))) if self.spread > 0 else 1.0
+        if not MIN_SPREAD <= scale <= MAX_SPREAD:
+            flow = "overflow" if scale > 1 else "underflow"
+            raise ValueError(
+                f"X has a spread of about {self.spread:.3g}: its variances would {flow} float64 "
+                f"(usable spreads: {MIN_SPREAD:.1e} to {MAX_SPREAD:.1e}); rescale X")
+        variance = float(self.variances.max())
+        if reg_covar > 0 and variance > 0 and reg_covar >= variance:
+            raise ValueError(
+                f"reg_covar={reg_covar:.3g} is not small against the variance of X (largest "
+                f"column variance {variance:.3g}): every covariance would be mostly reg_covar. "
+                f"reg_covar is in the units of X squared: pass a smaller one (e.g. "
+                f"{1e-6 * variance:.3g}) or rescale X")
 
     def one_pass(self, method, means, covs=None, weights=None):
         """One E-step over every chunk: summed stats (K, m), objective, chunk digests."""

@@ -173,6 +173,33 @@ def test_bad_dask_arrays_and_arguments_are_refused():
         em.run_em(dX, 3, init=X[:3], n_init=2)
 
 
+@pytest.mark.parametrize(("factor", "reg", "match"), [
+    (1e-5, 1e-6, "reg_covar=1e-06 is not small against the variance of X"),
+    (1e160, 1e-6, "its variances would overflow float64"),
+    (1e-160, 0.0, "its variances would underflow float64")])
+def test_the_in_memory_refusals_of_scale_apply(factor, reg, match):
+    X = factor * (mixture(2, seed=14) - OFFSET)
+    for points in (X, da.from_array(X, chunks=500)):
+        with pytest.raises(ValueError, match=match):
+            em.run_em(points, 3, reg_covar=reg)
+
+
+def test_large_and_small_units_give_the_in_memory_iterates():
+    for factor in (1e-40, 1e40):
+        X = factor * mixture(2, seed=15)
+        reg = 1e-6 * factor ** 2
+        ours = run(da.from_array(X, chunks=500), "soft", init=start_of(X) * factor,
+                   reg_covar=reg)
+        reference = run(X, "soft", init=start_of(X) * factor, reg_covar=reg)
+        assert ours.n_iter == reference.n_iter > 2
+        for mine, theirs in zip(ours.history, reference.history):  # in units of the data
+            np.testing.assert_allclose(mine["means"] / factor, theirs["means"] / factor, **TOL)
+            np.testing.assert_allclose(mine["covariances"] / factor ** 2,
+                                       theirs["covariances"] / factor ** 2, **TOL)
+            np.testing.assert_allclose(mine["weights"], theirs["weights"], **TOL)
+        np.testing.assert_array_equal(ours.labels.compute(), reference.labels)
+
+
 def test_an_empty_component_is_an_error_not_a_silent_reseed():
     X = mixture(2, seed=9)
     far = np.vstack([X[:2], [[1e4, 1e4]]])  # the third mean owns no point
