@@ -12,23 +12,28 @@ Method
   the file with ``mmap_mode="r"`` inside the worker and copies its rows; only the path and the
   row range travel in the graph (a pickled ``np.memmap`` would ship the whole array, and
   ``da.from_array`` of a memmap copies it into the client).
-* Compared, soft EM from the same full start (means, covariances, weights), ``tol=0``:
-  ``run_em`` in memory on the loaded array (one thread), and ``run_em`` on the dask array with
-  a ``LocalCluster`` of 1 and of 2 worker processes (one thread each). BLAS and OpenMP are
-  limited to one thread (environment variables set before numpy loads, which the workers
-  inherit), so "1 worker" and "in memory" use one core each.
-* Per-iteration time: the slope ``(t(n2) - t(n1)) / (n2 - n1)`` between two fits stopped after
-  ``n1`` and ``n2`` iterations, so the set-up (loading, validation, the first pass that
-  computes the centring, the final E-step) cancels. Wall time (dask's work runs in other
-  processes). Per repeat the three configurations run one after the other (interleaved); the
-  table reports medians over the repeats, and each ratio is the median of per-repeat ratios.
-* Every dask fit is checked against the in-memory fit of the same iterations (means,
-  covariances and weights to rtol 1e-10).
+* Compared, soft EM from the same full start (means, covariances, weights): an iteration of
+  ``run_em``'s in-memory fast path on the loaded array (``fastpath.soft_pass`` and the M-step
+  from its sums, one thread), and an iteration of ``run_em`` on the dask array
+  (``ChunkedData.one_pass`` and ``distributed.m_step``) with a ``LocalCluster`` of 1 and of 2
+  worker processes (one thread each). BLAS and OpenMP are limited to one thread (environment
+  variables set before numpy loads, which the workers inherit), so "1 worker" and "in memory"
+  use one core each.
+* Per-iteration time: each of ``N_ITER`` iterations is timed on its own (wall time: dask's
+  work runs in other processes), and a configuration's time is the median over its iterations.
+  On a shared machine a burst of load hits a few iterations, not the median; an earlier version
+  took the slope between two whole fits and got negative slopes in memory, because the
+  set-up's noise (copies of 800 MB) exceeded the iterations' time. Per repeat the three
+  configurations run one after the other (interleaved); the speed-up and the ratios are medians
+  of the per-repeat ratios.
+* Checks: the three configurations' parameters after ``N_ITER`` iterations agree to rtol
+  1e-10; and before timing, ``run_em`` itself on the dask array (2 workers) gave the parameters
+  of ``run_em`` in memory after 2 iterations (rtol 1e-10).
 * Client memory: the rise of the benchmark process's peak resident set (VmHWM, reset through
-  ``/proc/self/clear_refs`` just before the fit) above its resident set at that moment, for
-  the fits of n2 iterations on the cluster (the scheduler runs in this process too); also the
-  process's absolute peak, which includes the interpreter and its libraries (a constant, not
-  proportional to N). Workers' peaks are reported for information.
+  ``/proc/self/clear_refs`` just before the iterations) above its resident set at that moment,
+  on the cluster (the scheduler runs in this process too); also the process's absolute peak,
+  which includes the interpreter and its libraries (a constant, not proportional to N).
+  Workers' peaks are reported for information.
 """
 
 from __future__ import annotations
@@ -56,12 +61,15 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import em_helpers as em  # noqa: E402
+from emlab import distributed as dist_em  # noqa: E402
+from emlab import fastpath  # noqa: E402
 from results_file import write_section  # noqa: E402  (benchmarks/ is on sys.path)
 
 SEED = 0
 K = 3
 CENTRES = np.array([[0.0, 0.0], [3.0, 1.0], [1.0, 3.0]])
-ITERATIONS = (2, 6)  # (n1, n2) of the slope
+N_ITER = 6  # timed iterations per configuration and repeat
+REG_COVAR = 1e-6
 CHUNK_BYTES = {"full": 16 * 2 ** 20, "quick": 2 ** 18}  # 48 and 20 chunks; 31 and 13 quick
 DATASETS = {"full": ((10 ** 8, 1), (2 * 10 ** 7, 2)), "quick": ((10 ** 6, 1), (2 * 10 ** 5, 2))}
 CONFIGS = ("in memory", "dask, 1 worker", "dask, 2 workers")
@@ -118,71 +126,103 @@ def _worker_status():
     return Path("/proc/self/status").read_text()
 
 
-def timed_fit(X, d, n_iter):
-    """Seconds of one soft fit of exactly ``n_iter`` iterations, and the fit."""
+def iterate_in_memory(X, d, n_iter):
+    """Seconds of each of ``n_iter`` soft EM iterations of ``run_em``'s in-memory fast path
+    (``fastpath.soft_pass`` and the M-step from its sums), and the parameters after them."""
+    data = fastpath.CompleteData.of(X)
+    start = start_of(d)
+    means, covs, weights = start["means"], start["covariances"], start["weights"]
+    seconds = []
+    for _ in range(n_iter):
+        started = time.perf_counter()
+        _, stats = fastpath.soft_pass(data, means, covs, weights)
+        means, covs = fastpath.gaussians_from_statistics(stats, data.shift, REG_COVAR)
+        weights = stats[:, 0] / X.shape[0]
+        seconds.append(time.perf_counter() - started)
+    return seconds, {"means": means, "covariances": covs, "weights": weights}
+
+
+def iterate_on_dask(X, d, n_iter):
+    """The same iterations on a dask array (``emlab.distributed``: one pass over the chunks
+    and the M-step from the summed sums), timed one by one, and the parameters after them."""
+    data = dist_em.ChunkedData.of(X)  # the first pass (centring), not timed
+    start = start_of(d)
+    means, covs, weights = start["means"], start["covariances"], start["weights"]
+    seconds = []
+    for iteration in range(1, n_iter + 1):
+        started = time.perf_counter()
+        stats, _, _ = data.one_pass("soft", means, covs, weights)
+        means, covs, weights = dist_em.m_step(data, stats, REG_COVAR, iteration)
+        seconds.append(time.perf_counter() - started)
+    return seconds, {"means": means, "covariances": covs, "weights": weights}
+
+
+def check_same(ours, reference):
+    for key in ("means", "covariances", "weights"):
+        np.testing.assert_allclose(ours[key], reference[key], rtol=1e-10, atol=1e-10)
+
+
+def run_em_agrees(path, d, chunk_bytes):
+    """Before timing: run_em itself on the dask array equals run_em in memory (2 iterations)."""
+    start = start_of(d)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", em.EMConvergenceWarning)
-        started = time.perf_counter()
-        result = em.run_em(X, K, "soft", init=start_of(d), max_iter=n_iter, tol=0.0)
-        seconds = time.perf_counter() - started
-    assert result.n_iter == n_iter, (result.n_iter, n_iter)
-    return seconds, result
+        ours = em.run_em(npy_as_dask(path, chunk_bytes), K, "soft", init=start, max_iter=2,
+                         tol=0.0)
+        reference = em.run_em(np.load(path), K, "soft", init=start, max_iter=2, tol=0.0)
+    check_same(vars(ours), vars(reference))
 
 
-def slope_in_memory(path, d):
-    """Per-iteration time of run_em on the loaded array, and the parameters after n2."""
+def in_memory(path, d):
+    """Per-iteration seconds in memory (the data loaded first), and the final parameters."""
     X = np.load(path)
-    n1, n2 = ITERATIONS
-    t1, _ = timed_fit(X, d, n1)
-    t2, fit = timed_fit(X, d, n2)
-    del X
-    # keep the parameters only: the fit's resp (K, N) would stay in this process's memory
-    return (t2 - t1) / (n2 - n1), {key: getattr(fit, key)
-                                   for key in ("means", "covariances", "weights")}
+    return iterate_in_memory(X, d, N_ITER)
 
 
-def slope_on_cluster(path, d, n_workers, reference, chunk_bytes):
-    """Per-iteration time on a fresh LocalCluster, the client's memory, the workers' peaks."""
+def on_cluster(path, d, n_workers, reference, chunk_bytes, check_run_em=False):
+    """Per-iteration seconds on a fresh LocalCluster, the client's memory, the workers' peaks."""
     cluster = distributed.LocalCluster(n_workers=n_workers, threads_per_worker=1,
                                        processes=True, dashboard_address=":0",
                                        silence_logs=logging.CRITICAL)
     client = distributed.Client(cluster)
     try:
         client.wait_for_workers(n_workers, timeout=120)
+        if check_run_em:
+            run_em_agrees(path, d, chunk_bytes)
         X = npy_as_dask(path, chunk_bytes)
-        n1, n2 = ITERATIONS
-        t1, _ = timed_fit(X, d, n1)
         Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
         before = _status_mib("VmRSS")
-        t2, fit = timed_fit(X, d, n2)
+        seconds, fit = iterate_on_dask(X, d, N_ITER)
         status = Path("/proc/self/status").read_text()
         memory = {"rise": _status_mib("VmHWM", status) - before,
                   "peak": _status_mib("VmHWM", status),
                   "workers": max(_status_mib("VmHWM", s)
                                  for s in client.run(_worker_status).values())}
-        for key in ("means", "covariances", "weights"):
-            np.testing.assert_allclose(getattr(fit, key), reference[key], rtol=1e-10,
-                                       atol=1e-10)
+        check_same(fit, reference)
     finally:
         client.close()
         cluster.close()
-    return (t2 - t1) / (n2 - n1), memory
+    return seconds, memory
 
 
 def measure(path, d, repeats, chunk_bytes):
-    """{config: [seconds per iteration, one per repeat]} and {config: [memory dicts]}."""
+    """{config: [seconds of each iteration, all repeats]}, per-repeat medians, memory."""
     times = {c: [] for c in CONFIGS}
+    medians = {c: [] for c in CONFIGS}
     memory = {c: [] for c in CONFIGS[1:]}
     for repeat in range(repeats):
-        seconds, reference = slope_in_memory(path, d)
-        times["in memory"].append(seconds)
+        seconds, reference = in_memory(path, d)
+        runs = {"in memory": seconds}
         for config, n_workers in (("dask, 1 worker", 1), ("dask, 2 workers", 2)):
-            seconds, mem = slope_on_cluster(path, d, n_workers, reference, chunk_bytes)
-            times[config].append(seconds)
+            runs[config], mem = on_cluster(path, d, n_workers, reference, chunk_bytes,
+                                           check_run_em=repeat == 0 and n_workers == 2)
             memory[config].append(mem)
-        print(f"  repeat {repeat + 1}: " + "  ".join(f"{c}={times[c][-1]:.3f} s/it"
+        for config, seconds in runs.items():
+            times[config] += seconds
+            medians[config].append(float(np.median(seconds)))
+        print(f"  repeat {repeat + 1}: " + "  ".join(f"{c}={medians[c][-1]:.3f} s/it"
                                                      for c in CONFIGS), flush=True)
-    return times, memory
+    return times, medians, memory
 
 
 # ------------------------------------------------------------------------------- report
@@ -192,12 +232,13 @@ def _median_ratio(numerator, denominator):
     return float(np.median(ratios)), float(ratios.min()), float(ratios.max())
 
 
-def summarise(n_points, d, times, memory):
+def summarise(n_points, d, times, medians, memory):
     data_mib = n_points * d * 8 / 2 ** 20
     row = {"n": n_points, "d": d, "data_mib": data_mib,
            "median": {c: float(np.median(times[c])) for c in CONFIGS},
-           "speedup": _median_ratio(times["dask, 1 worker"], times["dask, 2 workers"]),
-           "vs_memory": {c: _median_ratio(times[c], times["in memory"]) for c in CONFIGS[1:]}}
+           "speedup": _median_ratio(medians["dask, 1 worker"], medians["dask, 2 workers"]),
+           "vs_memory": {c: _median_ratio(medians[c], medians["in memory"])
+                         for c in CONFIGS[1:]}}
     row["memory"] = {c: {k: float(np.max([m[k] for m in memory[c]])) for k in memory[c][0]}
                      for c in memory}
     return row
@@ -258,7 +299,6 @@ def machine_description():
 
 
 def markdown(rows, repeats, machine, load, chunk_rows):
-    n1, n2 = ITERATIONS
     lines = [
         "# Larger than memory: run_em on a dask array",
         "",
@@ -267,16 +307,15 @@ def markdown(rows, repeats, machine, load, chunk_rows):
         "",
         f"Machine: {machine}. Load average before / after the run: {load[0]} / {load[1]}.",
         "",
-        f"Soft EM, K = {K}, from the same poor start; per-iteration time = slope between {n1} "
-        f"and {n2} iterations, wall time, median of {repeats} interleaved repeats (ratios: "
-        "median of the per-repeat ratios, min-max in brackets). Data in a memory-mapped `.npy` "
+        f"Soft EM, K = {K}, from the same poor start; each of {N_ITER} iterations timed on its "
+        f"own (wall time), median over the iterations of {repeats} interleaved repeats; ratios: "
+        "median of the per-repeat ratios, min-max in brackets. Data in a memory-mapped `.npy` "
         f"on local disk, read by one loader task per chunk: {chunk_rows}; one thread per "
-        "worker and for the in-memory fit. Every dask fit gave the in-memory fit's means, "
-        "covariances and weights to rtol 1e-10.",
+        "worker and for the in-memory path. Checks: the three configurations' parameters agree "
+        "to rtol 1e-10, and `run_em` on the dask array gave `run_em`'s in-memory parameters.",
         "",
         results_table(rows),
-        "## Client memory (fits of "
-        f"{n2} iterations)",
+        f"## Client memory ({N_ITER} iterations on the cluster)",
         "",
         memory_table(rows),
         "## Targets (issue 12)",
@@ -320,8 +359,8 @@ def main(argv=None):
             chunks = npy_as_dask(path, CHUNK_BYTES[size]).chunks[0]
             chunk_rows.append(f"{len(chunks)} chunks of {chunks[0]:,} rows of {d}-D points")
             print(f"N={n_points:,} d={d}: {path}", flush=True)
-            times, memory = measure(path, d, repeats, CHUNK_BYTES[size])
-            rows.append(summarise(n_points, d, times, memory))
+            times, medians, memory = measure(path, d, repeats, CHUNK_BYTES[size])
+            rows.append(summarise(n_points, d, times, medians, memory))
             path.unlink()
     finally:
         shutil.rmtree(folder, ignore_errors=True)
