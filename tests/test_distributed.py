@@ -79,6 +79,21 @@ def test_same_start_same_iterates_default_scheduler(method, d):
     assert_same_fit(ours, reference)
 
 
+@pytest.mark.parametrize("covariance_type", ["tied", "diag", "spherical"])
+def test_every_covariance_model_gives_the_in_memory_iterates(covariance_type):
+    X = mixture(2, seed=16)
+    with dask.config.set(scheduler="threads"):
+        ours = run(da.from_array(X, chunks=500), "soft", init=start_of(X),
+                   covariance_type=covariance_type)
+    assert ours.covariance_type == covariance_type
+    assert_same_fit(ours, run(X, "soft", init=start_of(X), covariance_type=covariance_type))
+    full = {"means": start_of(X), "covariances": np.array([[[1.0, 0.5], [0.5, 1.0]]] * 2
+                                                           + [[[2.0, 0.0], [0.0, 1.0]]]),
+            "weights": np.full(3, 1 / 3)}
+    with pytest.raises(ValueError, match="do not follow covariance_type"):
+        run(da.from_array(X, chunks=500), "soft", init=full, covariance_type=covariance_type)
+
+
 def test_a_full_start_and_several_random_starts_match_the_in_memory_path():
     X = mixture(2, seed=2)
     start = {"means": start_of(X), "covariances": np.stack([np.eye(2)] * 3),
