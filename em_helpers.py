@@ -13,11 +13,13 @@ This is the small helper module that the project's design names. Read top to bot
    ``clustering_scores``.
 
 Everything beyond the course lives in the package ``emlab`` beside this file, one module per
-concern; those modules use this one, never the reverse. Four of them serve this module: input
+concern; those modules use this one, never the reverse. Five of them serve this module: input
 checks (``emlab.validation``), the covariance models of the M-step (``emlab.covariance``), the
-standardised units of the fit (``emlab.units``) and the blocked complete-data fast path of the
-loop (``emlab.fastpath``), which keeps ``run_em`` fast without burying the formulas above. See ``emlab/__init__.py`` for the map of the rest
-(categorical mixture, tables, imputation, segmentation, plotting, model choice, ...).
+standardised units of the fit (``emlab.units``), the blocked complete-data fast path of the
+loop (``emlab.fastpath``), which keeps ``run_em`` fast without burying the formulas above, and
+the same loop on a dask array, one pass over its chunks per iteration (``emlab.distributed``).
+See ``emlab/__init__.py`` for the map of the rest (categorical mixture, tables, imputation,
+segmentation, plotting, model choice, ...).
 
 Conventions used everywhere:
 
