@@ -29,6 +29,13 @@ Differences from the in-memory path, on purpose:
 * hard EM stops when no assignment changes, tested without keeping the assignments: every
   chunk returns a hash of its one-hot assignment, and the loop compares the hashes.
 
+Workers: distributed's nannies start each worker with ``MALLOC_TRIM_THRESHOLD_=65536``
+(``distributed.nanny.pre-spawn-environ``). Setting any glibc malloc threshold turns off its
+adaptive mmap threshold, so the fast path's per-block temporaries (above 128 KiB) are mapped
+and page-faulted again at every block: a chunk's E-step ran about 3 times slower
+(``benchmarks/bench_scale.py`` measures it). Setting that entry to ``null`` in the workers'
+dask configuration removes it.
+
 This module imports dask only inside functions, so that ``import em_helpers`` never imports it.
 ``em_helpers.run_em`` dispatches here when ``X`` is a dask array.
 """
