@@ -72,10 +72,12 @@ K = 3
 CENTRES = np.array([[0.0, 0.0], [3.0, 1.0], [1.0, 3.0]])
 N_ITER = 6  # timed iterations per configuration and repeat
 REG_COVAR = 1e-6
-# Rows per chunk: dask advises chunks of 100 MB or more; each task costs a few ms of scheduling
-# (about 2.5 ms here), a fixed cost per pass that 2 workers do not halve. 32 MiB chunks: 24 and
-# 10 chunks of the full data (the quick data: 31 and 13 chunks of 256 KiB).
-CHUNK_BYTES = {"full": 32 * 2 ** 20, "quick": 2 ** 18}
+# Rows per chunk. Each task costs a few ms of scheduling (about 2.5 ms here), a fixed cost per
+# pass that 2 workers do not halve; but with few chunks a worker slowed by the machine's other
+# load holds up the pass (32 MiB chunks, 24 and 10 of them, gave a 1-D speed-up of 0.91 in a run
+# where two of three repeats were hit). 16 MiB: 48 and 20 chunks of the full data (the quick
+# data: 31 and 13 chunks of 256 KiB).
+CHUNK_BYTES = {"full": 16 * 2 ** 20, "quick": 2 ** 18}
 DATASETS = {"full": ((10 ** 8, 1), (2 * 10 ** 7, 2)), "quick": ((10 ** 6, 1), (2 * 10 ** 5, 2))}
 CONFIGS = ("in memory", "dask, 1 worker", "dask, 2 workers")
 TARGET_SPEEDUP = 1.6
@@ -277,7 +279,8 @@ def measure(path, d, repeats, chunk_bytes):
             times[config] += seconds
             medians[config].append(float(np.median(seconds)))
         print(f"  repeat {repeat + 1}: " + "  ".join(f"{c}={medians[c][-1]:.3f} s/it"
-                                                     for c in CONFIGS), flush=True)
+                                                     for c in CONFIGS)
+              + f"  (load average {os.getloadavg()[0]:.1f})", flush=True)
     return times, medians, memory
 
 
