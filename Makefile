@@ -48,10 +48,12 @@ report: $(STAMP)
 	rm -rf report
 	$(PY) scripts/build_report.py --out report
 
-# Each script writes its own section of benchmarks/RESULTS.md (about 15 minutes in all).
+# Each script writes its own section of benchmarks/RESULTS.md (about 20 minutes in all;
+# bench_scale needs about 1.6 GB free in the temporary folder and deletes its files).
 bench: $(STAMP)
 	$(PY) benchmarks/bench_em.py
 	$(PY) benchmarks/bench_segmentation.py
+	$(PY) benchmarks/bench_scale.py --repeats 5
 
 data: $(STAMP)
 	$(PY) data/make_images.py

@@ -53,6 +53,7 @@ from em_helpers import (
     run_em,
 )
 from emlab.fastpath import has_empty_component
+from emlab import dask_volumes, distributed
 from emlab.potts import (
     NEIGHBOURHOODS,
     ColouredNeighbours,
@@ -257,6 +258,10 @@ def segment_image(image, mask=None, n_components=3, method="soft", beta=0.0, ran
     ``TissueClassifierHMRF`` adds ``+beta_dipy`` per disagreeing neighbour and ``-beta_dipy``
     per agreeing one, so its ``beta_dipy`` corresponds to ``beta = 2 * beta_dipy`` here.)
 
+    A dask array ``image`` (too large for memory) is fitted and labelled chunk by chunk by
+    ``emlab.dask_volumes.segment_dask_volume`` (no prior: ``beta`` must be 0, the prior
+    stays in memory); the label volume then comes back as a lazy dask array.
+
     Parameters
     ----------
     image : array-like of shape (H, W) or (X, Y, Z)
@@ -315,6 +320,13 @@ def segment_image(image, mask=None, n_components=3, method="soft", beta=0.0, ran
     EMConvergenceWarning
         If an EM loop stops at ``max_iter`` without converging.
     """
+    if distributed.is_dask_array(image):  # larger than memory: fitted and labelled by chunks
+        if check_beta(beta) > 0:
+            raise ValueError("beta > 0 needs the image in memory (the Potts prior couples each "
+                             "pixel with its neighbours); use beta=0 on a dask array")
+        return dask_volumes.segment_dask_volume(image, mask, n_components, method, random_state,
+                                                n_init=n_init, max_iter=max_iter,
+                                                reg_covar=reg_covar)
     img, inside = check_image(image, mask, ndims=(2, 3))
     K = check_int(n_components, "n_components", minimum=1)
     if method not in ("hard", "soft"):

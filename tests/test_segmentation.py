@@ -409,3 +409,17 @@ def test_fast_prior_loop_reproduces_the_plain_loop_bit_for_bit(shape, connectivi
     assert fit.n_iter == n_iter
     np.testing.assert_array_equal(fit.resp, resp)  # plain's components are already in order
     np.testing.assert_array_equal(fit.means, means)
+
+
+def test_a_dask_image_is_labelled_chunk_by_chunk_and_the_prior_stays_in_memory(t1_slice):
+    import dask.array as da
+
+    image, mask, _ = t1_slice
+    labels, fit = segmentation.segment_image(image, mask, 3, "soft", random_state=0)
+    lazy, lazy_fit = segmentation.segment_image(da.from_array(image, chunks=(40, 40)), mask, 3,
+                                                "soft", random_state=0)
+    assert isinstance(lazy, da.Array)
+    np.testing.assert_array_equal(lazy.compute(), labels)
+    np.testing.assert_allclose(lazy_fit.means, fit.means, rtol=1e-10)
+    with pytest.raises(ValueError, match="beta > 0 needs the image in memory"):
+        segmentation.segment_image(da.from_array(image), mask, 3, beta=0.5)
