@@ -416,7 +416,7 @@ def test_a_dask_image_is_labelled_chunk_by_chunk_and_the_prior_stays_in_memory(t
 
     image, mask, _ = t1_slice
     labels, fit = segmentation.segment_image(image, mask, 3, "soft", random_state=0)
-    lazy, lazy_fit = segmentation.segment_image(da.from_array(image, chunks=(40, 40)), mask, 3,
+    lazy, lazy_fit = segmentation.segment_image(da.from_array(image, chunks=(64, 64)), mask, 3,
                                                 "soft", random_state=0)
     assert isinstance(lazy, da.Array)
     np.testing.assert_array_equal(lazy.compute(), labels)
