@@ -14,7 +14,8 @@ with a Potts prior of strength ``--beta``), and writes
   soft volume (summed responsibilities).
 
 Each stage (reading, the plain fit, the fit under the prior, writing) is reported on stderr
-with the time elapsed since the start. A bad file stops the
+with the time elapsed since the start, and on a terminal (or with ``--progress``) tqdm bars
+follow the iterations of each fit. A bad file stops the
 command with exit code 2 and one line ``error: <file>: <problem>`` on stderr (no traceback).
 """
 
@@ -55,6 +56,9 @@ def build_parser():
     parser.add_argument("--seed", type=int, default=0, help="seed of the starts (default 0)")
     parser.add_argument("--out", required=True, help="label volume to write (.nii or .nii.gz)")
     parser.add_argument("--csv", help="table to write (default: OUT with .csv for .nii[.gz])")
+    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                        help="progress bars of the iterations on stderr (default: when stderr "
+                             "is a terminal)")
     return parser
 
 
@@ -112,6 +116,7 @@ def run(args, progress):
     options = {"spacing": tuple(float(z) for z in nifti.voxel_sizes_mm(img.affine))}
     if args.connectivity is not None:
         options["connectivity"] = args.connectivity
+    options["progress"] = sys.stderr.isatty() if args.progress is None else args.progress
     progress(f"fitting {args.classes} classes by {args.method} EM on the intensities")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

@@ -107,7 +107,8 @@ class _LogDensities:
         return self.out
 
 
-def _potts_em(X, mask, start, method, beta, connectivity, spacing, max_iter, tol, reg_covar):
+def _potts_em(X, mask, start, method, beta, connectivity, spacing, max_iter, tol, reg_covar,
+              progress=False):
     """EM with a Potts prior, started from a plain-EM result ``start``; returns an EMResult.
 
     Each iteration is one coloured sweep of the E-step (mean field or ICM) followed by the
@@ -146,6 +147,7 @@ def _potts_em(X, mask, start, method, beta, connectivity, spacing, max_iter, tol
     term, sigma2 = data_term()
     history = [history_entry(means, covs, weights, objective(term, sigma2))]
     reseeded, converged, n_iter = [], False, 0
+    bar = _prior_progress_bar(method, max_iter) if progress else None
     for n_iter in range(1, max_iter + 1):
         if method == "soft":
             sweep = coloured_mean_field_sweep(Q, term, beta, layout, work)
@@ -159,8 +161,13 @@ def _potts_em(X, mask, start, method, beta, connectivity, spacing, max_iter, tol
         term, sigma2 = data_term()
         history.append(history_entry(means, covs, weights, objective(term, sigma2, sweep)))
         converged = sweep.change == 0 if method == "hard" else sweep.change < tol
+        if bar is not None:
+            bar.set_postfix_str(f"change={sweep.change:.3g}", refresh=False)
+            bar.update()
         if converged:
             break
+    if bar is not None:
+        bar.close()
     resp = R.astype(np.int64) if method == "hard" else R
     return EMResult(means=means, covariances=covs, weights=weights, resp=resp,
                     labels=np.argmax(resp, axis=0), n_iter=n_iter, converged=bool(converged),
@@ -168,20 +175,29 @@ def _potts_em(X, mask, start, method, beta, connectivity, spacing, max_iter, tol
                     init_means=start.means.copy(), method=method, reseeded=reseeded)
 
 
+def _prior_progress_bar(method, max_iter):
+    """A tqdm bar for the iterations under the prior (a widget in notebooks)."""
+    from tqdm.auto import tqdm
+
+    name = "mean field" if method == "soft" else "ICM"
+    return tqdm(total=max_iter, desc=f"{method} EM + {name}", unit="it")
+
+
 def _order_by_intensity(result):
     """A copy of ``result`` whose components are numbered by increasing mean (d = 1)."""
     return permute_components(result, np.argsort(result.means[:, 0], kind="stable"))
 
 
-def _plain_em(X, K, method, n_init, max_iter, random_state, reg_covar):
+def _plain_em(X, K, method, n_init, max_iter, random_state, reg_covar, progress=False):
     """Intensity-only EM. Hard: k-means++ starts, best of ``n_init``. Soft: started from that
     hard solution (its means, covariances and weights), as scikit-learn starts from k-means."""
     hard = run_em(X, K, method="hard", init="kmeans++", n_init=n_init, max_iter=max_iter,
-                  random_state=random_state, reg_covar=reg_covar)
+                  random_state=random_state, reg_covar=reg_covar, progress=progress)
     if method == "hard":
         return hard
     start = {"means": hard.means, "covariances": hard.covariances, "weights": hard.weights}
-    return run_em(X, K, method="soft", init=start, max_iter=max_iter, reg_covar=reg_covar)
+    return run_em(X, K, method="soft", init=start, max_iter=max_iter, reg_covar=reg_covar,
+                  progress=progress)
 
 
 _BLAS_CONTROLLER = []  # filled on first use
@@ -228,7 +244,7 @@ def _check_spacing(spacing, ndim):
 
 def segment_image(image, mask=None, n_components=3, method="soft", beta=0.0, random_state=0,
                   *, connectivity=None, spacing=None, n_init=4, max_iter=500, tol=1e-4,
-                  reg_covar=1e-6, start=None):
+                  reg_covar=1e-6, start=None, progress=False):
     """Segment a grey-level image by EM on the intensities, with an optional Potts prior.
 
     The intensities of the pixels inside ``mask`` are fitted by a ``n_components``-Gaussian
@@ -294,6 +310,11 @@ def segment_image(image, mask=None, n_components=3, method="soft", beta=0.0, ran
         ``beta=0`` and the same ``method`` on the same image and mask. The prior-coupled fit
         then starts from it instead of fitting the plain mixture again (same outcome, less
         time; ``random_state`` and ``n_init`` are then unused).
+    progress : bool, default False
+        Show tqdm progress bars (on stderr; widgets in notebooks): one per start of the plain
+        fit (``run_em(progress=True)``) and one for the iterations under the prior, with the
+        largest change of a responsibility or the number of changed labels. Off by default so
+        that notebook outputs stay stable.
 
     Returns
     -------
@@ -349,10 +370,10 @@ def segment_image(image, mask=None, n_components=3, method="soft", beta=0.0, ran
     # threads' spinning made each EM iteration ~30 times slower: run single-threaded.
     with _blas_controller().limit(limits=1, user_api="blas"):
         result = start if start is not None else _plain_em(X, K, method, n_init, max_iter,
-                                                             random_state, reg_covar)
+                                                             random_state, reg_covar, progress)
         if beta > 0:
             result = _potts_em(X, inside, result, method, beta, connectivity, spacing,
-                               max_iter, tol, reg_covar)
+                               max_iter, tol, reg_covar, progress)
             if not result.converged:
                 warnings.warn(f"{method} EM with the spatial prior did not converge within "
                               f"max_iter={max_iter} iterations", EMConvergenceWarning,

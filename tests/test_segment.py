@@ -139,3 +139,15 @@ def test_bad_files_exit_with_code_2_and_one_line(scan_files, capsys):
         assert lines[-1].startswith("error: ") and message in lines[-1], done.stderr
         assert "Traceback" not in done.stderr
         assert not out.exists()
+
+
+def test_progress_bars_on_request_and_none_by_default_off_a_terminal(scan_files, capsys):
+    scan, mask = scan_files / "scan.nii.gz", scan_files / "mask.nii.gz"
+    args = (scan, "--mask", mask, "--beta", "0.5", "--out", scan_files / "labels.nii.gz")
+    quiet = run_in_process(capsys, *args)  # pytest's stderr is not a terminal
+    assert quiet.returncode == 0, quiet.stderr
+    assert "it/s" not in quiet.stderr and "soft EM + mean field" not in quiet.stderr
+    shown = run_in_process(capsys, *args, "--progress")
+    assert shown.returncode == 0, shown.stderr
+    assert "hard EM" in shown.stderr and "soft EM + mean field" in shown.stderr
+    assert "change=" in shown.stderr

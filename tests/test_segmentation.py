@@ -423,3 +423,17 @@ def test_a_dask_image_is_labelled_chunk_by_chunk_and_the_prior_stays_in_memory(t
     np.testing.assert_allclose(lazy_fit.means, fit.means, rtol=1e-10)
     with pytest.raises(ValueError, match="beta > 0 needs the image in memory"):
         segmentation.segment_image(da.from_array(image), mask, 3, beta=0.5)
+
+
+@pytest.mark.parametrize("method", ["soft", "hard"])
+def test_progress_bars_follow_both_fits_and_change_nothing(method, capsys):
+    image, truth = piecewise_image(0.4, seed=2, shape=(20, 20))
+    quiet = segmentation.segment_image(image, None, 3, method, beta=0.5)
+    capsys.readouterr()
+    shown = segmentation.segment_image(image, None, 3, method, beta=0.5, progress=True)
+    err = capsys.readouterr().err
+    assert "hard EM" in err
+    assert f"{method} EM + {'mean field' if method == 'soft' else 'ICM'}" in err
+    assert f"{shown[1].n_iter}/500" in err and "change=" in err
+    np.testing.assert_array_equal(shown[0], quiet[0])
+    np.testing.assert_array_equal(shown[1].means, quiet[1].means)
