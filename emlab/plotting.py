@@ -5,6 +5,7 @@
   cells), ``covariance_ellipse``, ``shared_legend``;
 - images: ``plot_label_image`` and ``plot_intensity_fit`` (histogram with the fitted mixture);
 - model choice: ``plot_criterion`` (BIC, AIC or ICL against K, one line per covariance model).
+- the two scans' estimates: ``plot_image_comparison`` (estimate - truth with bootstrap SEs);
 - volumes: ``plot_orthogonal_views`` (axial, coronal, sagittal, with a label overlay).
 """
 
@@ -340,3 +341,46 @@ def plot_orthogonal_views(axes, image, label_image=None, names=None, voxel=None,
                        loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=len(names),
                        fontsize="small", frameon=False)
     return axes
+
+
+def plot_image_comparison(ax, table, images=("Image1", "Image2"), z=1.96, title=None):
+    """Estimate minus truth of every parameter, with ``z`` bootstrap SEs, one marker per scan.
+
+    Parameters
+    ----------
+    ax : matplotlib Axes
+    table : pandas.DataFrame
+        As returned by ``tables.image_comparison_table`` with standard errors: rows (class,
+        parameter), columns (scan, ``"estimate - truth"`` / ``"bootstrap SE"``).
+    images : sequence of str, default ("Image1", "Image2")
+    z : float, default 1.96
+        Half-width of the error bars in standard errors.
+    title : str, optional
+
+    Returns
+    -------
+    ax
+    """
+    needed = [(image, column) for image in images
+              for column in ("estimate - truth", "bootstrap SE")]
+    missing = [key for key in needed if key not in table.columns]
+    if missing:
+        raise ValueError(f"table has no columns {missing}: pass image_comparison_table's output "
+                         "with standard errors")
+    rows = np.arange(len(table))
+    offsets = np.linspace(-0.18, 0.18, len(images))
+    for i, (image, offset) in enumerate(zip(images, offsets)):
+        error = table[(image, "estimate - truth")].to_numpy(dtype=float)
+        se = table[(image, "bootstrap SE")].to_numpy(dtype=float)
+        ax.errorbar(error, rows + offset, xerr=z * se, fmt="o", ms=4, capsize=2,
+                    color=CLASS_COLORS[i % len(CLASS_COLORS)],
+                    label=f"{image}: estimate - truth ± {z:g} SE")
+    ax.axvline(0.0, color="0.3", lw=1)
+    ax.set_yticks(rows, [f"{cls}: {param}" for cls, param in table.index])
+    ax.invert_yaxis()
+    ax.set_xlabel("estimate - truth")
+    ax.legend(fontsize="small", loc="upper left")
+    ax.grid(axis="x", alpha=0.3)
+    if title:
+        ax.set_title(title)
+    return ax

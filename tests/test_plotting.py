@@ -158,3 +158,29 @@ def test_orthogonal_views_show_the_three_planes_through_the_voxel():
     with pytest.raises(ValueError, match="give one name per class"):
         plotting.plot_orthogonal_views(axes, volume, labels + 5, ["a"])
     plt.close(fig)
+
+
+def test_plot_image_comparison_puts_each_error_and_its_interval_on_its_row():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    index = pd.MultiIndex.from_tuples([("a", "mean x1"), ("b", "var x1")])
+    columns = pd.MultiIndex.from_product([["Image1", "Image2"],
+                                          ["truth", "estimate - truth", "bootstrap SE"]])
+    table = pd.DataFrame([[1.0, 0.1, 0.05, 1.0, -0.2, 0.1], [2.0, 0.3, 0.1, 3.2, 0.0, 0.2]],
+                         index=index, columns=columns)
+    fig, ax = plt.subplots()
+    plotting.plot_image_comparison(ax, table, z=2.0, title="t")
+    first, second = ax.containers  # one errorbar container per scan
+    np.testing.assert_allclose(first.lines[0].get_xdata(), [0.1, 0.3])
+    np.testing.assert_allclose(second.lines[0].get_xdata(), [-0.2, 0.0])
+    segments = second.lines[2][0].get_segments()  # the horizontal bars: ± 2 SE
+    np.testing.assert_allclose([s[:, 0] for s in segments], [[-0.4, 0.0], [-0.4, 0.4]])
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["a: mean x1", "b: var x1"]
+    assert ax.get_title() == "t"
+    plt.close(fig)
+    with pytest.raises(ValueError, match="no columns"):
+        plotting.plot_image_comparison(ax, table.drop(columns=("Image2", "bootstrap SE")))

@@ -76,6 +76,7 @@ CONSTANTS: dict[str, list[float]] = {
         0.6,  # a true variance, in the worked example sqrt(0.6 / 200)
         1200,  # cells of a scan: 600 points x 2 coordinates
         0.055, 0.095,  # sqrt(0.6 / 200) and sqrt(1.8 / 200): arithmetic on the design's values
+        1.96,  # the normal 97.5 % quantile: the figure's 95 % intervals are +-1.96 SE
     ],
     "06_model_choice.ipynb": [200],  # points per class (data design)
     "07_missing_data.ipynb": [

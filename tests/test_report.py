@@ -186,9 +186,7 @@ def test_thumbnail_only_shrinks():
 
 
 # Notebooks allowed, for now, to have no key figure, each with the reason.
-WITHOUT_KEY_FIGURE = {
-    "05_compare_images.ipynb": "prints tables only: it has no figure to tag yet",
-}
+WITHOUT_KEY_FIGURE: dict[str, str] = {}
 
 
 @pytest.mark.parametrize("path", build_report.find_notebooks(NOTEBOOKS), ids=lambda p: p.name)
