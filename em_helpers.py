@@ -699,6 +699,18 @@ def _kmeans_plusplus(X, K, rng):
     return np.array(means, dtype=float)
 
 
+def _explicit_start(X, K, init, n_init, covariance_type):
+    """The one start of an array or dict ``init``: (means, covariances or None, weights or None),
+    checked against ``n_init`` and the covariance model."""
+    if n_init != 1:
+        raise ValueError("n_init > 1 needs a random init ('random' or 'kmeans++')")
+    start = _parse_init(X, K, init)
+    if start[1] is not None and not has_structure(start[1], covariance_type):
+        raise ValueError(f"init['covariances'] do not follow covariance_type="
+                         f"{covariance_type!r} (see emlab.covariance)")
+    return start
+
+
 def _parse_init(X, K, init):
     """Split an explicit init into (means, covariances or None, weights or None)."""
     d = X.shape[1]
@@ -960,12 +972,7 @@ def run_em(X, n_components=3, method="hard", init="random", n_init=1, max_iter=1
     if isinstance(init, str):
         starts = [(_init_means(X, K, init, rng), None, None) for _ in range(n_init)]
     else:
-        if n_init != 1:
-            raise ValueError("n_init > 1 needs a random init ('random' or 'kmeans++')")
-        starts = [_parse_init(X, K, init)]
-        if starts[0][1] is not None and not has_structure(starts[0][1], covariance_type):
-            raise ValueError(f"init['covariances'] do not follow covariance_type="
-                             f"{covariance_type!r} (see emlab.covariance)")
+        starts = [_explicit_start(X, K, init, n_init, covariance_type)]
     # EM runs on Z = (X - centre) / scale, scale a power of two: no square over- or underflows
     # and the fit is equivariant (a X + b gives a mu + b, a^2 Sigma, the same labels)
     units = DataUnits.of(X, reg_covar)
@@ -1008,12 +1015,7 @@ def _run_em_chunked(X, K, method, init, n_init, max_iter, tol, random_state, reg
         sample = data.sample_rows(distributed.SAMPLE_ROWS, rng)
         starts = [(_init_means(sample, K, init, rng), None, None) for _ in range(n_init)]
     else:
-        if n_init != 1:
-            raise ValueError("n_init > 1 needs a random init ('random' or 'kmeans++')")
-        starts = [_parse_init(X, K, init)]
-        if starts[0][1] is not None and not has_structure(starts[0][1], covariance_type):
-            raise ValueError(f"init['covariances'] do not follow covariance_type="
-                             f"{covariance_type!r} (see emlab.covariance)")
+        starts = [_explicit_start(X, K, init, n_init, covariance_type)]
     best = None
     for start, (means, covs, weights) in enumerate(starts):
         bar = _progress_bar(method, max_iter, start, len(starts)) if progress else None

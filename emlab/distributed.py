@@ -55,7 +55,7 @@ from emlab.fastpath import (
     hard_pass,
     soft_pass,
 )
-from emlab.units import MAX_SPREAD, MIN_SPREAD
+from emlab.units import check_reg_covar, check_spread
 
 SAMPLE_ROWS = 100_000  # rows drawn (seeded) for the random starts of run_em on a dask array
 
@@ -240,18 +240,8 @@ class ChunkedData:
         """The refusals of the in-memory path (``emlab.units``): a spread whose squares
         float64 cannot hold, and a ``reg_covar`` not small against the data's variance."""
         scale = float(np.exp2(np.round(np.log2(self.spread)))) if self.spread > 0 else 1.0
-        if not MIN_SPREAD <= scale <= MAX_SPREAD:
-            flow = "overflow" if scale > 1 else "underflow"
-            raise ValueError(
-                f"X has a spread of about {self.spread:.3g}: its variances would {flow} float64 "
-                f"(usable spreads: {MIN_SPREAD:.1e} to {MAX_SPREAD:.1e}); rescale X")
-        variance = float(self.variances.max())
-        if reg_covar > 0 and variance > 0 and reg_covar >= variance:
-            raise ValueError(
-                f"reg_covar={reg_covar:.3g} is not small against the variance of X (largest "
-                f"column variance {variance:.3g}): every covariance would be mostly reg_covar. "
-                f"reg_covar is in the units of X squared: pass a smaller one (e.g. "
-                f"{1e-6 * variance:.3g}) or rescale X")
+        check_spread(self.spread, scale)
+        check_reg_covar(reg_covar, float(self.variances.max()))
 
     def one_pass(self, method, means, covs=None, weights=None):
         """One E-step over every chunk: summed stats (K, m), objective, chunk digests."""

@@ -23,6 +23,25 @@ MAX_SPREAD = 2.0 ** 500
 MIN_SPREAD = 2.0 ** -500
 
 
+def check_spread(spread, scale):
+    """Refuse a spread of X (and its power-of-two ``scale``) whose squares float64 cannot hold."""
+    if not MIN_SPREAD <= scale <= MAX_SPREAD:
+        flow = "overflow" if scale > 1 else "underflow"
+        raise ValueError(
+            f"X has a spread of about {spread:.3g}: its variances would {flow} float64 "
+            f"(usable spreads: {MIN_SPREAD:.1e} to {MAX_SPREAD:.1e}); rescale X")
+
+
+def check_reg_covar(reg_covar, variance):
+    """Refuse a ``reg_covar`` that is not small against X's largest column ``variance``."""
+    if reg_covar > 0 and variance > 0 and reg_covar >= variance:
+        raise ValueError(
+            f"reg_covar={reg_covar:.3g} is not small against the variance of X (largest "
+            f"column variance {variance:.3g}): every covariance would be mostly reg_covar. "
+            f"reg_covar is in the units of X squared: pass a smaller one (e.g. "
+            f"{1e-6 * variance:.3g}) or rescale X")
+
+
 @dataclass(frozen=True)
 class DataUnits:
     """The standardisation ``Z = (X - centre) / scale`` under which ``run_em`` fits.
@@ -46,19 +65,10 @@ class DataUnits:
         pre = np.exp2(np.floor(np.log2(top))) if top > 0 else 1.0  # exact division, no overflow
         spread = float(np.std(observed / pre)) * pre
         scale = float(np.exp2(np.round(np.log2(spread)))) if spread > 0 else pre
-        if not MIN_SPREAD <= scale <= MAX_SPREAD:
-            flow = "overflow" if scale > 1 else "underflow"
-            raise ValueError(
-                f"X has a spread of about {spread:.3g}: its variances would {flow} float64 "
-                f"(usable spreads: {MIN_SPREAD:.1e} to {MAX_SPREAD:.1e}); rescale X")
+        check_spread(spread, scale)
         centre = np.round(np.nanmean(X / pre, axis=0) * (pre / scale)) * scale
         variance = float(np.nanvar((X - centre) / scale, axis=0).max()) * scale ** 2
-        if reg_covar > 0 and variance > 0 and reg_covar >= variance:
-            raise ValueError(
-                f"reg_covar={reg_covar:.3g} is not small against the variance of X (largest "
-                f"column variance {variance:.3g}): every covariance would be mostly reg_covar. "
-                f"reg_covar is in the units of X squared: pass a smaller one (e.g. "
-                f"{1e-6 * variance:.3g}) or rescale X")
+        check_reg_covar(reg_covar, variance)
         return cls(centre, scale, reg_covar / scale ** 2, int(observed.size))
 
     def standardise(self, points):
