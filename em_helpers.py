@@ -6,7 +6,7 @@ This is the small helper module that the project's design names. Read top to bot
 2. The E-step: ``e_step`` (hard assignment by Euclidean distance, the simulation questions),
    ``log_gaussian_density``, ``e_step_soft`` (Gaussian responsibilities), ``log_likelihood``.
 3. The M-step: ``m_step`` (means, covariances, weights; missing cells through expected
-   sufficient statistics; the four covariance models of ``emlab.covariance``).
+   sufficient statistics; the four covariance models of ``emlab.engine.covariance``).
 4. The EM loop: ``run_em`` returning an ``EMResult``, the seeded starts (``initial_means``)
    and ``EMConvergenceWarning``.
 5. Scores against the true labels: ``label_mapping``, ``match_labels``, ``align_to_truth``,
@@ -14,10 +14,10 @@ This is the small helper module that the project's design names. Read top to bot
 
 Everything beyond the course lives in the package ``emlab`` beside this file, one module per
 concern; those modules use this one, never the reverse. Five of them serve this module: input
-checks (``emlab.validation``), the covariance models of the M-step (``emlab.covariance``), the
-standardised units of the fit (``emlab.units``), the blocked complete-data fast path of the
-loop (``emlab.fastpath``), which keeps ``run_em`` fast without burying the formulas above, and
-the same loop on a dask array, one pass over its chunks per iteration (``emlab.distributed``).
+checks (``emlab.engine.validation``), the covariance models of the M-step (``emlab.engine.covariance``), the
+standardised units of the fit (``emlab.engine.scaling``), the blocked complete-data fast path of the
+loop (``emlab.engine.fastpath``), which keeps ``run_em`` fast without burying the formulas above, and
+the same loop on a dask array, one pass over its chunks per iteration (``emlab.engine.chunked``).
 See ``emlab/__init__.py`` for the map of the rest (categorical mixture, tables, imputation,
 segmentation, plotting, model choice, ...).
 
@@ -44,9 +44,9 @@ import pandas as pd
 from scipy.optimize import linear_sum_assignment
 from scipy.special import logsumexp
 
-from emlab import distributed
-from emlab.covariance import check_covariance_type, constrain_covariances, has_structure
-from emlab.fastpath import (
+from emlab.engine import chunked
+from emlab.engine.covariance import check_covariance_type, constrain_covariances, has_structure
+from emlab.engine.fastpath import (
     CompleteData,
     empty_threshold,
     gaussians_from_statistics,
@@ -54,8 +54,8 @@ from emlab.fastpath import (
     has_empty_component,
     soft_pass,
 )
-from emlab.units import DataUnits
-from emlab.validation import (
+from emlab.engine.scaling import DataUnits
+from emlab.engine.validation import (
     check_covariances,
     check_int,
     check_labels,
@@ -524,7 +524,7 @@ def m_step(X, R, means=None, covariances=None, reg_covar=1e-6, covariance_type="
     ``mu_k = sum_n R[k, n] x_n / N_k``,
     ``Sigma_k = sum_n R[k, n] (x_n - mu_k)(x_n - mu_k)^T / N_k + reg_covar I`` and
     ``pi_k = N_k / N``. A constrained ``covariance_type`` projects the scatter matrices first
-    (``emlab.covariance.constrain_covariances``: tied ``sum_k N_k S_k / N``, diag ``diag(S_k)``,
+    (``emlab.engine.covariance.constrain_covariances``: tied ``sum_k N_k S_k / N``, diag ``diag(S_k)``,
     spherical ``mean(diag(S_k)) I``), as scikit-learn's ``GaussianMixture`` does.
 
     With missing cells this is the M-step of EM for incomplete data: each row's missing cells
@@ -707,7 +707,7 @@ def _explicit_start(X, K, init, n_init, covariance_type):
     start = _parse_init(X, K, init)
     if start[1] is not None and not has_structure(start[1], covariance_type):
         raise ValueError(f"init['covariances'] do not follow covariance_type="
-                         f"{covariance_type!r} (see emlab.covariance)")
+                         f"{covariance_type!r} (see emlab.engine.covariance)")
     return start
 
 
@@ -931,7 +931,7 @@ def run_em(X, n_components=3, method="hard", init="random", n_init=1, max_iter=1
         Show a tqdm progress bar (a widget in notebooks) with the iteration and the
         objective, one bar per start. Off by default so that notebook outputs stay stable.
     covariance_type : {"full", "tied", "diag", "spherical"}, default "full"
-        The covariance model, as in scikit-learn's ``GaussianMixture`` (``emlab.covariance``);
+        The covariance model, as in scikit-learn's ``GaussianMixture`` (``emlab.engine.covariance``);
         covariances are stored as (K, d, d) matrices for every model. Soft EM from the same
         start equals ``GaussianMixture(covariance_type=...)``. Hard EM's E-step is nearest-mean
         whatever the model, so there it only shapes the reported covariances (and, with missing
@@ -947,8 +947,8 @@ def run_em(X, n_components=3, method="hard", init="random", n_init=1, max_iter=1
     EMConvergenceWarning
         When ``max_iter`` iterations did not reach convergence (``converged`` is then False).
     """
-    chunked = distributed.is_dask_array(X)  # larger than memory: see _run_em_chunked
-    X = distributed.check_dask_points(X) if chunked else check_points(X)
+    on_dask = chunked.is_dask_array(X)  # larger than memory: see _run_em_chunked
+    X = chunked.check_dask_points(X) if on_dask else check_points(X)
     K = check_int(n_components, "n_components", minimum=1)
     if method not in ("hard", "soft"):
         raise ValueError(f"method must be 'hard' or 'soft', got {method!r}")
@@ -962,7 +962,7 @@ def run_em(X, n_components=3, method="hard", init="random", n_init=1, max_iter=1
     if not isinstance(progress, (bool, np.bool_)):
         raise ValueError(f"progress must be True or False, got {progress!r}")
     covariance_type = check_covariance_type(covariance_type)
-    if chunked:
+    if on_dask:
         return _run_em_chunked(X, K, method, init, n_init, max_iter, tol, random_state,
                                reg_covar, progress, covariance_type)
     n_complete = int(np.count_nonzero(~np.isnan(X).any(axis=1)))
@@ -1000,26 +1000,26 @@ def _run_em_chunked(X, K, method, init, n_init, max_iter, tol, random_state, reg
                     progress, covariance_type):
     """``run_em`` on a dask array X (N, d) of complete rows (arguments already checked).
 
-    ``emlab.distributed`` runs each iteration as one pass over X's row chunks (dask's default
+    ``emlab.engine.chunked`` runs each iteration as one pass over X's row chunks (dask's default
     scheduler, or the active ``dask.distributed.Client``). Random starts are drawn from a seeded
-    sample of ``distributed.SAMPLE_ROWS`` rows (all rows, in order, if N is smaller: then the
+    sample of ``chunked.SAMPLE_ROWS`` rows (all rows, in order, if N is smaller: then the
     starts are those of the in-memory path). ``resp`` and ``labels`` are lazy dask arrays; an
-    empty component raises ``distributed.EmptyComponentError`` instead of being re-seeded.
+    empty component raises ``chunked.EmptyComponentError`` instead of being re-seeded.
     """
-    data = distributed.ChunkedData.of(X)  # one pass: refuses missing cells, centres
+    data = chunked.ChunkedData.of(X)  # one pass: refuses missing cells, centres
     data.check_scale(reg_covar)  # the refusals of DataUnits.of
     if data.n_points < K:
         raise ValueError(f"n_components={K} is more than the {data.n_points} rows of X")
     rng = np.random.default_rng(random_state)
     if isinstance(init, str):
-        sample = data.sample_rows(distributed.SAMPLE_ROWS, rng)
+        sample = data.sample_rows(chunked.SAMPLE_ROWS, rng)
         starts = [(_init_means(sample, K, init, rng), None, None) for _ in range(n_init)]
     else:
         starts = [_explicit_start(X, K, init, n_init, covariance_type)]
     best = None
     for start, (means, covs, weights) in enumerate(starts):
         bar = _progress_bar(method, max_iter, start, len(starts)) if progress else None
-        fit = distributed.fit(data, means, covs, weights, method, max_iter, tol, reg_covar, bar,
+        fit = chunked.fit(data, means, covs, weights, method, max_iter, tol, reg_covar, bar,
                               covariance_type)
         if best is None or _improves(fit.objective, best.objective, method):
             best = fit

@@ -50,7 +50,7 @@ from threadpoolctl import threadpool_info, threadpool_limits
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import em_helpers as em  # noqa: E402
-from emlab import fastpath  # noqa: E402
+from emlab.engine import fastpath  # noqa: E402
 from results_file import write_section  # noqa: E402  (benchmarks/ is on sys.path)
 
 SEED = 0

@@ -63,8 +63,8 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import em_helpers as em  # noqa: E402
-from emlab import distributed as dist_em  # noqa: E402
-from emlab import fastpath  # noqa: E402
+from emlab.engine import chunked as dist_em  # noqa: E402
+from emlab.engine import fastpath  # noqa: E402
 from results_file import write_section  # noqa: E402  (benchmarks/ is on sys.path)
 
 SEED = 0
@@ -150,7 +150,7 @@ def iterate_in_memory(X, d, n_iter):
 
 
 def iterate_on_dask(X, d, n_iter):
-    """The same iterations on a dask array (``emlab.distributed``: one pass over the chunks
+    """The same iterations on a dask array (``emlab.engine.chunked``: one pass over the chunks
     and the M-step from the summed sums), timed one by one, and the parameters after them."""
     data = dist_em.ChunkedData.of(X)  # the first pass (centring), not timed
     start = start_of(d)

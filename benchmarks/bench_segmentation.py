@@ -56,7 +56,7 @@ from threadpoolctl import threadpool_limits
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import em_helpers as em  # noqa: E402
-from emlab import dipy_hmrf, label_maps, segmentation  # noqa: E402
+from emlab.imaging import dipy_hmrf, label_maps, segmentation  # noqa: E402
 from results_file import write_section  # noqa: E402  (benchmarks/ is on sys.path)
 
 HERE = Path(__file__).resolve().parent

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from hypothesis import settings
 
-from emlab import label_maps
+from emlab.imaging import label_maps
 
 settings.register_profile("deterministic", derandomize=True, database=None)
 settings.load_profile("deterministic")

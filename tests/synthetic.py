@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from emlab import label_maps
+from emlab.imaging import label_maps
 
 
 def mixture(seed, n=250, d=2, offset=0.0, scale=1.0):

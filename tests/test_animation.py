@@ -1,4 +1,4 @@
-"""Tests of ``emlab.animation``: the frames show what the EM runs' histories hold."""
+"""Tests of ``emlab.report.animation``: the frames show what the EM runs' histories hold."""
 
 import base64
 import gc
@@ -14,7 +14,7 @@ from scipy.spatial.distance import cdist
 from synthetic import mixture
 
 import em_helpers as em
-from emlab import animation, plotting
+from emlab.report import animation, plotting
 
 matplotlib.use("Agg", force=True)
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)

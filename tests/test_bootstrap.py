@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import em_helpers as em
-from emlab import bootstrap
+from emlab.models import bootstrap
 
 N_PER_CLASS = 150
 MEANS = np.array([[0.0, 0.0], [30.0, 0.0], [0.0, 30.0]])

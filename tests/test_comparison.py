@@ -1,4 +1,4 @@
-"""Tests of ``emlab.comparison``: running several segmenters side by side gives what each
+"""Tests of ``emlab.report.comparison``: running several segmenters side by side gives what each
 segmenter gives alone, and the timing helper times."""
 
 import time
@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from synthetic import piecewise_image
 
-from emlab import comparison, dipy_hmrf, segmentation
+from emlab.report import comparison
+from emlab.imaging import dipy_hmrf, segmentation
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Tests of ``emlab.covariance``: the projection equals scikit-learn's estimators of each
+"""Tests of ``emlab.engine.covariance``: the projection equals scikit-learn's estimators of each
 covariance model on the same responsibilities, the structure check, the parameter counts and the
 layout conversion, bad arguments."""
 
@@ -7,7 +7,7 @@ import pytest
 from sklearn.mixture import _gaussian_mixture as skgm
 from synthetic import mixture
 
-from emlab import covariance
+from emlab.engine import covariance
 
 
 def responsibilities(seed, n, K=3):

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 import em_helpers as em
-from emlab import dask_volumes, distributed, segmentation
+from emlab.imaging import dask_volumes, segmentation
+from emlab.engine import chunked
 
 TOL = {"rtol": 1e-10, "atol": 1e-10}
 
@@ -102,5 +103,5 @@ def test_bad_volumes_and_masks_are_refused():
 
 def test_a_flat_volume_is_an_empty_component_error():
     flat = da.full((4, 10, 10), 7.0, chunks=(2, 5, 5))
-    with pytest.raises(distributed.EmptyComponentError):
+    with pytest.raises(chunked.EmptyComponentError):
         dask_volumes.segment_dask_volume(flat, method="hard", n_init=1)

@@ -1,4 +1,4 @@
-"""Tests of ``emlab.dipy_hmrf``: the wrapper of dipy's HMRF classifier (format, seeding, checks),
+"""Tests of ``emlab.imaging.dipy_hmrf``: the wrapper of dipy's HMRF classifier (format, seeding, checks),
 on the dipy slice and on a masked volume where dipy alone fails (NaN, every voxel -1)."""
 
 import warnings
@@ -6,7 +6,7 @@ import warnings
 import numpy as np
 import pytest
 
-from emlab import dipy_hmrf
+from emlab.imaging import dipy_hmrf
 
 
 def masked_volume(seed=0, shape=(16, 18, 14), levels=(0.3, 0.55, 0.8), noise_sd=0.03):

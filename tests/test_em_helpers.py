@@ -483,7 +483,7 @@ def test_initial_means_errors(images):
 
 def _structured_start(X, covariance_type, seed):
     """A start whose covariances follow the model, and GaussianMixture's precisions_init."""
-    from emlab.covariance import constrain_covariances, to_sklearn_format
+    from emlab.engine.covariance import constrain_covariances, to_sklearn_format
 
     rng = np.random.default_rng(seed)
     A = rng.normal(size=(3, 2, 2))
@@ -500,7 +500,7 @@ def _structured_start(X, covariance_type, seed):
 @pytest.mark.parametrize("seed, n_iter", [(0, 1), (1, 5), (2, 20)])
 def test_each_covariance_type_equals_gaussian_mixture_from_the_same_start(covariance_type, seed,
                                                                           n_iter):
-    from emlab.covariance import to_sklearn_format
+    from emlab.engine.covariance import to_sklearn_format
 
     X = blobs(seed, spread=2.0)
     start, precisions = _structured_start(X, covariance_type, seed)
@@ -565,7 +565,7 @@ def test_with_missing_cells_each_model_converges_to_a_stationary_point_of_the_ob
     fit = em.run_em(X, method="soft", init="kmeans++", tol=1e-13, max_iter=5000,
                     reg_covar=0.0, covariance_type=covariance_type)
     assert fit.converged
-    from emlab.covariance import has_structure
+    from emlab.engine.covariance import has_structure
 
     assert has_structure(fit.covariances, covariance_type)
     theta = _model_parameters(covariance_type, fit.means, fit.covariances, fit.weights)

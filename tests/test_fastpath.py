@@ -1,4 +1,4 @@
-"""Tests of ``emlab.fastpath``: the blocked complete-data loop equals the public steps chained
+"""Tests of ``emlab.engine.fastpath``: the blocked complete-data loop equals the public steps chained
 (hard and soft, several d, offsets, scales and block sizes), exact ties, empty components."""
 
 import warnings
@@ -8,7 +8,7 @@ import pytest
 from synthetic import mixture
 
 import em_helpers as em
-from emlab import fastpath
+from emlab.engine import fastpath
 
 
 @pytest.fixture(autouse=True)

@@ -1,4 +1,4 @@
-"""Tests of ``emlab.imputation``: conditional means and spreads against scipy's conditioning
+"""Tests of ``emlab.models.imputation``: conditional means and spreads against scipy's conditioning
 formula, coverage of the intervals, the scikit-learn imputers, masks and scores."""
 
 from dataclasses import replace
@@ -10,7 +10,7 @@ from sklearn.impute import SimpleImputer
 from sklearn.metrics import mean_squared_error
 
 import em_helpers as em
-from emlab import imputation
+from emlab.models import imputation
 
 # A known 2-D mixture with strongly correlated, partly overlapping components.
 MEANS = np.array([[0.0, 0.0], [6.0, 1.0], [2.0, 7.0]])

@@ -1,4 +1,4 @@
-"""Tests of ``emlab.label_maps``: Dice against scikit-learn's F1, matching, region statistics
+"""Tests of ``emlab.imaging.label_maps``: Dice against scikit-learn's F1, matching, region statistics
 against scipy.ndimage, label agreement and cropping."""
 
 import numpy as np
@@ -7,7 +7,7 @@ from scipy import ndimage
 from sklearn.metrics import f1_score
 from synthetic import mean_dice, piecewise_image
 
-from emlab import label_maps, segmentation
+from emlab.imaging import label_maps, segmentation
 
 
 @pytest.mark.parametrize("method", ["soft", "hard"])

@@ -1,6 +1,7 @@
-"""Tests of the layout itself: ``em_helpers`` stays the small course module, each ``emlab``
-module stays one concern of a readable size, dependencies run one way (no cycles), no module
-reaches into another's underscore names, and every module has a test file of its own."""
+"""Tests of the layout itself: ``em_helpers`` stays the small course module, ``emlab`` is in
+folders by concern whose dependencies run one way (engine, then ``em_helpers``, then models,
+imaging, and on top the command line and the report, which nothing in the package imports), no
+module reaches into another's underscore names, and every module has a test file of its own."""
 
 import ast
 from pathlib import Path
@@ -8,12 +9,22 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+FOLDERS = ("engine", "models", "imaging", "report", "cli")
 MODULES = {"em_helpers": ROOT / "em_helpers.py",
-           **{f"emlab.{p.stem}": p for p in sorted((ROOT / "emlab").glob("*.py"))
-              if p.stem != "__init__"}}
-# The modules that em_helpers itself needs; everything else is an application of it.
-CORE_SUPPORT = {"emlab.validation", "emlab.fastpath", "emlab.covariance", "emlab.units",
-                "emlab.distributed"}
+           **{".".join(p.relative_to(ROOT).with_suffix("").parts): p
+              for p in sorted((ROOT / "emlab").rglob("*.py")) if p.stem != "__init__"}}
+PACKAGES = {"emlab", *(f"emlab.{folder}" for folder in FOLDERS)}
+# The layer of each folder: a module imports only from its own folder and from lower layers.
+# The command line and the report sit side by side on top; nothing in the package imports them.
+LAYER = {"engine": 0, "em_helpers": 1, "models": 2, "imaging": 3, "cli": 4, "report": 4}
+
+
+def layer_of(name):
+    return LAYER["em_helpers"] if name == "em_helpers" else LAYER[name.split(".")[1]]
+
+
+def folder_of(name):
+    return name if name == "em_helpers" else name.split(".")[1]
 
 
 def project_imports(path):
@@ -22,9 +33,9 @@ def project_imports(path):
     found = {}
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom) and node.module:
-            if node.module == "emlab":  # from emlab import segmentation, ...
+            if node.module in PACKAGES:  # from emlab.imaging import segmentation, ...
                 for alias in node.names:
-                    found.setdefault(f"emlab.{alias.name}", set())
+                    found.setdefault(f"{node.module}.{alias.name}", set())
             elif node.module in MODULES:
                 found.setdefault(node.module, set()).update(a.name for a in node.names)
         elif isinstance(node, ast.Import):
@@ -37,8 +48,16 @@ def project_imports(path):
 GRAPH = {name: project_imports(path) for name, path in MODULES.items()}
 
 
-def test_the_package_init_imports_nothing_of_ours():
-    assert project_imports(ROOT / "emlab" / "__init__.py") == {}
+def test_the_package_and_folder_inits_import_nothing_of_ours():
+    for path in (ROOT / "emlab").rglob("__init__.py"):
+        assert project_imports(path) == {}, path
+        assert ast.get_docstring(ast.parse(path.read_text())), f"{path} has no docstring"
+
+
+def test_the_package_has_its_folders_and_no_loose_modules():
+    assert sorted(p.name for p in (ROOT / "emlab").iterdir()
+                  if p.is_dir() and p.name != "__pycache__") == sorted(FOLDERS)
+    assert [p.name for p in (ROOT / "emlab").glob("*.py")] == ["__init__.py"]
 
 
 def test_there_is_no_import_cycle():
@@ -59,9 +78,25 @@ def test_there_is_no_import_cycle():
 
 
 def test_dependencies_run_one_way():
-    assert set(GRAPH["em_helpers"]) <= CORE_SUPPORT, GRAPH["em_helpers"]
-    for name in CORE_SUPPORT:
-        assert "em_helpers" not in GRAPH[name], f"{name} imports em_helpers back"
+    for name, deps in GRAPH.items():
+        for dep in deps:
+            same_folder = folder_of(dep) == folder_of(name)
+            assert same_folder or layer_of(dep) < layer_of(name), \
+                f"{name} (layer {folder_of(name)}) imports {dep} (layer {folder_of(dep)})"
+
+
+def test_em_helpers_uses_only_the_engine_and_the_engine_nothing_above_it():
+    assert {folder_of(dep) for dep in GRAPH["em_helpers"]} <= {"engine"}, GRAPH["em_helpers"]
+    for name in GRAPH:
+        if folder_of(name) == "engine":
+            assert {folder_of(dep) for dep in GRAPH[name]} <= {"engine"}, (name, GRAPH[name])
+
+
+def test_nothing_in_the_package_imports_the_report_or_the_command_line():
+    for name, deps in GRAPH.items():
+        for dep in deps:
+            if folder_of(dep) in ("report", "cli"):
+                assert folder_of(name) == folder_of(dep), f"{name} imports {dep}"
 
 
 def test_no_module_takes_another_modules_underscore_names():
@@ -96,7 +131,7 @@ def test_the_package_docstring_lists_every_module():
 
 
 def test_no_merge_conflict_markers_are_left_in_the_sources():
-    paths = [*MODULES.values(), ROOT / "emlab" / "__init__.py", ROOT / "README.md",
+    paths = [*MODULES.values(), *(ROOT / "emlab").rglob("__init__.py"), ROOT / "README.md",
              *(ROOT / "tests").glob("*.py"), *(ROOT / "notebooks").glob("*.ipynb"),
              *(ROOT / "benchmarks").glob("*.py"), *(ROOT / "scripts").glob("*.py")]
     for path in paths:

@@ -1,4 +1,4 @@
-"""Tests of ``emlab.model_selection``: parameter counts by hand, BIC and AIC against
+"""Tests of ``emlab.models.model_selection``: parameter counts by hand, BIC and AIC against
 scikit-learn's ``bic()``/``aic()`` of the same fit, ICL against the entropy, the observed-data
 likelihood with missing cells against a brute-force integral, the grid's table (seeded, missing
 cells, too large a K), degenerate fits flagged and skipped, bad arguments."""
@@ -13,8 +13,8 @@ from sklearn.mixture import GaussianMixture
 from synthetic import mixture
 
 import em_helpers as em
-from emlab import model_selection as ms
-from emlab.covariance import COVARIANCE_TYPES, constrain_covariances, to_sklearn_format
+from emlab.models import model_selection as ms
+from emlab.engine.covariance import COVARIANCE_TYPES, constrain_covariances, to_sklearn_format
 
 
 @pytest.mark.parametrize("K, d", [(1, 1), (3, 2), (5, 4)])

@@ -1,4 +1,4 @@
-"""Tests of ``emlab.nifti``: the affine checks against nibabel, and NIfTI files in and out,
+"""Tests of ``emlab.imaging.nifti``: the affine checks against nibabel, and NIfTI files in and out,
 with one clear error per bad file."""
 
 import gzip
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from nibabel.affines import apply_affine, voxel_sizes
 
-from emlab import nifti
+from emlab.imaging import nifti
 
 AFFINE = np.array([[2.0, 0, 0, -30], [0, 1.0, 0, 12], [0, 0, 1.5, 7], [0, 0, 0, 1]])
 

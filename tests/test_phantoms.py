@@ -1,9 +1,9 @@
-"""Tests of ``emlab.phantoms``: the implanted lesion paints exactly its ellipse, seeded noise."""
+"""Tests of ``emlab.imaging.phantoms``: the implanted lesion paints exactly its ellipse, seeded noise."""
 
 import numpy as np
 import pytest
 
-from emlab import phantoms
+from emlab.imaging import phantoms
 
 
 def test_implant_lesion_paints_exactly_the_ellipse():

@@ -1,4 +1,4 @@
-"""Tests of ``emlab.plotting``: ellipses, cluster plots, the shared legend and the image plots
+"""Tests of ``emlab.report.plotting``: ellipses, cluster plots, the shared legend and the image plots
 draw what they say."""
 
 from pathlib import Path
@@ -8,7 +8,8 @@ import pytest
 from synthetic import piecewise_image
 
 import em_helpers as em
-from emlab import plotting, segmentation
+from emlab.report import plotting
+from emlab.imaging import segmentation
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 TRUE_MEANS = np.array([[2.0, 2.0], [7.0, 3.0], [4.5, 7.5]])

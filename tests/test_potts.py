@@ -1,4 +1,4 @@
-"""Tests of ``emlab.potts``: the neighbour table against scipy's convolution (2-D and 3-D,
+"""Tests of ``emlab.imaging.potts``: the neighbour table against scipy's convolution (2-D and 3-D,
 weighted or not), colour sets that hold no two neighbours, and sweeps that improve their
 objectives."""
 
@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from emlab import potts
+import potts_reference
+from emlab.imaging import potts
+
 
 def kernel(connectivity):
     """The neighbourhood as a 0/1 convolution kernel (scipy's binary structures)."""
@@ -36,7 +38,7 @@ def test_neighbour_sums_equal_a_convolution_inside_the_mask(connectivity):
     table = potts.neighbour_table(mask, connectivity)
     assert table.shape == (connectivity, mask.sum())
     values = np.random.default_rng(1).random(mask.sum())
-    sums = potts.neighbour_sums(padded(values[None]), table)[0]
+    sums = potts_reference.neighbour_sums(padded(values[None]), table)[0]
     image = np.zeros(mask.shape)
     image[mask] = values
     expected = ndimage.convolve(image, kernel(connectivity), mode="constant")[mask]
@@ -50,7 +52,7 @@ def test_weighted_neighbour_sums_equal_a_convolution_with_inverse_distances(conn
     table = potts.neighbour_table(mask, connectivity)
     weights = potts.neighbour_weights(connectivity, spacing)
     values = np.random.default_rng(6).random(mask.sum())
-    sums = potts.neighbour_sums(padded(values[None]), table, weights=weights)[0]
+    sums = potts_reference.neighbour_sums(padded(values[None]), table, weights=weights)[0]
     grid = np.indices((3, 3, 3)).transpose(1, 2, 3, 0) - 1  # offsets of the 3 x 3 x 3 kernel
     distance = np.linalg.norm(grid * spacing, axis=-1)
     distance[1, 1, 1] = 1.0  # the centre, not a neighbour (its kernel entry is 0)
@@ -104,10 +106,10 @@ def test_mean_field_sweeps_never_lower_the_free_energy(connectivity, spacing):
     weights = None if spacing is None else potts.neighbour_weights(connectivity, spacing)
     log_data = rng.normal(size=(3, mask.sum()))
     Q = padded(rng.dirichlet(np.ones(3), size=mask.sum()).T)
-    values = [potts.mean_field_objective(Q, log_data, 0.8, table, weights)]
+    values = [potts_reference.mean_field_objective(Q, log_data, 0.8, table, weights)]
     for _ in range(5):
-        potts.mean_field_sweep(Q, log_data, 0.8, colours, table, weights)
-        values.append(potts.mean_field_objective(Q, log_data, 0.8, table, weights))
+        potts_reference.mean_field_sweep(Q, log_data, 0.8, colours, table, weights)
+        values.append(potts_reference.mean_field_objective(Q, log_data, 0.8, table, weights))
     assert np.all(np.diff(values) >= -1e-9), values
     np.testing.assert_allclose(Q[:, :-1].sum(axis=0), 1.0)
     assert np.all(Q[:, -1] == 0)
@@ -121,10 +123,10 @@ def test_icm_sweeps_never_raise_the_energy_and_stay_one_hot(connectivity):
     colours = potts.colour_sets(mask, connectivity)
     cost = rng.random((3, mask.sum()))
     Q = padded(np.eye(3)[:, rng.integers(0, 3, mask.sum())])
-    values = [potts.icm_objective(Q, cost, 1.0, 0.7, table)]
+    values = [potts_reference.icm_objective(Q, cost, 1.0, 0.7, table)]
     for _ in range(5):
-        potts.icm_sweep(Q, cost, 0.7, colours, table)
-        values.append(potts.icm_objective(Q, cost, 1.0, 0.7, table))
+        potts_reference.icm_sweep(Q, cost, 0.7, colours, table)
+        values.append(potts_reference.icm_objective(Q, cost, 1.0, 0.7, table))
     assert np.all(np.diff(values) <= 1e-9), values
     assert set(np.unique(Q[:, :-1])) <= {0.0, 1.0}
     np.testing.assert_array_equal(Q[:, :-1].sum(axis=0), 1.0)
@@ -135,7 +137,7 @@ def test_icm_objective_counts_agreeing_pairs_once():
     table = potts.neighbour_table(mask, 4)
     Q = padded(np.eye(2)[:, [0, 0, 1]])  # one agreeing pair
     cost = np.zeros((2, 3))
-    energy = potts.icm_objective(Q, cost, 1.0, 1.0, table)
+    energy = potts_reference.icm_objective(Q, cost, 1.0, 1.0, table)
     np.testing.assert_allclose(energy, 1.5 * np.log(2 * np.pi) - 1.0)
 
 
@@ -174,13 +176,13 @@ def test_coloured_sweeps_give_the_same_numbers_as_the_plain_ones(connectivity, s
     work = {}
     for _ in range(2 if shape else 3):
         before = Q.copy()
-        potts.mean_field_sweep(Q, log_data, 0.8, colours, table, weights)
+        potts_reference.mean_field_sweep(Q, log_data, 0.8, colours, table, weights)
         change, pairs, entropy = potts.coloured_mean_field_sweep(inner, inner_log_data, 0.8,
                                                                  layout, work)
         np.testing.assert_array_equal(layout.to_mask_order(inner), Q[:, :-1])
         assert change == np.abs(Q - before).max()
         np.testing.assert_allclose(entropy, xlogy(Q, Q).sum(), rtol=1e-10)
-        expected = potts.mean_field_objective(Q, log_data, 0.8, table, weights)
+        expected = potts_reference.mean_field_objective(Q, log_data, 0.8, table, weights)
         for known in ((pairs, entropy), (None, None)):
             got = potts.coloured_mean_field_objective(inner, inner_log_data, 0.8, layout, *known)
             np.testing.assert_allclose(got, expected, rtol=1e-10)
@@ -201,10 +203,10 @@ def test_coloured_icm_sweep_gives_the_same_labels_as_the_plain_one(connectivity)
     inner = padded(layout.to_inner(Q[:, :-1]))
     for _ in range(3):
         before = Q.copy()
-        potts.icm_sweep(Q, cost, 0.7, colours, table)
+        potts_reference.icm_sweep(Q, cost, 0.7, colours, table)
         changed, pairs, _ = potts.coloured_icm_sweep(inner, layout.to_inner(cost), 0.7, layout)
         np.testing.assert_array_equal(layout.to_mask_order(inner), Q[:, :-1])
         assert changed == float(not np.array_equal(Q, before))
         np.testing.assert_allclose(
             potts.coloured_icm_objective(inner, layout.to_inner(cost), 1.0, 0.7, layout, pairs),
-            potts.icm_objective(Q, cost, 1.0, 0.7, table), rtol=1e-12)
+            potts_reference.icm_objective(Q, cost, 1.0, 0.7, table), rtol=1e-12)

@@ -1,4 +1,4 @@
-"""Tests of the command ``python -m emlab.segment``: it round-trips a small NIfTI scan (labels
+"""Tests of the command ``python -m emlab.cli.segment``: it round-trips a small NIfTI scan (labels
 with the scan's affine and header, a CSV equal to ``region_stats``), and refuses every bad file
 with exit code 2 and one line naming the file."""
 
@@ -13,7 +13,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from emlab import label_maps, segment, segmentation
+from emlab.imaging import label_maps, segmentation
+from emlab.cli import segment
 
 ROOT = Path(__file__).resolve().parents[1]
 AFFINE = np.array([[2.0, 0, 0, -30.0], [0, 1.0, 0, 12.0], [0, 0, 1.5, 7.0], [0, 0, 0, 1]])
@@ -22,7 +23,7 @@ AFFINE = np.array([[2.0, 0, 0, -30.0], [0, 1.0, 0, 12.0], [0, 0, 1.5, 7.0], [0, 
 def run_command(*args):
     """The command in a process of its own, as a user runs it."""
     env = dict(os.environ, PYTHONPATH=str(ROOT), OPENBLAS_NUM_THREADS="1")
-    return subprocess.run([sys.executable, "-m", "emlab.segment", *map(str, args)],
+    return subprocess.run([sys.executable, "-m", "emlab.cli.segment", *map(str, args)],
                           capture_output=True, text=True, env=env, timeout=120)
 
 

@@ -1,4 +1,4 @@
-"""Tests of ``emlab.segmentation``: ``segment_image`` with and without the Potts prior (Dice,
+"""Tests of ``emlab.imaging.segmentation``: ``segment_image`` with and without the Potts prior (Dice,
 monotone objectives, fixed points, agreement with scikit-learn at beta = 0), starts and checks,
 on slices and on volumes (depth 1 = the slice, anisotropic voxels, bad inputs)."""
 
@@ -9,10 +9,11 @@ import pytest
 from scipy import ndimage
 from sklearn.cluster import KMeans
 from sklearn.mixture import GaussianMixture
+import potts_reference
 from synthetic import mean_dice, piecewise_image
 
 import em_helpers as em
-from emlab import label_maps, phantoms, segmentation
+from emlab.imaging import label_maps, phantoms, segmentation
 
 KERNELS = {4: np.array([[0, 1, 0], [1, 0, 1], [0, 1, 0]]),
            8: np.array([[1, 1, 1], [1, 0, 1], [1, 1, 1]])}
@@ -372,7 +373,7 @@ def reference_potts_em(image, mask, start, beta, connectivity, max_iter, tol=1e-
                        reg_covar=1e-6):
     """The prior's loop written plainly (pixels in the order of image[mask], gathers, the
     checked em.m_step): what segment_image's fast path must reproduce."""
-    from emlab import potts
+    from emlab.imaging import potts
 
     X = image[mask][:, None]
     x = X[:, 0]
@@ -383,7 +384,7 @@ def reference_potts_em(image, mask, start, beta, connectivity, max_iter, tol=1e-
     for n_iter in range(1, max_iter + 1):
         before = Q.copy()
         log_data = em.log_gaussian_1d(x, means[:, 0], covs[:, 0, 0])
-        potts.mean_field_sweep(Q, log_data, beta, colours, table)
+        potts_reference.mean_field_sweep(Q, log_data, beta, colours, table)
         means, covs, _ = em.m_step(X, Q[:, :-1], reg_covar=reg_covar)
         if np.abs(Q - before).max() < tol:
             break

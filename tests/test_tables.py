@@ -1,8 +1,7 @@
-"""Tests of ``emlab.tables``: loading both scans and their truth, and the notebooks' tables
+"""Tests of ``emlab.report.tables``: loading both scans and their truth, and the notebooks' tables
 (parameters, scores, confusion, the comparison of the two scans), each against a direct count."""
 
 import itertools
-import json
 from pathlib import Path
 
 import numpy as np
@@ -11,26 +10,27 @@ import pytest
 from sklearn.metrics import adjusted_rand_score
 
 import em_helpers as em
-from emlab import tables
+from emlab.models import course_scans
+from emlab.report import tables
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 
 
 @pytest.fixture(scope="module")
 def images():
-    return tables.load_images()
+    return course_scans.load_images()
 
 
 @pytest.fixture(scope="module")
 def truth():
-    return tables.load_truth()
+    return course_scans.load_truth()
 
 
 @pytest.fixture(scope="module")
 def fits(images):
     out = {}
     for name, (X, y) in images.items():
-        pair = tables.fit_hard_and_soft(X, em.initial_means(X, 3, "kmeans++", 0, y=y), y)
+        pair = course_scans.fit_hard_and_soft(X, em.initial_means(X, 3, "kmeans++", 0, y=y), y)
         out.update({(name, method): fit for method, fit in pair.items()})
     return out
 
@@ -38,45 +38,8 @@ def fits(images):
 def random_parameters(seed, K=3):
     rng = np.random.default_rng(seed)
     A = rng.normal(size=(K, 2, 2))
-    return tables.Parameters(rng.normal(size=(K, 2)), A @ A.transpose(0, 2, 1) + np.eye(2),
+    return course_scans.Parameters(rng.normal(size=(K, 2)), A @ A.transpose(0, 2, 1) + np.eye(2),
                              rng.dirichlet(np.ones(K)))
-
-
-def test_load_images_matches_load_image(images):
-    assert list(images) == ["Image1", "Image2"]
-    for name, (X, y) in images.items():
-        X_ref, y_ref = em.load_image(DATA / f"{name}.csv")
-        np.testing.assert_array_equal(X, X_ref)
-        np.testing.assert_array_equal(y, y_ref)
-
-
-def test_load_images_rejects_a_bare_string():
-    with pytest.raises(ValueError, match="names"):
-        tables.load_images("Image1")
-
-
-def test_load_truth_reads_the_json_file(truth):
-    assert truth == json.loads((DATA / "truth.json").read_text())
-
-
-def test_load_truth_errors(tmp_path):
-    with pytest.raises(FileNotFoundError, match="no such file"):
-        tables.load_truth(tmp_path / "absent.json")
-    (tmp_path / "bad.json").write_text("{not json")
-    with pytest.raises(ValueError, match="not a JSON file"):
-        tables.load_truth(tmp_path / "bad.json")
-    (tmp_path / "partial.json").write_text(json.dumps({"means": [[0, 0]]}))
-    with pytest.raises(ValueError, match="missing keys"):
-        tables.load_truth(tmp_path / "partial.json")
-
-
-def test_true_parameters(truth):
-    params = tables.true_parameters(truth, "Image2")
-    np.testing.assert_array_equal(params.means, np.array(truth["means"]))
-    np.testing.assert_array_equal(params.covariances, np.array(truth["covariances"]["Image2"]))
-    np.testing.assert_allclose(params.weights, [1 / 3] * 3)
-    with pytest.raises(ValueError, match="image must be one of"):
-        tables.true_parameters(truth, "Image3")
 
 
 def test_missing_table_agrees_with_the_recorded_missing_cells(images, truth):
@@ -169,20 +132,6 @@ def test_scores_and_confusion_tables(images, fits):
         tables.scores_table({"Image1": fits[("Image1", "hard")]}, images)
 
 
-def test_fit_hard_and_soft(images):
-    X, y = images["Image1"]
-    start = em.initial_means(X, 3, "kmeans++", 0, y=y)
-    pair = tables.fit_hard_and_soft(X, start, y)
-    hard = em.run_em(X, 3, method="hard", init=start, max_iter=500)
-    np.testing.assert_allclose(np.sort(pair["hard"].means, axis=0), np.sort(hard.means, axis=0))
-    np.testing.assert_allclose(pair["soft"].history[0]["means"], pair["hard"].means)
-    np.testing.assert_allclose(pair["soft"].history[0]["covariances"],
-                               pair["hard"].covariances)
-    assert pair["hard"].converged and pair["soft"].converged
-    for fit in pair.values():
-        assert brute_force_accuracy(y, fit.labels) == np.mean(fit.labels == y)
-
-
 def test_total_variance_table(images, truth, fits):
     table = tables.total_variance_table(fits, images, truth)
     X, y = images["Image1"]
@@ -223,18 +172,6 @@ def test_position_along_matches_the_nearest_mean_boundary():
         tables.position_along(X, a, a)
     with pytest.raises(ValueError, match="start and end must have shape"):
         tables.position_along(X, a, np.zeros(3))
-
-
-def test_bayes_accuracy_matches_scipy_densities(images, truth):
-    from scipy.stats import multivariate_normal
-
-    X, y = images["Image1"]
-    params = tables.true_parameters(truth, "Image1")
-    dens = np.array([multivariate_normal(m, c).pdf(X) for m, c in
-                     zip(params.means, params.covariances)])
-    assert tables.bayes_accuracy(X, y, params) == pytest.approx(np.mean(dens.argmax(axis=0) == y))
-    with pytest.raises(ValueError, match="y must have shape"):
-        tables.bayes_accuracy(X, y[:5], params)
 
 
 def test_accuracy_on_rows():

@@ -1,10 +1,10 @@
-"""Tests of ``emlab.validation``: every check names the argument and the problem, returns a new
+"""Tests of ``emlab.engine.validation``: every check names the argument and the problem, returns a new
 array, and leaves the caller's array alone."""
 
 import numpy as np
 import pytest
 
-from emlab import validation
+from emlab.engine import validation
 
 
 def test_check_points_returns_a_float_copy():

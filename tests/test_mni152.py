@@ -1,16 +1,16 @@
-"""Tests of ``emlab.templates``: the MNI152 arrays match nilearn's files, are our own copies,
+"""Tests of ``emlab.imaging.mni152``: the MNI152 arrays match nilearn's files, are our own copies,
 and the reference maps follow the statement's rule (CSF = brain - GM - WM, clipped at 0)."""
 
 import numpy as np
 import pytest
 from nilearn import datasets
 
-from emlab import templates
+from emlab.imaging import mni152
 
 
 @pytest.fixture(scope="module")
 def mni2():
-    return templates.load_mni152(resolution=2)
+    return mni152.load_mni152(resolution=2)
 
 
 def test_the_2mm_template_is_nilearns(mni2):
@@ -29,11 +29,11 @@ def test_reference_maps_follow_the_rule(mni2):
     csf, gm, wm = mni2.probabilities
     assert (mni2.probabilities >= 0).all() and (mni2.probabilities[:, ~mni2.mask] == 0).all()
     np.testing.assert_allclose(csf[mni2.mask], np.clip(1 - gm - wm, 0, None)[mni2.mask])
-    labels = templates.reference_labels(mni2.probabilities, mni2.mask)
+    labels = mni152.reference_labels(mni2.probabilities, mni2.mask)
     assert (labels[~mni2.mask] == -1).all()
     np.testing.assert_array_equal(labels[mni2.mask],
                                   np.argmax(mni2.probabilities[:, mni2.mask], axis=0))
-    volumes = templates.reference_volumes_ml(mni2.probabilities, mni2.mask, mni2.affine)
+    volumes = mni152.reference_volumes_ml(mni2.probabilities, mni2.mask, mni2.affine)
     np.testing.assert_allclose(volumes, mni2.probabilities[:, mni2.mask].sum(axis=1) * 8 / 1000)
 
 
@@ -52,10 +52,10 @@ def test_our_arrays_are_copies_of_nilearns_cached_images(mni2):
 
 def test_bad_arguments():
     with pytest.raises(ValueError, match="resolution must be 1 or 2"):
-        templates.load_mni152(resolution=3)
+        mni152.load_mni152(resolution=3)
     with pytest.raises(ValueError, match=r"probabilities must have shape \(K, X, Y, Z\)"):
-        templates.reference_volumes_ml(np.ones((3, 4, 4)), np.ones((3, 4, 4), bool), np.eye(4))
+        mni152.reference_volumes_ml(np.ones((3, 4, 4)), np.ones((3, 4, 4), bool), np.eye(4))
     with pytest.raises(ValueError, match=r"probabilities must have shape \(K, X, Y, Z\)"):
-        templates.reference_labels(np.ones((3, 4, 4)), np.ones((3, 4, 4), bool))
+        mni152.reference_labels(np.ones((3, 4, 4)), np.ones((3, 4, 4), bool))
     with pytest.raises(ValueError, match="mask is empty"):
-        templates.reference_labels(np.ones((3, 2, 2, 2)), np.zeros((2, 2, 2), bool))
+        mni152.reference_labels(np.ones((3, 2, 2, 2)), np.zeros((2, 2, 2), bool))

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import time
 
-from emlab.dipy_hmrf import segment_dipy_hmrf
-from emlab.segmentation import segment_image
-from emlab.validation import check_int
+from emlab.imaging.dipy_hmrf import segment_dipy_hmrf
+from emlab.imaging.segmentation import segment_image
+from emlab.engine.validation import check_int
 
 METHOD_KINDS = ("ours", "dipy")
 

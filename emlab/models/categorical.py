@@ -26,7 +26,7 @@ import numpy as np
 from scipy.special import logsumexp
 
 from em_helpers import EMConvergenceWarning
-from emlab.validation import check_int, check_resp, check_weights
+from emlab.engine.validation import check_int, check_resp, check_weights
 
 
 def encode_categorical(codes, n_categories=None):

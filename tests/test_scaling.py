@@ -1,10 +1,10 @@
-"""Tests of ``emlab.units``: the power-of-two standardisation under which run_em fits."""
+"""Tests of ``emlab.engine.scaling``: the power-of-two standardisation under which run_em fits."""
 
 import numpy as np
 import pytest
 from synthetic import mixture
 
-from emlab.units import MAX_SPREAD, MIN_SPREAD, DataUnits
+from emlab.engine.scaling import MAX_SPREAD, MIN_SPREAD, DataUnits
 
 
 @pytest.mark.parametrize("factor", [1e-140, 1e-3, 1.0, 7.5, 1e140])

@@ -1,7 +1,7 @@
 """EM past one machine: ``run_em`` on a dask array, one pass over its chunks per iteration.
 
 EM's sufficient statistics are sums over points: ``stats[k] = sum_n R[k, n] t(x_n)`` with
-t(x) = (1, x, x_i x_j for i <= j) (see ``emlab.fastpath``). So one iteration is one pass over
+t(x) = (1, x, x_i x_j for i <= j) (see ``emlab.engine.fastpath``). So one iteration is one pass over
 the row chunks of a dask array ``X`` (N, d): every chunk runs the fast path's own E-step on its
 rows (``hard_pass`` / ``soft_pass``, the very code of the in-memory path) and returns its
 (K, m) sums and its share of the objective; the client adds them up (in chunk order, so the sum
@@ -21,7 +21,7 @@ Differences from the in-memory path, on purpose:
   and spreads combined by Chan's formula), which also refuses missing or infinite cells: the
   chunked path handles complete data only;
 * the fit runs in the units of X (centred by that shift), not in the standardised units of
-  ``emlab.units``; the statistics do not depend on the units, so the iterates agree to
+  ``emlab.engine.scaling``; the statistics do not depend on the units, so the iterates agree to
   rounding, and ``ChunkedData.check_scale`` makes the same refusals as ``DataUnits.of`` (a
   spread float64 cannot square, a ``reg_covar`` that swamps the variance);
 * a component that becomes empty is an error (``EmptyComponentError``): the in-memory path
@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from emlab.fastpath import (
+from emlab.engine.fastpath import (
     CompleteData,
     empty_threshold,
     gaussians_from_statistics,
@@ -55,7 +55,7 @@ from emlab.fastpath import (
     hard_pass,
     soft_pass,
 )
-from emlab.units import check_reg_covar, check_spread
+from emlab.engine.scaling import check_reg_covar, check_spread
 
 SAMPLE_ROWS = 100_000  # rows drawn (seeded) for the random starts of run_em on a dask array
 
@@ -141,7 +141,7 @@ def pooled_spread(n, mean, m2):
 
 
 def round_centre(mean, spread):
-    """``emlab.fastpath``'s centring shift from the column means and spreads (d,): the mean,
+    """``emlab.engine.fastpath``'s centring shift from the column means and spreads (d,): the mean,
     rounded to a power of two at the scale of the spread (exact for integer data)."""
     step = np.exp2(np.floor(np.log2(np.where(spread > 0, spread, 1.0))))
     return np.round(mean / step) * step
@@ -205,7 +205,7 @@ class ChunkedData:
     variances : ndarray of shape (d,)
         The column variances.
     spread : float
-        The standard deviation of all the cells together (as ``emlab.units`` measures it).
+        The standard deviation of all the cells together (as ``emlab.engine.scaling`` measures it).
     """
 
     X: object
@@ -237,7 +237,7 @@ class ChunkedData:
         return cls(X, shift, int(n), m2 / n, pooled_spread(n, mean, m2))
 
     def check_scale(self, reg_covar):
-        """The refusals of the in-memory path (``emlab.units``): a spread whose squares
+        """The refusals of the in-memory path (``emlab.engine.scaling``): a spread whose squares
         float64 cannot hold, and a ``reg_covar`` not small against the data's variance."""
         scale = float(np.exp2(np.round(np.log2(self.spread)))) if self.spread > 0 else 1.0
         check_spread(self.spread, scale)
@@ -302,7 +302,7 @@ def _entry(means, covs, weights, objective=np.nan):
 
 
 def m_step(data, stats, reg_covar, iteration, covariance_type="full"):
-    """Means, covariances (of ``covariance_type``, see ``emlab.covariance``) and weights from
+    """Means, covariances (of ``covariance_type``, see ``emlab.engine.covariance``) and weights from
     the summed stats (K, m); refuse an empty component.
 
     Raises

@@ -1,4 +1,4 @@
-"""``run_em`` on a dask array (``emlab.distributed``): the same iterates as the in-memory path
+"""``run_em`` on a dask array (``emlab.engine.chunked``): the same iterates as the in-memory path
 from the same start, under dask's default scheduler and a ``dask.distributed`` cluster of two
 worker processes (started here, closed at the end, no process left behind), lazy labels, clear
 errors, and a worker killed mid-fit that changes nothing."""
@@ -19,8 +19,8 @@ import psutil
 import pytest
 
 import em_helpers as em
-from emlab import distributed
-from emlab.fastpath import CompleteData
+from emlab.engine import chunked
+from emlab.engine.fastpath import CompleteData
 
 ROOT = Path(__file__).resolve().parents[1]
 TOL = {"rtol": 1e-10, "atol": 1e-10}
@@ -109,7 +109,7 @@ def test_a_full_start_and_several_random_starts_match_the_in_memory_path():
 
 def test_random_starts_come_from_a_seeded_sample_of_rows(monkeypatch):
     X = mixture(2, seed=3)
-    monkeypatch.setattr(distributed, "SAMPLE_ROWS", 50)
+    monkeypatch.setattr(chunked, "SAMPLE_ROWS", 50)
     dX = da.from_array(X, chunks=400)
     first = run(dX, "soft", init="kmeans++", random_state=7)
     again = run(dX, "soft", init="kmeans++", random_state=7)
@@ -123,15 +123,15 @@ def test_the_shift_is_the_in_memory_one():
     rng = np.random.default_rng(4)
     for X in (mixture(1), mixture(2, offset=-3e4), rng.integers(0, 255, (999, 2)).astype(float),
               rng.normal(0, 1e-6, (1001, 3)) + 0.25):
-        data = distributed.ChunkedData.of(da.from_array(X, chunks=173))
+        data = chunked.ChunkedData.of(da.from_array(X, chunks=173))
         np.testing.assert_array_equal(data.shift, CompleteData.of(X).shift)
         assert data.n_points == len(X)
 
 
 def test_moments_combine_like_numpy():
     X = mixture(2, seed=5)
-    parts = [distributed.block_moments(X[i: i + 97]) for i in range(0, len(X), 97)]
-    n, mean, m2 = distributed.combine_moments([(p[0], p[3], p[4]) for p in parts])
+    parts = [chunked.block_moments(X[i: i + 97]) for i in range(0, len(X), 97)]
+    n, mean, m2 = chunked.combine_moments([(p[0], p[3], p[4]) for p in parts])
     assert n == len(X)
     np.testing.assert_allclose(mean, X.mean(axis=0), rtol=1e-13)
     np.testing.assert_allclose(m2 / n, X.var(axis=0), rtol=1e-12)
@@ -219,10 +219,10 @@ def test_large_and_small_units_give_the_in_memory_iterates():
 def test_an_empty_component_is_an_error_not_a_silent_reseed():
     X = mixture(2, seed=9)
     far = np.vstack([X[:2], [[1e4, 1e4]]])  # the third mean owns no point
-    with pytest.raises(distributed.EmptyComponentError, match=r"component\(s\) \[2\] hold no "
+    with pytest.raises(chunked.EmptyComponentError, match=r"component\(s\) \[2\] hold no "
                                                               r"point at iteration 0"):
         em.run_em(da.from_array(X, chunks=500), 3, init=far)
-    assert issubclass(distributed.EmptyComponentError, ValueError)
+    assert issubclass(chunked.EmptyComponentError, ValueError)
     assert em.run_em(X, 3, init=far).n_iter >= 1  # in memory it is re-seeded
 
 

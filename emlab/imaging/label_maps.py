@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 
 from em_helpers import match_labels
-from emlab.nifti import check_affine, voxel_to_world, voxel_volume_ml
-from emlab.validation import check_image, check_int
+from emlab.imaging.nifti import check_affine, voxel_to_world, voxel_volume_ml
+from emlab.engine.validation import check_image, check_int
 
 
 def dice(a, b, labels=None):

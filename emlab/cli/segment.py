@@ -1,6 +1,6 @@
 """Segment a user's own scan from the command line.
 
-    python -m emlab.segment scan.nii.gz --mask mask.nii.gz --classes 3 --beta 1 \\
+    python -m emlab.cli.segment scan.nii.gz --mask mask.nii.gz --classes 3 --beta 1 \\
         --out labels.nii.gz [--csv stats.csv] [--method soft|hard] [--seed 0]
 
 Reads a 3-D NIfTI scan (and optionally a binary brain mask on the same grid; default: the
@@ -29,8 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
-from emlab import label_maps, nifti, segmentation
-from emlab.validation import check_image
+from emlab.imaging import label_maps, nifti, segmentation
+from emlab.engine.validation import check_image
 
 
 class CommandError(Exception):
@@ -39,7 +39,7 @@ class CommandError(Exception):
 
 def build_parser():
     parser = argparse.ArgumentParser(
-        prog="python -m emlab.segment",
+        prog="python -m emlab.cli.segment",
         description="Tissue segmentation of a 3-D NIfTI scan by EM with an optional Potts "
                     "prior; writes a label volume and a CSV of class volumes (mL) and "
                     "centroids (mm).")

@@ -201,7 +201,7 @@ def plot_criterion(ax, table, criterion="bic", title=None):
     Degenerate fits are drawn as grey crosses (and left out of the lines); the model that
     ``model_selection.best_model`` picks is ringed. Returns ax.
     """
-    from emlab import model_selection
+    from emlab.models import model_selection
 
     best = model_selection.best_model(table, criterion)
     for i, (covariance_type, rows) in enumerate(table.groupby(level=0, sort=False)):

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from em_helpers import EMConvergenceWarning, align_to_truth, run_em
-from emlab.tables import Parameters, as_parameters
-from emlab.validation import check_int, check_means, check_points
+from emlab.models.course_scans import Parameters, as_parameters
+from emlab.engine.validation import check_int, check_means, check_points
 
 
 @dataclass

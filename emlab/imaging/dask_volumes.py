@@ -2,9 +2,9 @@
 
 A volume too large for memory (a brain at 0.5 mm, many scans side by side) is a dask array.
 ``segment_dask_volume`` fits the intensity mixture of its masked voxels exactly as
-``emlab.segmentation.segment_image`` does with ``beta = 0`` (hard EM from k-means++ starts, best
+``emlab.imaging.segmentation.segment_image`` does with ``beta = 0`` (hard EM from k-means++ starts, best
 of ``n_init``; soft EM started from the hard solution), through ``run_em`` on a dask array
-(``emlab.distributed``: one pass over the chunks per iteration), and returns a lazy label volume
+(``emlab.engine.chunked``: one pass over the chunks per iteration), and returns a lazy label volume
 that each chunk computes from the final parameters. The conventions are ``segment_image``'s:
 ``-1`` outside the mask, classes numbered by increasing mean intensity.
 
@@ -19,17 +19,17 @@ from dataclasses import replace
 import numpy as np
 
 from em_helpers import permute_components, run_em
-from emlab import distributed
-from emlab.validation import check_int
+from emlab.engine import chunked
+from emlab.engine.validation import check_int
 
 
 def _check_volume(volume, mask):
     """The volume (a float dask array) and its mask (a bool dask array of the same chunks)."""
     import dask.array as da
 
-    if not distributed.is_dask_array(volume):
+    if not chunked.is_dask_array(volume):
         raise ValueError(f"volume must be a dask array, got {type(volume).__name__} (use "
-                         "emlab.segmentation.segment_image for an image in memory)")
+                         "emlab.imaging.segmentation.segment_image for an image in memory)")
     if volume.ndim not in (2, 3) or 0 in volume.shape:
         raise ValueError(f"volume must be a non-empty 2-D or 3-D array, got shape "
                          f"{volume.shape}")
@@ -38,13 +38,13 @@ def _check_volume(volume, mask):
     volume = volume.astype(np.float64)
     if mask is None:
         return volume, da.ones(volume.shape, dtype=bool, chunks=volume.chunks)
-    if not distributed.is_dask_array(mask):
+    if not chunked.is_dask_array(mask):
         mask = np.asarray(mask)
     if mask.shape != volume.shape:
         raise ValueError(f"mask has shape {mask.shape} but volume has shape {volume.shape}")
     if mask.dtype != bool:
         raise ValueError(f"mask must be boolean, got dtype {mask.dtype}")
-    if distributed.is_dask_array(mask):
+    if chunked.is_dask_array(mask):
         return volume, mask.rechunk(volume.chunks)
     return volume, da.from_array(mask, chunks=volume.chunks)
 
@@ -66,7 +66,7 @@ def block_label_volume(block, block_mask, shift, method, means, covs, weights, r
     labels = np.full(block.shape, -1, dtype=np.int64)
     if block_mask.any():
         column = block[block_mask][:, None]
-        labels[block_mask] = rank[distributed.block_labels(column, shift, method, means, covs,
+        labels[block_mask] = rank[chunked.block_labels(column, shift, method, means, covs,
                                                            weights)]
     return labels
 
@@ -89,7 +89,7 @@ def segment_dask_volume(volume, mask=None, n_components=3, method="soft", random
     method : {"soft", "hard"}, default "soft"
     random_state : int, default 0
         Seed of the k-means++ starts (drawn from a seeded sample of the masked voxels,
-        ``distributed.SAMPLE_ROWS`` of them).
+        ``chunked.SAMPLE_ROWS`` of them).
     n_init : int, default 4
         Number of k-means++ starts of the hard fit.
     max_iter : int, default 500
@@ -109,7 +109,7 @@ def segment_dask_volume(volume, mask=None, n_components=3, method="soft", random
     ValueError
         If the volume is not a 2-D or 3-D dask array of numbers, the mask does not match, the
         mask is empty, a masked voxel is not finite, or another argument is invalid;
-        ``distributed.EmptyComponentError`` if a class loses every voxel.
+        ``chunked.EmptyComponentError`` if a class loses every voxel.
     """
     import dask.array as da
 
@@ -119,7 +119,7 @@ def segment_dask_volume(volume, mask=None, n_components=3, method="soft", random
         raise ValueError(f"method must be 'hard' or 'soft', got {method!r}")
     n_init = check_int(n_init, "n_init", minimum=1)
     X = masked_voxels(volume, mask)
-    shift = distributed.ChunkedData.of(X, "volume (inside the mask)").shift
+    shift = chunked.ChunkedData.of(X, "volume (inside the mask)").shift
     result = run_em(X, K, method="hard", init="kmeans++", n_init=n_init, max_iter=max_iter,
                     random_state=random_state, reg_covar=reg_covar)
     if method == "soft":

@@ -33,7 +33,7 @@ neighbour's vote is weighted by ``min(spacing) |o| / |o * spacing|`` for its off
 the prior then couples voxels across thick slices less. Without ``spacing`` the prior counts
 neighbours on the voxel grid whatever their physical distance.
 
-``segment_image`` is the entry point; the prior's primitives live in ``emlab.potts``.
+``segment_image`` is the entry point; the prior's primitives live in ``emlab.imaging.potts``.
 """
 
 from __future__ import annotations
@@ -52,9 +52,10 @@ from em_helpers import (
     permute_components,
     run_em,
 )
-from emlab.fastpath import has_empty_component
-from emlab import dask_volumes, distributed
-from emlab.potts import (
+from emlab.engine.fastpath import has_empty_component
+from emlab.imaging import dask_volumes
+from emlab.engine import chunked
+from emlab.imaging.potts import (
     NEIGHBOURHOODS,
     ColouredNeighbours,
     check_connectivity,
@@ -63,7 +64,7 @@ from emlab.potts import (
     coloured_mean_field_objective,
     coloured_mean_field_sweep,
 )
-from emlab.validation import check_beta, check_image, check_int
+from emlab.engine.validation import check_beta, check_image, check_int
 
 
 def _m_step_1d(X, R, reg_covar):
@@ -275,7 +276,7 @@ def segment_image(image, mask=None, n_components=3, method="soft", beta=0.0, ran
     per agreeing one, so its ``beta_dipy`` corresponds to ``beta = 2 * beta_dipy`` here.)
 
     A dask array ``image`` (too large for memory) is fitted and labelled chunk by chunk by
-    ``emlab.dask_volumes.segment_dask_volume`` (no prior: ``beta`` must be 0, the prior
+    ``emlab.imaging.dask_volumes.segment_dask_volume`` (no prior: ``beta`` must be 0, the prior
     stays in memory); the label volume then comes back as a lazy dask array.
 
     Parameters
@@ -341,7 +342,7 @@ def segment_image(image, mask=None, n_components=3, method="soft", beta=0.0, ran
     EMConvergenceWarning
         If an EM loop stops at ``max_iter`` without converging.
     """
-    if distributed.is_dask_array(image):  # larger than memory: fitted and labelled by chunks
+    if chunked.is_dask_array(image):  # larger than memory: fitted and labelled by chunks
         if check_beta(beta) > 0:
             raise ValueError("beta > 0 needs the image in memory (the Potts prior couples each "
                              "pixel with its neighbours); use beta=0 on a dask array")

@@ -24,8 +24,8 @@ import numpy as np
 import pandas as pd
 
 import em_helpers as em
-from emlab.covariance import COVARIANCE_TYPES, check_covariance_type, n_covariance_parameters
-from emlab.validation import check_int, check_points
+from emlab.engine.covariance import COVARIANCE_TYPES, check_covariance_type, n_covariance_parameters
+from emlab.engine.validation import check_int, check_points
 
 CRITERIA = ("bic", "aic", "icl")
 COLUMNS = ("log_likelihood", "n_parameters", "bic", "aic", "icl", "converged", "degenerate")
@@ -35,7 +35,7 @@ def n_parameters(n_components, n_features, covariance_type="full"):
     """Free parameters of a K-component Gaussian mixture in d dimensions.
 
     ``K d`` means, ``K - 1`` weights and the covariances' share
-    (``emlab.covariance.n_covariance_parameters``: full ``K d (d + 1) / 2``, tied
+    (``emlab.engine.covariance.n_covariance_parameters``: full ``K d (d + 1) / 2``, tied
     ``d (d + 1) / 2``, diag ``K d``, spherical ``K``), as scikit-learn's ``_n_parameters``.
 
     Returns
@@ -225,7 +225,7 @@ def select_model(X, n_components=range(1, 7), covariance_type=("full",), n_init=
         ``NaN`` marks a missing cell (integrated out of the likelihood).
     n_components : int or sequence of int, default range(1, 7)
     covariance_type : str or sequence of str, default ("full",)
-        Among "full", "tied", "diag", "spherical" (``emlab.covariance``).
+        Among "full", "tied", "diag", "spherical" (``emlab.engine.covariance``).
     n_init : int, default 5
     random_state : int, default 0
         Seed of the starts (the same for every cell of the grid).

@@ -1,4 +1,4 @@
-"""The Potts-prior primitives (hidden Markov random field) used by ``emlab.segmentation``.
+"""The Potts-prior primitives (hidden Markov random field) used by ``emlab.imaging.segmentation``.
 
 Images are 2-D (H, W) or 3-D (X, Y, Z). Pixels (voxels) are grouped into colour sets such that
 no two of one colour are neighbours; a colour's simultaneous update is then the same as
@@ -7,12 +7,11 @@ updating its pixels one by one (Gauss-Seidel).
 - ``NEIGHBOURHOODS`` (the connectivities of each dimension), ``check_connectivity``,
   ``neighbour_offsets``, ``neighbour_table`` (each pixel's neighbours inside the mask),
   ``neighbour_weights`` (optional weights for anisotropic voxels), ``colour_sets``;
-- ``neighbour_sums`` and the two sweeps, ``mean_field_sweep`` (soft) and ``icm_sweep`` (hard);
-- ``mean_field_objective`` (free energy) and ``icm_objective`` (energy), which every sweep
-  improves;
-- ``ColouredNeighbours`` and the ``coloured_*`` functions: the same sweeps and objectives on
-  the pixels renumbered colour by colour (a colour is then a slice, and the neighbour sums are
-  1-D gathers), the fast path that ``segment_image`` runs; same numbers as the functions above.
+- ``ColouredNeighbours`` and the ``coloured_*`` functions: the mean-field (soft) and ICM (hard)
+  sweeps, and the objectives every sweep improves (free energy, energy), on the pixels
+  renumbered colour by colour (a colour is then a slice, and the neighbour sums are 1-D
+  gathers). The plain sweeps over ``neighbour_table`` that they are tested against are in
+  ``tests/potts_reference.py``.
 """
 
 from __future__ import annotations
@@ -136,60 +135,6 @@ def _colours_of(coords, ndim, connectivity):
     return [pixels for pixels in colours if pixels.size]
 
 
-def neighbour_sums(Q, table, pixels=slice(None), weights=None):
-    """``S[k, n] = sum over the neighbours m of n of w_m Q[k, m]``, for the ``pixels`` asked.
-
-    ``Q`` has shape (K, N + 1), its last column zero (the index of absent neighbours);
-    ``weights`` (n_neighbours,) or ``None`` (every weight 1).
-    """
-    neighbours = table[:, pixels]
-    total = np.take(Q, neighbours[0], axis=1)
-    if weights is not None:
-        total *= weights[0]
-    for j, column in enumerate(neighbours[1:], start=1):
-        # np.take and a loop of adds: ~5x faster than Q[:, table]
-        term = np.take(Q, column, axis=1)
-        if weights is not None:
-            term *= weights[j]
-        total += term
-    return total
-
-
-def mean_field_sweep(Q, log_data, beta, colours, table, weights=None):
-    """One mean-field pass over the colours; updates ``Q`` (K, N + 1) in place."""
-    for pixels in colours:
-        logits = (np.take(log_data, pixels, axis=1)
-                  + beta * neighbour_sums(Q, table, pixels, weights))
-        w = np.exp(logits - logits.max(axis=0))
-        Q[:, pixels] = w / w.sum(axis=0)
-
-
-def icm_sweep(Q, cost, beta, colours, table, weights=None):
-    """One ICM pass over the colours; updates the one-hot ``Q`` (K, N + 1) in place."""
-    K = Q.shape[0]
-    for pixels in colours:
-        energy = np.take(cost, pixels, axis=1) - beta * neighbour_sums(Q, table, pixels, weights)
-        Q[:, pixels] = np.eye(K)[:, np.argmin(energy, axis=0)]
-
-
-def mean_field_objective(Q, log_data, beta, table, weights=None):
-    """Mean-field objective (higher is better), up to the Potts normalising constant:
-    sum_n sum_k q_nk (ln N(x_n; theta_k) - ln q_nk) + beta/2 sum_n sum_{m~n} w_nm q_n.q_m."""
-    from scipy.special import xlogy
-
-    q = Q[:, :-1]
-    pairs = 0.5 * beta * (q * neighbour_sums(Q, table, weights=weights)).sum()
-    return float((q * log_data).sum() - xlogy(q, q).sum() + pairs)
-
-
-def icm_objective(Q, cost, sigma2, beta, table, weights=None):
-    """ICM energy (lower is better): sum_n (x_n - mu_{z_n})^2 / (2 sigma^2)
-    + N/2 ln(2 pi sigma^2) - beta * (weighted) #{neighbour pairs in the same class}."""
-    q = Q[:, :-1]
-    pairs = 0.5 * beta * (q * neighbour_sums(Q, table, weights=weights)).sum()
-    return float((q * cost).sum() + 0.5 * q.shape[1] * np.log(2 * np.pi * sigma2) - pairs)
-
-
 # ------------------------------------------------------------------------------------------
 # The same sweeps on pixels renumbered colour by colour (what ``segment_image`` runs)
 # ------------------------------------------------------------------------------------------
@@ -264,7 +209,8 @@ _ROW_GATHER_FROM = 1 << 15  # colours of at least this many pixels gather one cl
 
 def _coloured_sums(Q, table, weights, out, term):
     """Neighbour sums (K, n) of one colour into ``out``: the same additions in the same order
-    as ``neighbour_sums`` (so the same numbers, bit for bit). ``term``: an (n,) buffer.
+    as the tests' reference ``neighbour_sums`` (the same numbers, bit for bit). ``term``: an (n,)
+    buffer.
 
     A large colour gathers one class row at a time (a 1-D ``take`` per class and neighbour is
     several times faster than a 2-D gather on a volume); a small one gathers everything in one

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from emlab.validation import check_beta, check_image, check_int
+from emlab.engine.validation import check_beta, check_image, check_int
 
 VARIANCE_FLOOR = 1e-6  # the lowest class variance that seg_stats may hand to dipy's loop
 

@@ -1,4 +1,4 @@
-"""Tests of the categorical mixture model (CMM) EM in ``emlab.cmm`` (theory question 5).
+"""Tests of the categorical mixture model (CMM) EM in ``emlab.models.categorical`` (theory question 5).
 
 Every expected value is computed independently: brute-force enumeration of the latent labels,
 Bayes' rule in probability space, scipy's multinomial pmf, group frequencies, or the parameters
@@ -15,7 +15,7 @@ from scipy.special import gammaln
 from scipy.stats import multinomial
 
 from em_helpers import EMConvergenceWarning
-from emlab.cmm import (
+from emlab.models.categorical import (
     CMMResult,
     cmm_e_step,
     cmm_log_likelihood,

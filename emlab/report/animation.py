@@ -19,8 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from em_helpers import e_step, e_step_soft
-from emlab.plotting import CLASS_COLORS, covariance_ellipse
-from emlab.validation import check_int, check_points
+from emlab.report.plotting import CLASS_COLORS, covariance_ellipse
+from emlab.engine.validation import check_int, check_points
 
 # matplotlib's player draws its buttons with Font Awesome icons loaded from a CDN; offline the
 # buttons would be blank. These glyphs (in every common font) stand in for the icons.

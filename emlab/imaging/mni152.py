@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from emlab.nifti import voxel_volume_ml
-from emlab.validation import check_image
+from emlab.imaging.nifti import voxel_volume_ml
+from emlab.engine.validation import check_image
 
 TISSUES = ("CSF", "GM", "WM")
 

@@ -21,7 +21,7 @@ matrices ``S_k = sum_n r_nk (x_n - mu_k)(x_n - mu_k)^T / N_k`` alone, which is w
 the diagonal for full, tied and diag, and to the variance for spherical (scikit-learn averages
 the regularised diagonal, which is the same thing).
 
-This module imports nothing from the project: ``em_helpers`` and ``emlab.fastpath`` use it.
+This module imports nothing from the project: ``em_helpers`` and ``emlab.engine.fastpath`` use it.
 """
 
 from __future__ import annotations

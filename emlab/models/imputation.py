@@ -21,7 +21,7 @@ from em_helpers import (
     run_em,
     soft_responsibilities,
 )
-from emlab.validation import (
+from emlab.engine.validation import (
     check_covariances,
     check_int,
     check_means,

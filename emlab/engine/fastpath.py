@@ -23,8 +23,8 @@ from functools import lru_cache
 
 import numpy as np
 
-from emlab.covariance import constrain_covariances
-from emlab.validation import cholesky
+from emlab.engine.covariance import constrain_covariances
+from emlab.engine.validation import cholesky
 
 
 @lru_cache(maxsize=16)
@@ -65,7 +65,7 @@ def gaussians_from_statistics(stats, shift, reg_covar, covariance_type="full"):
     ``stats[k] = sum_n R[k, n] t(x_n)`` holds the count ``N_k``, the sum of the centred points
     and the sums of their products. Then ``mu_k = sum x / N_k`` and the scatter
     ``S_k = sum x x^T / N_k - mu_k mu_k^T`` (centred coordinates, see ``CompleteData``), which
-    ``emlab.covariance.constrain_covariances`` projects onto ``covariance_type`` and
+    ``emlab.engine.covariance.constrain_covariances`` projects onto ``covariance_type`` and
     regularises with ``reg_covar`` (for "full": ``S_k`` plus ``reg_covar`` on the diagonal).
     """
     d = shift.shape[0]

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from emlab.nifti import check_affine
-from emlab.validation import check_image
+from emlab.imaging.nifti import check_affine
+from emlab.engine.validation import check_image
 
 
 def _check_number(value, name):

@@ -1,0 +1,1 @@
+"""The command line: ``emlab-segment`` (``python -m emlab.cli.segment``)."""

@@ -1,0 +1,92 @@
+"""Tests of emlab.models.course_scans: the scans, their truth and the fits."""
+
+import itertools
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import em_helpers as em
+from emlab.models import course_scans
+
+DATA = Path(__file__).resolve().parents[1] / "data"
+
+
+@pytest.fixture(scope="module")
+def images():
+    return course_scans.load_images()
+
+
+@pytest.fixture(scope="module")
+def truth():
+    return course_scans.load_truth()
+
+
+def brute_force_accuracy(y, labels):
+    return max(np.mean(np.asarray(perm)[labels] == y)
+               for perm in itertools.permutations(range(3)))
+
+
+def test_load_images_matches_load_image(images):
+    assert list(images) == ["Image1", "Image2"]
+    for name, (X, y) in images.items():
+        X_ref, y_ref = em.load_image(DATA / f"{name}.csv")
+        np.testing.assert_array_equal(X, X_ref)
+        np.testing.assert_array_equal(y, y_ref)
+
+
+def test_load_images_rejects_a_bare_string():
+    with pytest.raises(ValueError, match="names"):
+        course_scans.load_images("Image1")
+
+
+def test_load_truth_reads_the_json_file(truth):
+    assert truth == json.loads((DATA / "truth.json").read_text())
+
+
+def test_load_truth_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        course_scans.load_truth(tmp_path / "absent.json")
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(ValueError, match="not a JSON file"):
+        course_scans.load_truth(tmp_path / "bad.json")
+    (tmp_path / "partial.json").write_text(json.dumps({"means": [[0, 0]]}))
+    with pytest.raises(ValueError, match="missing keys"):
+        course_scans.load_truth(tmp_path / "partial.json")
+
+
+def test_true_parameters(truth):
+    params = course_scans.true_parameters(truth, "Image2")
+    np.testing.assert_array_equal(params.means, np.array(truth["means"]))
+    np.testing.assert_array_equal(params.covariances, np.array(truth["covariances"]["Image2"]))
+    np.testing.assert_allclose(params.weights, [1 / 3] * 3)
+    with pytest.raises(ValueError, match="image must be one of"):
+        course_scans.true_parameters(truth, "Image3")
+
+
+def test_fit_hard_and_soft(images):
+    X, y = images["Image1"]
+    start = em.initial_means(X, 3, "kmeans++", 0, y=y)
+    pair = course_scans.fit_hard_and_soft(X, start, y)
+    hard = em.run_em(X, 3, method="hard", init=start, max_iter=500)
+    np.testing.assert_allclose(np.sort(pair["hard"].means, axis=0), np.sort(hard.means, axis=0))
+    np.testing.assert_allclose(pair["soft"].history[0]["means"], pair["hard"].means)
+    np.testing.assert_allclose(pair["soft"].history[0]["covariances"],
+                               pair["hard"].covariances)
+    assert pair["hard"].converged and pair["soft"].converged
+    for fit in pair.values():
+        assert brute_force_accuracy(y, fit.labels) == np.mean(fit.labels == y)
+
+
+def test_bayes_accuracy_matches_scipy_densities(images, truth):
+    from scipy.stats import multivariate_normal
+
+    X, y = images["Image1"]
+    params = course_scans.true_parameters(truth, "Image1")
+    dens = np.array([multivariate_normal(m, c).pdf(X) for m, c in
+                     zip(params.means, params.covariances)])
+    assert course_scans.bayes_accuracy(X, y, params) == pytest.approx(
+        np.mean(dens.argmax(axis=0) == y))
+    with pytest.raises(ValueError, match="y must have shape"):
+        course_scans.bayes_accuracy(X, y[:5], params)
