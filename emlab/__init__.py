@@ -20,8 +20,10 @@ module                             what it holds
 ``emlab.imaging.segmentation``     tissue segmentation, optional Potts prior (``segment_image``)
 ``emlab.imaging.dask_volumes``     ``segment_image`` without a prior on a dask volume
 ``emlab.imaging.potts``            the Potts prior's neighbours, colour sets, sweeps, objectives
+``emlab.imaging.bias_field``       a smooth multiplicative bias field estimated inside EM
+``emlab.imaging.partial_volume``   partial-volume tissue fractions (pure and mixed classes)
 ``emlab.imaging.label_maps``       Dice, matching, per-class statistics of label images
-``emlab.imaging.phantoms``         implanted lesions and added noise, with a known truth
+``emlab.imaging.phantoms``         implanted lesions, noise, BrainWeb-style scans, with a truth
 ``emlab.imaging.mni152``           the MNI152 template and its tissue maps (from nilearn)
 ``emlab.imaging.dipy_hmrf``        dipy's HMRF classifier behind the same interface
 ``emlab.imaging.nifti``            NIfTI files in and out, the affine, volumes in mL

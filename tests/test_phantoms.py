@@ -132,3 +132,46 @@ def test_add_gaussian_noise_in_3d_only_inside_the_mask():
     np.testing.assert_array_equal(noisy[~mask], image[~mask])
     assert abs(noisy[mask].std() - 0.1) < 0.005
     assert (image == 0.5).all()
+
+
+def test_smooth_field_spans_the_requested_inu():
+    mask = np.zeros((20, 24, 18), dtype=bool)
+    mask[2:18, 3:21, 2:16] = True
+    for inu in (0.2, 0.4):
+        field = phantoms.smooth_field(mask, inu, random_state=3)
+        assert field[mask].min() == pytest.approx(1 - inu / 2)
+        assert field[mask].max() == pytest.approx(1 + inu / 2)
+        assert (field[~mask] == 1).all()
+        # smooth: neighbouring voxels differ by a small part of the span
+        assert np.abs(np.diff(field, axis=0)[mask[1:] & mask[:-1]]).max() < inu / 4
+    np.testing.assert_array_equal(phantoms.smooth_field(mask, 0.0), np.ones(mask.shape))
+    with pytest.raises(ValueError, match="inu must be in"):
+        phantoms.smooth_field(mask, 2.5)
+
+
+def test_brainweb_phantom_mixes_the_fractions_and_adds_rician_noise():
+    rng = np.random.default_rng(0)
+    mask = np.zeros((24, 26, 20), dtype=bool)
+    mask[2:22, 2:24, 2:18] = True
+    P = rng.dirichlet([1, 1, 1], size=mask.shape).transpose(3, 0, 1, 2)
+    clean = phantoms.brainweb_phantom(P, mask, inu=0.0, noise=0.0)
+    np.testing.assert_allclose(clean.image[mask],
+                               np.array([0.30, 0.62, 0.88]) @ P[:, mask])
+    assert (clean.image[~mask] == 0).all()
+    np.testing.assert_array_equal(clean.labels[mask], P[:, mask].argmax(axis=0))
+    assert (clean.labels[~mask] == -1).all()
+    np.testing.assert_allclose(clean.fractions.sum(axis=0), 1.0)
+    biased = phantoms.brainweb_phantom(P, mask, inu=0.4, noise=0.0, random_state=1)
+    np.testing.assert_allclose(biased.image[mask], clean.image[mask] * biased.field[mask])
+    assert biased.field[mask].min() == pytest.approx(0.8)
+    assert biased.field[mask].max() == pytest.approx(1.2)
+    noisy = phantoms.brainweb_phantom(P, mask, inu=0.0, noise=0.05, random_state=1)
+    assert noisy.noise_sd == pytest.approx(0.05 * 0.88)
+    residual = noisy.image[mask] - clean.image[mask]
+    assert abs(residual.std() - 0.044) < 0.004 and (noisy.image[mask] >= 0).all()
+    again = phantoms.brainweb_phantom(P, mask, inu=0.0, noise=0.05, random_state=1)
+    np.testing.assert_array_equal(noisy.image, again.image)
+    with pytest.raises(ValueError, match="noise must be >= 0"):
+        phantoms.brainweb_phantom(P, mask, noise=-0.1)
+    with pytest.raises(ValueError, match="probabilities must have shape"):
+        phantoms.brainweb_phantom(P[0, 0], mask[0])

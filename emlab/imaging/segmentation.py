@@ -11,11 +11,20 @@ each the natural extension of one of the two E-steps of this module:
   (x_n - mu_k)^2 / (2 sigma^2) - beta * #{m ~ n : z_m = k}, sigma^2 the pooled within-class
   variance: at beta = 0 this is exactly the nearest-mean rule of ``e_step``.
 
-Under the prior the class proportions are left to the Potts field: no mixing weight pi_k
-enters the E-step (as in dipy and in Zhang, Brady & Smith 2001). We tried keeping pi_k
-(re-estimated as the mean responsibility): on the noisy slice the prior and pi_k fed each
-other until one class held 99.9 % of the brain, a known failure of a Potts field combined
-with a free external field. ``weights`` still reports the class proportions.
+Class proportions under the prior. By default no mixing weight enters the E-step (as in dipy
+and in Zhang, Brady & Smith 2001): nothing then tells the field that a class is rare, and on
+the 3-D template CSF doubled (429.7 mL against the reference's 216.7). With
+``proportions=True`` the mean-field E-step keeps the plain fit's mixing weights pi_k, **held
+fixed**: q_n(k) ∝ pi_k N(x_n; mu_k, sigma_k^2) exp(beta * sum_{m ~ n} q_m(k)). Re-
+estimating pi_k as the mean responsibility at each M-step is the opposite failure: the prior
+and pi_k feed each other until one class holds nearly all of the brain (on the noisy slice
+99.9 %; on the template CSF and WM both vanished, even with pi_k clipped to within a factor 2 of
+the start's, which only slowed the drift). Fixed weights cannot feed back: they are a constant
+external field, the mean-field objective still rises at every step, and ``history[0]`` holds
+them (``weights`` still reports the final proportions). It is not the default: fixed weights
+keep whatever proportions the plain fit got wrong, and on a very noisy synthetic volume
+(``tests/test_segmentation.py``) they lowered the prior's gain in Dice. ICM (hard) has no
+weights either way: its pooled-variance rule is the nearest-mean rule of ``e_step``.
 
 The pixels are updated one colour at a time (two colours for the 4-neighbourhood of a slice or
 the 6-neighbourhood of a volume, a checkerboard: the parity of the sum of the coordinates; four
@@ -39,6 +48,7 @@ neighbours on the voxel grid whatever their physical distance.
 from __future__ import annotations
 
 import warnings
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
@@ -53,7 +63,7 @@ from em_helpers import (
     run_em,
 )
 from emlab.engine.fastpath import has_empty_component
-from emlab.imaging import dask_volumes
+from emlab.imaging import bias_field as bias, dask_volumes, partial_volume as pve
 from emlab.engine import chunked
 from emlab.imaging.potts import (
     NEIGHBOURHOODS,
@@ -109,7 +119,7 @@ class _LogDensities:
 
 
 def _potts_em(X, mask, start, method, beta, connectivity, spacing, max_iter, tol, reg_covar,
-              progress=False):
+              progress=False, proportions=False):
     """EM with a Potts prior, started from a plain-EM result ``start``; returns an EMResult.
 
     Each iteration is one coloured sweep of the E-step (mean field or ICM) followed by the
@@ -129,12 +139,14 @@ def _potts_em(X, mask, start, method, beta, connectivity, spacing, max_iter, tol
     layout.to_inner(R, out=Q[:, :-1])
     log_densities = _LogDensities(x[layout.order], K) if method == "soft" else None
     work = {}
+    log_proportions = _log_proportions(start.weights, N) if proportions else None
 
     def data_term():
         """Soft: ln N(x_n; mu_k, sigma_k^2). Hard: (x_n - mu_k)^2 / (2 sigma^2) and
         the pooled variance sigma^2. Both (K, N), in the internal order."""
         if method == "soft":
-            return log_densities(means[:, 0], covs[:, 0, 0]), None
+            densities = log_densities(means[:, 0], covs[:, 0, 0])
+            return (densities if log_proportions is None else densities + log_proportions), None
         sq = (x[None, :] - means[:, 0][:, None]) ** 2
         sigma2 = float((R * sq).sum() / N + reg_covar)
         return layout.to_inner(sq / (2.0 * sigma2)), sigma2
@@ -176,6 +188,12 @@ def _potts_em(X, mask, start, method, beta, connectivity, spacing, max_iter, tol
                     init_means=start.means.copy(), method=method, reseeded=reseeded)
 
 
+def _log_proportions(weights, N):
+    """The class proportions of the mean-field E-step, ``ln pi_k`` (K, 1): those of the plain
+    fit the prior starts from, held fixed (see the module docstring)."""
+    return np.log(np.maximum(np.asarray(weights, dtype=float), 1.0 / N))[:, None]
+
+
 def _prior_progress_bar(method, max_iter):
     """A tqdm bar for the iterations under the prior (a widget in notebooks)."""
     from tqdm.auto import tqdm
@@ -187,6 +205,20 @@ def _prior_progress_bar(method, max_iter):
 def _order_by_intensity(result):
     """A copy of ``result`` whose components are numbered by increasing mean (d = 1)."""
     return permute_components(result, np.argsort(result.means[:, 0], kind="stable"))
+
+
+@dataclass
+class ScanResult(EMResult):
+    """``segment_image``'s result with ``bias_field=`` or ``partial_volume=``: the fit's
+    ``EMResult`` (on the corrected intensities) plus ``bias_field`` (the image's shape, 1
+    outside the mask) and ``restored`` (the image divided by it), or ``None``;
+    ``fractions`` (K, N) over the masked voxels like ``resp``, or ``None``; and
+    ``n_field_updates`` (0 without the field)."""
+
+    bias_field: np.ndarray | None = None
+    restored: np.ndarray | None = None
+    fractions: np.ndarray | None = None
+    n_field_updates: int = 0
 
 
 def _plain_em(X, K, method, n_init, max_iter, random_state, reg_covar, progress=False):
@@ -228,6 +260,45 @@ def _check_start(start, X, K, method, beta):
             f"resp ({K}, {X.shape[0]}) (the same image, mask and n_components, beta=0)")
 
 
+def _fit_with_field(X, inside, plain, degree, method, beta, connectivity, spacing, max_iter, tol,
+                    reg_covar, proportions):
+    """``bias_field.fit_with_field`` with this module's fits as the mixture's EM: ``run_em``
+    warm-started (``beta = 0``) or the prior's loop (``beta > 0``; its fixed class proportions
+    stay the plain fit's). Returns the last fit, ``ln b`` and the number of field updates."""
+    def refit(corrected, previous, iterations):
+        if beta > 0:
+            begin = replace(previous, weights=plain.weights)
+            return _potts_em(corrected, inside, begin, method, beta, connectivity, spacing,
+                             iterations, tol, reg_covar, False, proportions)
+        begin = {"means": previous.means, "covariances": previous.covariances,
+                 "weights": previous.weights}
+        return run_em(corrected, plain.means.shape[0], method=method, init=begin,
+                      max_iter=iterations, reg_covar=reg_covar)
+
+    with warnings.catch_warnings():  # the fits between two field updates stop early on purpose
+        warnings.simplefilter("ignore", EMConvergenceWarning)
+        result, log_field, n_updates, _ = bias.fit_with_field(X[:, 0], inside, degree, plain,
+                                                              refit, max_iter)
+    return result, log_field, n_updates
+
+
+def _scan_result(result, img, inside, field, n_updates, partial_volume):
+    """A ``ScanResult``: the field as an image (1 outside the mask), the restored image, and
+    the partial-volume fractions of the (corrected) intensities."""
+    extra = {"n_field_updates": n_updates}
+    corrected = img[inside] if field is None else img[inside] / field
+    if field is not None:
+        extra["bias_field"] = np.ones(img.shape)
+        extra["bias_field"][inside] = field
+        extra["restored"] = img / extra["bias_field"]
+    if partial_volume:
+        extra["fractions"] = pve.fit_partial_volume(
+            corrected, result.means[:, 0], float(result.covariances[:, 0, 0].min())).fractions
+    fields = {name: value for name, value in asdict(result).items()
+              if name in EMResult.__dataclass_fields__}
+    return ScanResult(**fields, **extra)
+
+
 def _check_spacing(spacing, ndim):
     """``None``, or the voxel size as ``ndim`` positive finite floats."""
     if spacing is None:
@@ -245,7 +316,8 @@ def _check_spacing(spacing, ndim):
 
 def segment_image(image, mask=None, n_components=3, method="soft", beta=0.0, random_state=0,
                   *, connectivity=None, spacing=None, n_init=4, max_iter=500, tol=1e-4,
-                  reg_covar=1e-6, start=None, progress=False):
+                  reg_covar=1e-6, start=None, progress=False, bias_field=False,
+                  partial_volume=False, proportions=False):
     """Segment a grey-level image by EM on the intensities, with an optional Potts prior.
 
     The intensities of the pixels inside ``mask`` are fitted by a ``n_components``-Gaussian
@@ -267,9 +339,9 @@ def segment_image(image, mask=None, n_components=3, method="soft", beta=0.0, ran
     docstring) and are followed by the usual M-step (``m_step``). Mean field was
     chosen for soft EM because it keeps responsibilities (the M-step stays the weighted one of
     this module) and, unlike ICM, does not freeze a pixel's class after one decision.
-    Under the prior no mixing weight enters the E-step: the class proportions are left to the
-    Potts field, as in dipy (with free weights the prior drove the noisy slice to a single
-    class; see the module docstring). ``beta`` is in nats per neighbour:
+    Under the prior no mixing weight enters the E-step by default: the class proportions are
+    left to the Potts field, as in dipy; ``proportions=True`` keeps the plain fit's weights
+    ``pi_k``, held fixed (see the module docstring). ``beta`` is in nats per neighbour:
     with 4 neighbours, ``beta = 1`` lets a unanimous neighbourhood outweigh a log-likelihood
     ratio of up to 4 nats (a likelihood ratio of ``e^4``). (dipy's
     ``TissueClassifierHMRF`` adds ``+beta_dipy`` per disagreeing neighbour and ``-beta_dipy``
@@ -316,6 +388,21 @@ def segment_image(image, mask=None, n_components=3, method="soft", beta=0.0, ran
         fit (``run_em(progress=True)``) and one for the iterations under the prior, with the
         largest change of a responsibility or the number of changed labels. Off by default so
         that notebook outputs stay stable.
+    bias_field : bool or int, default False
+        Estimate a smooth multiplicative intensity non-uniformity inside EM
+        (``emlab.imaging.bias_field``: a Legendre polynomial of the log field, of degree 3 for
+        ``True`` or the given degree, fitted by posterior-weighted least squares, alternated
+        with the mixture's EM on the corrected intensities). Needs positive intensities in the
+        mask. ``False`` gives exactly the fit without it.
+    proportions : bool, default False
+        Soft EM with ``beta > 0``: the mean-field E-step keeps the plain fit's class
+        proportions, ``q_n(k) ∝ pi_k N(x_n; mu_k, sigma_k^2) exp(beta * sum_{m ~ n} q_m(k))``,
+        ``pi_k`` held fixed (``history[0]["weights"]``). Without them CSF doubled on the 3-D
+        template; with re-estimated ones a class took the whole brain.
+    partial_volume : bool, default False
+        Soft EM only: each voxel's tissue fractions (``emlab.imaging.partial_volume``: pure
+        and mixed classes of adjacent tissues), fitted after the segmentation on the
+        (corrected) intensities, in ``result.fractions``.
 
     Returns
     -------
@@ -328,6 +415,9 @@ def segment_image(image, mask=None, n_components=3, method="soft", beta=0.0, ran
         hold the quantity that the coupled iterations improve monotonically: the mean-field
         objective (soft, higher is better, up to the Potts normalising constant) or the ICM
         energy (hard, lower is better), and ``init_means`` are the plain-EM means it started from.
+        With ``bias_field`` or ``partial_volume``: a ``ScanResult`` (an ``EMResult`` with
+        ``bias_field``, ``restored``, ``fractions`` and ``n_field_updates``); its fit is the last
+        one on the corrected intensities.
 
     Raises
     ------
@@ -361,7 +451,17 @@ def segment_image(image, mask=None, n_components=3, method="soft", beta=0.0, ran
     max_iter = check_int(max_iter, "max_iter", minimum=1)
     if not (isinstance(tol, (int, float, np.floating)) and np.isfinite(tol) and tol > 0):
         raise ValueError(f"tol must be a positive number, got {tol!r}")
+    if proportions not in (True, False):
+        raise ValueError(f"proportions must be True or False, got {proportions!r}")
+    degree = bias.check_degree(bias_field)
+    if partial_volume not in (True, False):
+        raise ValueError(f"partial_volume must be True or False, got {partial_volume!r}")
+    if partial_volume and method != "soft":
+        raise ValueError("partial_volume needs method='soft' (hard EM has no probabilities "
+                         "to start the fractions from)")
     X = img[inside][:, None]
+    if degree:
+        bias.check_field_inputs(X[:, 0], inside, degree)
     if start is not None:
         _check_start(start, X, K, method, beta)
     if len(np.unique(X)) < K:
@@ -372,14 +472,21 @@ def segment_image(image, mask=None, n_components=3, method="soft", beta=0.0, ran
     with _blas_controller().limit(limits=1, user_api="blas"):
         result = start if start is not None else _plain_em(X, K, method, n_init, max_iter,
                                                              random_state, reg_covar, progress)
-        if beta > 0:
+        if beta > 0 and not degree:
             result = _potts_em(X, inside, result, method, beta, connectivity, spacing,
-                               max_iter, tol, reg_covar, progress)
-            if not result.converged:
-                warnings.warn(f"{method} EM with the spatial prior did not converge within "
-                              f"max_iter={max_iter} iterations", EMConvergenceWarning,
-                              stacklevel=2)
+                               max_iter, tol, reg_covar, progress, proportions)
+        if degree:  # an outer loop: the field's update alternated with the mixture's EM
+            result, log_field, n_updates = _fit_with_field(X, inside, result, degree, method,
+                                                           beta, connectivity, spacing, max_iter,
+                                                           tol, reg_covar, proportions)
+        if beta > 0 and not result.converged:
+            warnings.warn(f"{method} EM with the spatial prior did not converge within "
+                          f"max_iter={max_iter} iterations", EMConvergenceWarning,
+                          stacklevel=2)
     result = _order_by_intensity(result)
+    if degree or partial_volume:
+        result = _scan_result(result, img, inside, np.exp(log_field) if degree else None,
+                              n_updates if degree else 0, partial_volume)
     label_image = np.full(img.shape, -1, dtype=np.int64)
     label_image[inside] = result.labels
     return label_image, result

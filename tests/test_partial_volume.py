@@ -1,0 +1,69 @@
+"""Tests of ``emlab.imaging.partial_volume``: the fractions of a synthetic two-tissue edge match
+the mixing used to make it; fractions are in [0, 1] and sum to 1; ``segment_image`` returns
+them (soft only); bad inputs are refused."""
+
+import numpy as np
+import pytest
+
+from emlab.imaging import label_maps, partial_volume, segmentation
+
+
+def edge(n_rows=60, width=40, seed=0, noise=0.01):
+    """A blurred edge between tissues 0.3 and 0.8: a ramp of known fractions across the
+    columns (pure on each side), plus noise."""
+    rng = np.random.default_rng(seed)
+    a = np.clip(1.0 - (np.arange(width) - 12) / 16.0, 0.0, 1.0)  # fraction of tissue 0
+    fractions = np.tile(a, (n_rows, 1))
+    image = 0.3 * fractions + 0.8 * (1 - fractions) + rng.normal(0, noise, (n_rows, width))
+    return image, fractions
+
+
+def test_the_fractions_of_a_two_tissue_edge_match_the_mixing():
+    image, truth = edge()
+    fit = partial_volume.fit_partial_volume(image.ravel(), [0.35, 0.75], 0.02 ** 2)
+    np.testing.assert_allclose(fit.means, [0.3, 0.8], atol=0.01)
+    assert np.sqrt(fit.variance) == pytest.approx(0.01, rel=0.2)
+    estimated = fit.fractions[0].reshape(image.shape)
+    assert np.abs(estimated - truth).mean() < 0.03
+    np.testing.assert_allclose(estimated.mean(axis=0), truth[0], atol=0.05)  # per column
+    assert estimated.sum() == pytest.approx(truth.sum(), rel=0.02)
+    assert (fit.fractions >= 0).all() and (fit.fractions <= 1).all()
+    np.testing.assert_allclose(fit.fractions.sum(axis=0), 1.0)
+    assert fit.converged
+
+
+def test_segment_image_returns_fractions_that_soft_volumes_accept():
+    image, truth = edge(noise=0.02)
+    volume = np.repeat(image[:, :, None], 3, axis=2)
+    _, fit = segmentation.segment_image(volume, n_components=2, partial_volume=True)
+    assert fit.fractions.shape == fit.resp.shape
+    ml = label_maps.soft_volumes_ml(fit.fractions, np.eye(4))
+    truth_ml = np.array([truth.sum(), (1 - truth).sum()]) * 3 / 1000
+    np.testing.assert_allclose(ml, truth_ml, rtol=0.05)
+    # the plain mixture's responsibilities miss the mixing by more
+    plain = label_maps.soft_volumes_ml(fit.resp, np.eye(4))
+    assert np.abs(ml - truth_ml).max() < np.abs(plain - truth_ml).max()
+
+
+def test_partial_volume_with_hard_em_and_bad_inputs_raise():
+    image, _ = edge()
+    with pytest.raises(ValueError, match="partial_volume needs method='soft'"):
+        segmentation.segment_image(image, n_components=2, method="hard", partial_volume=True)
+    with pytest.raises(ValueError, match="partial_volume must be True or False"):
+        segmentation.segment_image(image, n_components=2, partial_volume="yes")
+    with pytest.raises(ValueError, match="means must be finite and increasing"):
+        partial_volume.fit_partial_volume(image.ravel(), [0.8, 0.3], 0.01)
+    with pytest.raises(ValueError, match="at least 2 tissues"):
+        partial_volume.fit_partial_volume(image.ravel(), [0.3], 0.01)
+    with pytest.raises(ValueError, match="variance must be a positive number"):
+        partial_volume.fit_partial_volume(image.ravel(), [0.3, 0.8], 0.0)
+    with pytest.raises(ValueError, match="finite intensities"):
+        partial_volume.fit_partial_volume(np.array([0.3, np.nan]), [0.3, 0.8], 0.01)
+
+
+def test_the_mixing_matrix_rows_are_fractions():
+    M, owner = partial_volume.mixing_matrix(3, 4)
+    assert M.shape == (3 + 2 * 4, 3)
+    np.testing.assert_allclose(M.sum(axis=1), 1.0)
+    np.testing.assert_array_equal(owner, [0, 1, 2] + [3] * 4 + [4] * 4)
+    np.testing.assert_allclose(M[3:7, 0], [0.125, 0.375, 0.625, 0.875])
