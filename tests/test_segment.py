@@ -152,3 +152,54 @@ def test_progress_bars_on_request_and_none_by_default_off_a_terminal(scan_files,
     assert shown.returncode == 0, shown.stderr
     assert "hard EM" in shown.stderr and "soft EM + mean field" in shown.stderr
     assert "change=" in shown.stderr
+
+
+def tiled_volume(seed=0):
+    """Three tissues (1, 2, 3) in interleaved tiles of 3 voxels (no smooth trend a field could
+    take up) plus noise, in a box mask."""
+    rng = np.random.default_rng(seed)
+    truth = sum(g // 3 for g in np.indices((14, 16, 12))) % 3
+    data = truth + 1.0 + rng.normal(0, 0.1, truth.shape)
+    mask = np.zeros(truth.shape, dtype=np.uint8)
+    mask[1:13, 1:15, 1:11] = 1
+    return data, mask, truth
+
+
+def test_bias_and_pve_write_fast_style_maps_with_the_scan_affine(tmp_path):
+    data, mask, truth = tiled_volume()
+    field = np.exp(0.1 * np.linspace(-1, 1, data.shape[0]))[:, None, None]
+    img = nib.Nifti1Image((data * field).astype(np.float32), AFFINE)
+    nib.save(img, tmp_path / "scan.nii.gz")
+    nib.save(nib.Nifti1Image(mask, AFFINE), tmp_path / "mask.nii.gz")
+    prefix = tmp_path / "maps" / "fast"
+    prefix.parent.mkdir()
+    done = run_command(tmp_path / "scan.nii.gz", "--mask", tmp_path / "mask.nii.gz",
+                       "--out", tmp_path / "labels.nii.gz", "--bias", "--pve", prefix)
+    assert done.returncode == 0, done.stderr
+    names = ["bias", "restore", "pve_0", "pve_1", "pve_2"]
+    maps = {name: nib.load(f"{prefix}_{name}.nii.gz") for name in names}
+    inside = mask == 1
+    for name, written in maps.items():
+        np.testing.assert_allclose(written.affine, AFFINE)
+        assert written.shape == data.shape, name
+    bias = maps["bias"].get_fdata()
+    restored = maps["restore"].get_fdata()
+    # the same maps as a direct call (float32 on disk)
+    _, fit = segmentation.segment_image(data * field, inside, 3, spacing=(2.0, 1.0, 1.5),
+                                        bias_field=True, partial_volume=True)
+    np.testing.assert_allclose(bias, fit.bias_field, rtol=1e-6)
+    np.testing.assert_allclose(restored, fit.restored, rtol=1e-5, atol=1e-6)
+    assert (bias[~inside] == 1).all()
+    fractions = np.stack([maps[f"pve_{k}"].get_fdata()[inside] for k in range(3)])
+    np.testing.assert_allclose(fractions.sum(axis=0), 1.0, atol=1e-6)
+    assert (fractions.argmax(axis=0) == truth[inside]).mean() > 0.95
+    table = pd.read_csv(tmp_path / "labels.csv", index_col="class")
+    assert table["pve_volume_ml"].sum() == pytest.approx(inside.sum() * 3.0 / 1000)
+
+
+def test_pve_with_hard_em_is_refused(scan_files, capsys):
+    done = run_in_process(capsys, scan_files / "scan.nii.gz", "--out",
+                          scan_files / "labels.nii.gz", "--method", "hard", "--pve",
+                          scan_files / "fast")
+    assert done.returncode == 2
+    assert "--pve needs --method soft" in done.stderr

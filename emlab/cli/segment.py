@@ -1,7 +1,8 @@
 """Segment a user's own scan from the command line.
 
     python -m emlab.cli.segment scan.nii.gz --mask mask.nii.gz --classes 3 --beta 1 \\
-        --out labels.nii.gz [--csv stats.csv] [--method soft|hard] [--seed 0]
+        --out labels.nii.gz [--csv stats.csv] [--method soft|hard] [--seed 0] \\
+        [--bias] [--pve PREFIX]
 
 Reads a 3-D NIfTI scan (and optionally a binary brain mask on the same grid; default: the
 non-zero voxels), fits ``segment_image`` (a ``--classes``-Gaussian mixture of the intensities,
@@ -12,6 +13,11 @@ with a Potts prior of strength ``--beta``), and writes
 * a CSV with one row per class: voxels, volume in mL, centroid in world millimetres (the
   scan's affine: scanner or MNI coordinates), the class's mean intensity and, for soft EM, the
   soft volume (summed responsibilities).
+
+With ``--bias`` a smooth multiplicative bias field is estimated inside EM and written as
+``PREFIX_bias.nii.gz`` with the corrected scan ``PREFIX_restore.nii.gz``; with ``--pve PREFIX``
+each class's partial-volume fractions go to ``PREFIX_pve_k.nii.gz`` (FSL FAST's names; float32,
+the scan's affine and header; without ``--pve`` the prefix is OUT without its suffix).
 
 Each stage (reading, the plain fit, the fit under the prior, writing) is reported on stderr
 with the time elapsed since the start, and on a terminal (or with ``--progress``) tqdm bars
@@ -56,6 +62,15 @@ def build_parser():
     parser.add_argument("--seed", type=int, default=0, help="seed of the starts (default 0)")
     parser.add_argument("--out", required=True, help="label volume to write (.nii or .nii.gz)")
     parser.add_argument("--csv", help="table to write (default: OUT with .csv for .nii[.gz])")
+    # real scans (issue 21): a bias field inside EM and partial-volume maps, FSL FAST's names
+    parser.add_argument("--bias", action="store_true",
+                        help="estimate a smooth multiplicative bias field inside EM and write "
+                             "PREFIX_bias and PREFIX_restore (the corrected scan)")
+    parser.add_argument("--pve", metavar="PREFIX",
+                        help="soft EM only: write one partial-volume fraction map per class, "
+                             "PREFIX_pve_0 .. PREFIX_pve_K-1 (.nii.gz), and with --bias the "
+                             "field's maps under the same PREFIX (default PREFIX: OUT without "
+                             "its .nii[.gz])")
     parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                         help="progress bars of the iterations on stderr (default: when stderr "
                              "is a terminal)")
@@ -97,6 +112,51 @@ def load_inputs(scan_path, mask_path):
     return data, mask, img
 
 
+def map_prefix(args):
+    """The prefix of the FAST-style maps: ``--pve PREFIX``, else ``--out`` without its suffix."""
+    if args.pve:
+        return str(args.pve)
+    name = str(args.out)
+    for suffix in nifti.NIFTI_SUFFIXES[::-1]:
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def save_map(path, values, scan_img):
+    """A float map (float32) with the scan's affine and header, stored as it is."""
+    import nibabel as nib
+
+    image_class = type(scan_img) if isinstance(scan_img, nib.Nifti2Image) else nib.Nifti1Image
+    out = image_class(np.asarray(values, dtype=np.float32), scan_img.affine,
+                      header=scan_img.header.copy())
+    out.set_data_dtype(np.float32)
+    out.header.set_slope_inter(1.0, 0.0)
+    out.header["cal_min"], out.header["cal_max"] = float(np.min(values)), float(np.max(values))
+    nib.save(out, path)
+
+
+def write_real_scan_maps(args, result, mask, img):
+    """``PREFIX_bias``, ``PREFIX_restore`` (with ``--bias``) and ``PREFIX_pve_k`` (with
+    ``--pve``), FSL FAST's names; returns the paths written."""
+    prefix, written = map_prefix(args), []
+    maps = {}
+    if args.bias:
+        maps["bias"], maps["restore"] = result.bias_field, result.restored
+    if args.pve:
+        for k, fraction in enumerate(result.fractions):
+            maps[f"pve_{k}"] = np.zeros(mask.shape)
+            maps[f"pve_{k}"][mask] = fraction
+    for name, values in maps.items():
+        path = Path(f"{prefix}_{name}.nii.gz")
+        try:
+            save_map(path, values, img)
+        except (ValueError, OSError) as exc:
+            raise CommandError(f"{path}: {exc}") from None
+        written.append(path)
+    return written
+
+
 def class_table(label_image, result, affine, method):
     """``region_stats`` with the affine, plus each class's mean intensity and soft volume."""
     K = result.means.shape[0]
@@ -104,6 +164,8 @@ def class_table(label_image, result, affine, method):
     table["mean_intensity"] = result.means[:, 0]
     if method == "soft":
         table["soft_volume_ml"] = label_maps.soft_volumes_ml(result.resp, affine)
+    if getattr(result, "fractions", None) is not None:
+        table["pve_volume_ml"] = label_maps.soft_volumes_ml(result.fractions, affine)
     return table
 
 
@@ -117,13 +179,14 @@ def run(args, progress):
     if args.connectivity is not None:
         options["connectivity"] = args.connectivity
     options["progress"] = sys.stderr.isatty() if args.progress is None else args.progress
+    real_scan = {"bias_field": args.bias, "partial_volume": bool(args.pve)}
     progress(f"fitting {args.classes} classes by {args.method} EM on the intensities")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
             labels, result = segmentation.segment_image(
                 data, mask, n_components=args.classes, method=args.method,
-                random_state=args.seed, **options)
+                random_state=args.seed, **options, **(real_scan if args.beta == 0 else {}))
             iterations = f"{result.n_iter} iterations"
             if args.beta > 0:  # continued from the plain fit: the same as one call with beta
                 progress(f"plain fit done in {iterations}; continuing under the spatial prior "
@@ -131,7 +194,7 @@ def run(args, progress):
                          f"{'mean field' if args.method == 'soft' else 'ICM'})")
                 labels, result = segmentation.segment_image(
                     data, mask, n_components=args.classes, method=args.method,
-                    beta=args.beta, start=result, **options)
+                    beta=args.beta, start=result, **options, **real_scan)
                 iterations += f" + {result.n_iter} with the prior"
         except ValueError as exc:
             raise CommandError(f"{args.scan}: {exc}") from None
@@ -143,6 +206,9 @@ def run(args, progress):
         nifti.save_label_image(args.out, labels, img)
     except (ValueError, OSError) as exc:
         raise CommandError(f"{args.out}: {exc}") from None
+    if args.bias or args.pve:
+        for path in write_real_scan_maps(args, result, mask, img):
+            print(f"wrote {path}", file=sys.stderr)
     table = class_table(labels, result, img.affine, args.method)
     try:
         table.to_csv(csv_path)
@@ -160,6 +226,8 @@ def main(argv=None):
             raise CommandError(f"--classes must be >= 1, got {args.classes}")
         if not np.isfinite(args.beta) or args.beta < 0:
             raise CommandError(f"--beta must be a finite number >= 0, got {args.beta}")
+        if args.pve and args.method != "soft":
+            raise CommandError("--pve needs --method soft (fractions come from probabilities)")
         if not str(args.out).endswith(nifti.NIFTI_SUFFIXES):
             raise CommandError(f"{args.out}: the output name must end in .nii or .nii.gz")
         run(args, Progress(5 if args.beta > 0 else 4))

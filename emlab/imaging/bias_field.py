@@ -34,6 +34,11 @@ the mask (the field's geometric mean is 1).
 from the previous fit: a plain or a Potts-coupled EM run on the corrected intensities
 ``x_n / b_n``) until the field stops moving: a generalised EM, each step improving the same
 likelihood. ``segment_image(..., bias_field=True)`` is the entry point.
+
+A limit: the field and the tissue layout are told apart only because anatomy is not smooth.
+An image whose tissues lie in a few slabs (a smooth trend across the image) can have its
+layout taken up by the field, the class means drifting together; when no voxel is left
+confidently one tissue the update stops with a ``ValueError``.
 """
 
 from __future__ import annotations
