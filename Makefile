@@ -54,6 +54,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_em.py
 	$(PY) benchmarks/bench_segmentation.py
 	$(PY) benchmarks/bench_scale.py --repeats 5
+	$(PY) -m pip install --quiet --no-deps -r benchmarks/requirements-bench.txt && $(PY) benchmarks/bench_real_scans.py
 
 data: $(STAMP)
 	$(PY) data/make_images.py

@@ -93,3 +93,27 @@ def test_a_mask_too_small_for_the_basis_and_non_positive_intensities_are_refused
     shifted = image - 0.5
     with pytest.raises(ValueError, match="needs positive intensities inside the mask"):
         segmentation.segment_image(shifted, bias_field=True)
+
+
+def test_a_field_update_that_lowers_the_objective_is_undone():
+    """The safeguard: slabs (a smooth trend the field could take up) keep their labels, and a
+    refit whose objective drops after the first update leaves no field at all."""
+    from dataclasses import replace
+
+    rng = np.random.default_rng(0)
+    truth = (np.indices((40, 44))[1] * 3 // 44).astype(int)
+    image = np.array([0.3, 0.6, 0.9])[truth] + rng.normal(0, 0.05, truth.shape)
+    _, plain = segmentation.segment_image(image, n_components=3)
+    labels, fit = segmentation.segment_image(image, n_components=3, bias_field=True)
+    assert (labels == truth).mean() > 0.99 and fit.objective >= plain.objective
+    calls = []
+
+    def worse(corrected, start, iterations):
+        calls.append(iterations)
+        return replace(start, objective=start.objective - 1.0)
+
+    mask = np.ones(image.shape, dtype=bool)
+    result, log_field, n_updates, converged = bias_field.fit_with_field(
+        image[mask], mask, 3, plain, worse, max_iter=7)
+    assert n_updates == 0 and not converged and (log_field == 0).all()
+    assert calls == [bias_field.INNER_ITERATIONS, 7]

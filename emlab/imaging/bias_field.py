@@ -32,8 +32,9 @@ the mask (the field's geometric mean is 1).
 
 ``fit_with_field`` alternates this update with the mixture's own EM (``refit``, warm-started
 from the previous fit: a plain or a Potts-coupled EM run on the corrected intensities
-``x_n / b_n``) until the field stops moving: a generalised EM, each step improving the same
-likelihood. ``segment_image(..., bias_field=True)`` is the entry point.
+``x_n / b_n``) until the field stops moving, and keeps a field update only if the fit's
+objective improves (the restriction to confident voxels makes the update an approximation,
+which on its own could drift at high noise). ``segment_image(..., bias_field=True)`` is the entry point.
 
 A limit: the field and the tissue layout are told apart only because anatomy is not smooth.
 An image whose tissues lie in a few slabs (a smooth trend across the image) can have its
@@ -179,8 +180,17 @@ def field_update(log_x, resp, means, variances, basis):
     return log_field - log_field.mean()
 
 
-def fit_with_field(x, mask, degree, result, refit, max_iter, max_outer=50, tol=1e-3):
+def fit_with_field(x, mask, degree, result, refit, max_iter, higher_is_better=True,
+                   max_outer=50, tol=1e-3):
     """Alternate the field's update and the mixture's EM until the field stops moving.
+
+    A safeguard: the fit's objective (``result.objective``: the log-likelihood or mean-field
+    objective of the corrected intensities, which is that of the scan itself since the log
+    field has mean 0, so the Jacobian ``sum_n ln b_n`` vanishes; or an energy for hard EM)
+    must improve at every field update. When an update makes it worse (the confident voxels
+    are too few or too biased, e.g. at high noise, and the field starts taking up anatomy),
+    the loop stops and returns the field and fit before that update (no field at all if the
+    first update already makes things worse).
 
     Parameters
     ----------
@@ -196,6 +206,8 @@ def fit_with_field(x, mask, degree, result, refit, max_iter, max_outer=50, tol=1
         ``iterations`` iterations: ``INNER_ITERATIONS`` between two updates, then ``max_iter``
         for a last fit once the field has settled.
     max_iter : int
+    higher_is_better : bool, default True
+        The direction of ``result.objective`` (soft EM: True; hard EM's energies: False).
     max_outer : int
         At most this many field updates.
     tol : float
@@ -207,20 +219,25 @@ def fit_with_field(x, mask, degree, result, refit, max_iter, max_outer=50, tol=1
         The last fit (on the corrected intensities).
     log_field : ndarray (N,)
     n_outer : int
-        The number of field updates.
+        The number of field updates kept.
     converged : bool
+        False if the loop stopped at ``max_outer`` or on a worse objective.
     """
     basis = PolynomialBasis.of(mask, degree)
     log_x = np.log(x)
     log_field = np.zeros(x.size)
+    sign = 1.0 if higher_is_better else -1.0
     converged, n_outer = False, 0
     for n_outer in range(1, max_outer + 1):
         resp = np.asarray(result.resp, dtype=float)
         resp = resp * (resp.max(axis=0) >= CONFIDENT)
         new = field_update(log_x, resp, result.means[:, 0], result.covariances[:, 0, 0], basis)
+        candidate = refit((x * np.exp(-new))[:, None], result, INNER_ITERATIONS)
+        if sign * candidate.objective < sign * result.objective:  # the update did not pay
+            n_outer -= 1
+            break
         change = float(np.abs(new - log_field).max())
-        log_field = new
-        result = refit((x * np.exp(-log_field))[:, None], result, INNER_ITERATIONS)
+        log_field, result = new, candidate
         if change < tol:
             converged = True
             break

@@ -278,7 +278,7 @@ def _fit_with_field(X, inside, plain, degree, method, beta, connectivity, spacin
     with warnings.catch_warnings():  # the fits between two field updates stop early on purpose
         warnings.simplefilter("ignore", EMConvergenceWarning)
         result, log_field, n_updates, _ = bias.fit_with_field(X[:, 0], inside, degree, plain,
-                                                              refit, max_iter)
+                                                              refit, max_iter, method == "soft")
     return result, log_field, n_updates
 
 
