@@ -20,13 +20,14 @@ def blocks(shape, seed=0, noise=0.02):
     return image + rng.normal(0, noise, shape), truth, log_field
 
 
-@pytest.mark.parametrize("shape, beta", [((40, 44), 0.0), ((40, 44), 0.5), ((16, 18, 14), 0.0),
-                                         ((16, 18, 14), 0.3)])
-def test_a_known_polynomial_field_is_recovered_up_to_a_scale(shape, beta):
+@pytest.mark.parametrize("shape, beta, method", [
+    ((40, 44), 0.0, "soft"), ((40, 44), 0.5, "soft"), ((40, 44), 0.0, "hard"),
+    ((40, 44), 0.5, "hard"), ((16, 18, 14), 0.0, "soft"), ((16, 18, 14), 0.3, "soft")])
+def test_a_known_polynomial_field_is_recovered_up_to_a_scale(shape, beta, method):
     image, truth, log_field = blocks(shape)
     mask = np.ones(shape, dtype=bool)
     mask[:2] = False  # the field is 1 outside the mask
-    labels, fit = segmentation.segment_image(image, mask, 3, beta=beta, bias_field=2)
+    labels, fit = segmentation.segment_image(image, mask, 3, method, beta=beta, bias_field=2)
     estimated = np.log(fit.bias_field[mask])
     true = log_field[mask] - log_field[mask].mean()
     assert np.abs(estimated - true).max() < 0.03

@@ -438,3 +438,33 @@ def test_progress_bars_follow_both_fits_and_change_nothing(method, capsys):
     assert f"{shown[1].n_iter}/500" in err and "change=" in err
     np.testing.assert_array_equal(shown[0], quiet[0])
     np.testing.assert_array_equal(shown[1].means, quiet[1].means)
+
+
+def test_fixed_proportions_give_a_mean_field_fixed_point_with_ln_pi():
+    """``proportions=True``: the mean-field equations gain ``ln pi_k`` of the plain fit
+    (``history[0]``), held fixed; the objective still rises at every step."""
+    image, _ = piecewise_image(noise_sd=0.8, seed=3, shape=(30, 34))
+    beta = 0.8
+    _, plain = segmentation.segment_image(image, reg_covar=0.0)
+    _, res = segmentation.segment_image(image, beta=beta, tol=1e-10, max_iter=5000,
+                                        proportions=True, reg_covar=0.0)
+    assert res.converged
+    np.testing.assert_allclose(res.history[0]["weights"], plain.weights)
+    trace = res.objective_trace
+    assert (np.diff(trace) >= -1e-9 * np.abs(trace).max()).all()
+    K = res.means.shape[0]
+    logits = np.empty((K, image.size))
+    for k in range(K):
+        var = res.covariances[k, 0, 0]
+        neighbours = ndimage.convolve(res.resp[k].reshape(image.shape), KERNELS[4],
+                                      mode="constant", cval=0.0).ravel()
+        logits[k] = (-0.5 * np.log(2 * np.pi * var) - (image.ravel() - res.means[k, 0]) ** 2
+                     / (2 * var) + beta * neighbours + np.log(plain.weights[k]))
+    expected = np.exp(logits - logits.max(axis=0))
+    expected /= expected.sum(axis=0)
+    np.testing.assert_allclose(res.resp, expected, atol=1e-6)
+    _, without = segmentation.segment_image(image, beta=beta, tol=1e-10, max_iter=5000,
+                                            reg_covar=0.0)
+    assert np.abs(without.resp - res.resp).max() > 1e-3  # the option changes the fit
+    with pytest.raises(ValueError, match="proportions must be True or False"):
+        segmentation.segment_image(image, beta=beta, proportions=1)

@@ -451,10 +451,10 @@ def segment_image(image, mask=None, n_components=3, method="soft", beta=0.0, ran
     max_iter = check_int(max_iter, "max_iter", minimum=1)
     if not (isinstance(tol, (int, float, np.floating)) and np.isfinite(tol) and tol > 0):
         raise ValueError(f"tol must be a positive number, got {tol!r}")
-    if proportions not in (True, False):
+    if not isinstance(proportions, (bool, np.bool_)):
         raise ValueError(f"proportions must be True or False, got {proportions!r}")
     degree = bias.check_degree(bias_field)
-    if partial_volume not in (True, False):
+    if not isinstance(partial_volume, (bool, np.bool_)):
         raise ValueError(f"partial_volume must be True or False, got {partial_volume!r}")
     if partial_volume and method != "soft":
         raise ValueError("partial_volume needs method='soft' (hard EM has no probabilities "
