@@ -54,6 +54,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_em.py
 	$(PY) benchmarks/bench_segmentation.py
 	$(PY) benchmarks/bench_scale.py --repeats 5
+	$(PY) benchmarks/bench_imputers.py
 
 data: $(STAMP)
 	$(PY) data/make_images.py

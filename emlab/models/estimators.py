@@ -213,7 +213,7 @@ class MixtureEM(DensityMixin, BaseEstimator):
                                covariance_type=self.covariance_type)
         if not result.converged:
             warnings.warn(f"{self.method} EM did not converge within max_iter={self.max_iter} "
-                          "iterations; raise max_iter or tol", ConvergenceWarning, stacklevel=2)
+                          "iterations; raise max_iter or tol", ConvergenceWarning, stacklevel=3)
         self.weights_ = result.weights
         self.means_ = result.means
         self.covariances_ = to_sklearn_format(result.covariances, self.covariance_type)
@@ -409,13 +409,16 @@ class EMImputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
     nothing observed gets the mixture's mean.
 
     Defaults are chosen to be good out of the box. EM for incomplete data can stop in a poor
-    local optimum that depends on its start (two clusters merged, one split), and imputation
-    inherits it, so ``n_init=5`` starts keep the best of five likelihoods; it costs five fits,
-    small against the cost of a bad optimum. Missing cells slow EM's convergence (the larger
-    the missing share, the smaller each step), so ``max_iter=500`` lets it converge where 100
-    iterations often stop short at 20-40 % missing. ``covariance_type="full"`` keeps the
-    correlations that carry information from the observed cells to the missing ones (a
-    ``diag`` model would fill in each component's mean).
+    local optimum that depends on its start (two clusters merged into one component, one
+    cluster split in two), and the imputation inherits it. So ``n_init=3`` k-means++ starts
+    keep the best of three likelihoods: on the mixture-shaped data of
+    ``benchmarks/bench_imputers.py`` a single start sometimes merged two clusters and filled
+    the cells markedly worse, while three and five starts gave the same fits; each start costs
+    one more fit. Missing cells slow EM's convergence (the larger the missing share, the
+    smaller each step), so ``max_iter=500`` lets it converge where 100 iterations can stop
+    short; a fit that converges sooner stops sooner. ``covariance_type="full"`` keeps the
+    correlations that carry information from a row's observed cells to its missing ones (with
+    ``"diag"`` each component would fill in its own mean, whatever the observed cells say).
 
     Parameters
     ----------
@@ -423,7 +426,7 @@ class EMImputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         Number of Gaussian components; tune it with ``GridSearchCV`` or
         ``MixtureEM(...).bic``.
     covariance_type : {"full", "tied", "diag", "spherical"}, default "full"
-    n_init : int, default 5
+    n_init : int, default 3
         Number of k-means++ starts; the best log-likelihood wins.
     max_iter : int, default 500
     tol : float, default 1e-6
@@ -447,7 +450,7 @@ class EMImputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
 
     _parameter_constraints: dict = dict(_SHARED_CONSTRAINTS)
 
-    def __init__(self, n_components=3, *, covariance_type="full", n_init=5, max_iter=500,
+    def __init__(self, n_components=3, *, covariance_type="full", n_init=3, max_iter=500,
                  tol=1e-6, reg_covar=1e-6, random_state=None):
         self.n_components = n_components
         self.covariance_type = covariance_type
