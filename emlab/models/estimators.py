@@ -219,6 +219,7 @@ class MixtureEM(DensityMixin, BaseEstimator):
         self.covariances_ = to_sklearn_format(result.covariances, self.covariance_type)
         self.converged_ = bool(result.converged)
         self.n_iter_ = int(result.n_iter)
+        self.__dict__.pop("inertia_", None)  # a previous hard fit's
         if self.method == "soft":
             self._lower_bound = float(result.objective) / X.shape[0]
         else:
@@ -231,7 +232,10 @@ class MixtureEM(DensityMixin, BaseEstimator):
         """Soft EM: the mean log-likelihood per row of the training data at the fit."""
         check_is_fitted(self)
         if self._lower_bound is None:
-            _likelihood_available(self)  # raises for hard EM
+            raise AttributeError(
+                "lower_bound_ is a log-likelihood and hard EM (method='hard') maximises none: "
+                "its objective is inertia_, the within-cluster sum of squares. Fit with "
+                "method='soft' for a likelihood.")
         return self._lower_bound
 
     def _covariance_matrices(self):
