@@ -135,3 +135,19 @@ def test_added_noise_recovers_the_generators_noise_on_the_course_scans(images, t
 def test_added_noise_refuses_a_bare_array():
     with pytest.raises(ValueError, match="pair"):
         course_scans.added_noise(np.zeros((4, 2)), (np.zeros((4, 2)), np.zeros(4, int)))
+
+
+def test_matched_to_classes_agrees_with_align_to_truth(images):
+    X, y = images["Image2"]
+    fit = em.run_em(X, 3, method="hard", init="kmeans++", random_state=0, max_iter=500)
+    aligned = em.align_to_truth(fit, y)
+    matched = course_scans.matched_to_classes(fit, fit.labels, y)
+    np.testing.assert_array_equal(matched.means, aligned.means)
+    np.testing.assert_array_equal(matched.covariances, aligned.covariances)
+    np.testing.assert_array_equal(matched.weights, aligned.weights)
+    # a permuted numbering comes back to the same order
+    order = [2, 0, 1]
+    shuffled = course_scans.Parameters(fit.means[order], fit.covariances[order], fit.weights[order])
+    relabelled = np.argsort(order)[fit.labels]
+    again = course_scans.matched_to_classes(shuffled, relabelled, y)
+    np.testing.assert_array_equal(again.means, aligned.means)

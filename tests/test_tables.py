@@ -208,3 +208,16 @@ def test_interval_misses_counts_against_a_direct_count_and_binomial_sum():
 def test_interval_misses_refuses_bad_input(errors, ses, message):
     with pytest.raises(ValueError, match=message):
         tables.interval_misses(errors, ses)
+
+
+def test_estimate_table_lists_each_component_in_its_own_order(images):
+    X, y = images["Image1"]
+    fit = em.m_step(X, em.one_hot(y, 3))
+    table = tables.estimate_table({"Image1": fit})
+    assert list(table.index) == [("Image1", k) for k in range(3)]
+    for k in range(3):
+        members = X[y == k]
+        cov = np.cov(members.T, bias=True)
+        np.testing.assert_allclose(table.loc[("Image1", k)].to_numpy(),
+                                   [*members.mean(axis=0), cov[0, 0] + 1e-6, cov[1, 1] + 1e-6,
+                                    cov[0, 1], 1 / 3], atol=1e-12)

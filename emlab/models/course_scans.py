@@ -3,7 +3,8 @@
 - ``load_images`` (every scan of ``data/``, found next to the package whatever the working
   folder), ``load_truth`` (``data/truth.json``), ``true_parameters``;
 - ``Parameters`` (means, covariances, weights) with ``as_parameters`` and ``class_name``, which
-  ``emlab.models.bootstrap`` and ``emlab.report.tables`` share;
+  ``emlab.models.bootstrap`` and ``emlab.report.tables`` share; ``matched_to_classes`` renumbers
+  a fit's components after the true classes, for comparing it with the truth;
 - ``fit_hard_and_soft`` (both EM variants from one start) and ``bayes_accuracy`` (the Bayes rule
   under given parameters);
 - ``class_covariances`` (each true class's covariance, missing cells handled) and
@@ -20,7 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from em_helpers import align_to_truth, e_step_soft, load_image, m_step, one_hot, run_em
+from em_helpers import (align_to_truth, e_step_soft, label_mapping, load_image, m_step, one_hot,
+                        run_em)
 from emlab.engine.validation import (check_covariances, check_int, check_labels, check_means,
                                      check_points)
 
@@ -141,6 +143,35 @@ def as_parameters(params, name):
         raise ValueError(f"{name}: inconsistent shapes means {means.shape}, covariances "
                          f"{covs.shape}, weights {weights.shape}; expected (K, d), (K, d, d), (K,)")
     return Parameters(means, covs, weights)
+
+
+
+def matched_to_classes(params, labels, y):
+    """``params`` with its components renumbered so that component ``k`` is the one whose points
+    (``labels``) overlap true class ``k`` most (Hungarian matching, ``label_mapping``).
+
+    A mixture's numbering is arbitrary; this renaming is only for comparing estimates with the
+    true classes (``align_to_truth`` does the same for a whole ``EMResult``).
+
+    Parameters
+    ----------
+    params : EMResult, MStepResult or Parameters
+    labels : array-like of shape (N,)
+        The component of every point (e.g. ``R.argmax(axis=0)``).
+    y : array-like of shape (N,)
+        True classes.
+
+    Returns
+    -------
+    Parameters
+    """
+    params = as_parameters(params, "params")
+    K = len(params.weights)
+    mapping = label_mapping(y, labels)
+    if mapping.size < K:  # components that own no point keep their order after the others
+        mapping = np.concatenate([mapping, np.setdiff1d(np.arange(K), mapping)])
+    order = np.argsort(mapping)
+    return Parameters(params.means[order], params.covariances[order], params.weights[order])
 
 
 

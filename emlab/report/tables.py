@@ -1,7 +1,7 @@
 """Tables for the simulation notebooks (questions 1-5): the scans, their truth, the fits.
 
-- ``missing_table``, ``parameter_table``, ``scores_table``, ``confusion_table``,
-  ``position_along``;
+- ``missing_table``, ``estimate_table`` (estimates as numbered by the fit), ``parameter_table``
+  (next to the truth), ``scores_table``, ``confusion_table``, ``position_along``;
 - the comparison of the two scans (question 5): ``image_comparison_table``,
   ``total_variance_table``, ``covariance_shift_table``, ``accuracy_on_rows``;
 - reading many intervals together: ``interval_misses`` (how many miss zero, against chance).
@@ -60,6 +60,31 @@ def _flatten_parameters(params):
     return np.column_stack([params.means[:, 0], params.means[:, 1],
                             params.covariances[:, 0, 0], params.covariances[:, 1, 1],
                             params.covariances[:, 0, 1], params.weights])
+
+
+def estimate_table(results):
+    """The estimated parameters of each component, in the fit's own numbering.
+
+    Parameters
+    ----------
+    results : dict
+        ``name -> EMResult, MStepResult or Parameters`` (two-dimensional data).
+
+    Returns
+    -------
+    DataFrame
+        Index ``(name, component)``; columns ``mean x1``, ``mean x2``, ``var x1``, ``var x2``,
+        ``cov x1,x2``, ``weight``.
+    """
+    frames = {}
+    for name, result in results.items():
+        params = as_parameters(result, f"results[{name!r}]")
+        if params.means.shape[1] != 2:
+            raise ValueError(f"results[{name!r}]: two-dimensional data expected, got "
+                             f"d = {params.means.shape[1]}")
+        frames[name] = pd.DataFrame(_flatten_parameters(params), columns=list(PARAMETER_NAMES),
+                                    index=pd.RangeIndex(len(params.weights), name="component"))
+    return pd.concat(frames, names=["image"])
 
 
 def parameter_table(result, truth, image, se=None, names=None):
