@@ -307,9 +307,9 @@ a.thumb img {{ width: {thumb_css}px; border: 1px solid #ccc; }}
 </head>
 <body>
 <h1>{title}</h1>
-<p class="data-note">The scans used here are generated stand-ins for the course's files, which were
-not available: <a href="{data_page}">the data page</a> says how they were made and how to use the
-real ones.</p>
+<p class="data-note">The course's two scans (<code>Image1.csv</code>, <code>Image2.csv</code>) were not
+available, so the ones used here are generated stand-ins: <a href="{data_page}">the data page</a>
+says how they were made and how to use the real files.</p>
 <p>The notebooks in reading order: each one's short answer (taken from its written answer) and its
 key figure; a title or a figure opens the page with the code, all figures and the full answer.</p>
 {sections}
