@@ -53,10 +53,11 @@ report: $(STAMP)
 	rm -rf report
 	$(PY) scripts/build_report.py --out report
 
-# JupyterLab from the venv, on the notebooks (the kernel is the venv's Python).
+# JupyterLab from the venv, on the notebooks (the kernel is the venv's Python). Jupyter refuses
+# to run as root unless told, as in many containers: then --allow-root is added.
 lab: $(STAMP)
 	@mkdir -p $(MPLCONFIGDIR)
-	$(PY) -m jupyter lab --notebook-dir=notebooks
+	$(PY) -m jupyter lab --notebook-dir=notebooks $(if $(filter 0,$(shell id -u)),--allow-root)
 
 # Each script writes its own section of benchmarks/RESULTS.md (docs/benchmarks.md; about 20
 # minutes in all; bench_scale needs about 1.6 GB free in the temporary folder and deletes its

@@ -28,10 +28,10 @@ DATA_DIR = Path(__file__).resolve().parents[2] / "data"
 
 def _default_data_dir(function, argument, example):
     """``DATA_DIR``, or a FileNotFoundError that says how to pass the folder to `function`."""
-    if not DATA_DIR.is_dir():
+    if not (DATA_DIR / "make_images.py").is_file():  # the repository's data/ has its generator
         raise FileNotFoundError(
-            f"{DATA_DIR}: no data folder next to the installed package (a non-editable install "
-            f"does not copy the repository's data/). Pass the folder of the scans to {function}, "
+            f"{DATA_DIR}: not the repository's data folder (a non-editable install does not "
+            f"copy data/ next to the package). Pass the folder of the scans to {function}, "
             f"e.g. {function}({argument}={example!r}), or install the checkout in editable mode "
             "(pip install -e .)")
     return DATA_DIR
@@ -70,7 +70,7 @@ def load_images(names=("Image1", "Image2"), data_dir=None, n_components=3):
     if isinstance(names, str) or len(names) == 0:
         raise ValueError(f"names must be a non-empty sequence of file stems, got {names!r}")
     if data_dir is None:
-        data_dir = _default_data_dir("load_images", "data_dir", "path/to/emlab/data")
+        data_dir = _default_data_dir("load_images", "data_dir", "path/to/checkout/data")
     data_dir = Path(data_dir)
     return {name: load_image(data_dir / f"{name}.csv", n_components) for name in names}
 
@@ -94,7 +94,7 @@ def load_truth(path=None):
     import json
 
     if path is None:
-        path = _default_data_dir("load_truth", "path", "path/to/emlab/data/truth.json")
+        path = _default_data_dir("load_truth", "path", "path/to/checkout/data/truth.json")
         path = path / "truth.json"
     path = Path(path)
     if not path.is_file():
