@@ -165,13 +165,16 @@ def in_the_makefiles_venv():
 
 def require_installed():
     """Skip outside the Makefile's venv (e.g. a shared venv with PYTHONPATH), unless CI=true."""
-    try:
-        return importlib.metadata.distribution("emlab")
-    except importlib.metadata.PackageNotFoundError:
-        if in_the_makefiles_venv() or os.environ.get("CI") == "true":
-            pytest.fail("the project is not installed in this venv (make installs it with "
-                        "pip install --editable .)")
-        pytest.skip("the project is not installed in this environment")
+    # Metadata found through sys.path elsewhere (the checkout's emlab.egg-info, on PYTHONPATH)
+    # is not an installation in this environment.
+    prefix = Path(sys.prefix).resolve()
+    for distribution in importlib.metadata.distributions(name="emlab"):
+        if prefix in Path(distribution.locate_file("")).resolve().parents:
+            return distribution
+    if in_the_makefiles_venv() or os.environ.get("CI") == "true":
+        pytest.fail("the project is not installed in this venv (make installs it with "
+                    "pip install --editable .)")
+    pytest.skip("the project is not installed in this environment")
 
 
 def clean_environment():
