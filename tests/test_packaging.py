@@ -237,3 +237,19 @@ def test_the_wheel_holds_the_package_and_the_course_module_only(tmp_path):
     entry_points = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
     assert "emlab-segment = emlab.cli.segment:main" in \
         zipfile.ZipFile(wheel).read(entry_points).decode()
+
+
+def test_no_source_file_is_ignored_by_git():
+    """A fresh clone must have every file the package and its docs need (a pattern for the
+    report's output once hid emlab/report/__init__.py)."""
+    if shutil.which("git") is None or not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+    done = subprocess.run(["git", "ls-files", "--others", "--ignored", "--exclude-standard",
+                           "--", "emlab", "em_helpers.py", "tests", "docs", "notebooks", "data",
+                           "scripts", "benchmarks", "pyproject.toml"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    ignored = [name for name in done.stdout.splitlines()
+               if "__pycache__" not in name and not name.endswith((".pyc", ".log"))
+               and ".ipynb_checkpoints" not in name and ".egg-info/" not in name]
+    assert ignored == [], f"files git ignores (a clone would lack them): {ignored}"
