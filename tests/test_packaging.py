@@ -154,7 +154,8 @@ def test_make_lab_starts_jupyterlab_from_the_venv_on_the_notebooks():
 def test_the_bench_target_has_one_line_per_script():
     bench = makefile().split("\nbench: ")[1].split("\n\n")[0].splitlines()[1:]
     scripts = sorted(p.name for p in (ROOT / "benchmarks").glob("bench_*.py"))
-    named = sorted(re.search(r"benchmarks/(bench_\w+\.py)", line).group(1) for line in bench)
+    named = sorted(m.group(1) for line in bench
+                   if (m := re.search(r"benchmarks/(bench_\w+\.py)", line)))
     assert named == scripts
 
 
