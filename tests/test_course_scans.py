@@ -151,3 +151,27 @@ def test_matched_to_classes_agrees_with_align_to_truth(images):
     relabelled = np.argsort(order)[fit.labels]
     again = course_scans.matched_to_classes(shuffled, relabelled, y)
     np.testing.assert_array_equal(again.means, aligned.means)
+
+
+def test_the_scans_and_truth_are_found_from_any_working_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert list(course_scans.load_images()) == ["Image1", "Image2"]
+    assert course_scans.load_truth()["class_names"][0] == "background"
+
+
+def test_without_data_next_to_the_package_the_error_says_how_to_pass_the_folder(tmp_path,
+                                                                                 monkeypatch):
+    # As after a non-editable `pip install .`: the package is there, data/ is not.
+    # A folder named data that is not the repository's (site-packages/data) is refused too.
+    (tmp_path / "data").mkdir()
+    for folder in ("absent", "data"):
+        monkeypatch.setattr(course_scans, "DATA_DIR", tmp_path / folder)
+        with pytest.raises(FileNotFoundError,
+                           match=rf"{folder}: not the repository's data folder.*"
+                                 r"load_images\(data_dir="):
+            course_scans.load_images()
+        with pytest.raises(FileNotFoundError, match=rf"{folder}: .*load_truth\(path="):
+            course_scans.load_truth()
+    images = course_scans.load_images(data_dir=DATA)  # an explicit folder still works
+    assert images["Image1"][0].shape == (600, 2)
+    assert course_scans.load_truth(DATA / "truth.json")["means"][0] == [2.0, 2.0]

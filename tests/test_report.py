@@ -19,7 +19,7 @@ from bs4 import BeautifulSoup
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 from PIL import Image
 
-from scripts import build_report
+import build_report  # scripts/ is on pytest's pythonpath (pytest.ini)
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 

@@ -27,6 +27,20 @@ from emlab.engine.validation import (check_covariances, check_int, check_labels,
                                      check_points)
 
 DATA_DIR = Path(__file__).resolve().parents[2] / "data"
+# ^ The repository's data/ folder, found from this file rather than the working folder. It is
+# there in a checkout and in an editable install; `pip install .` copies the package but not
+# data/, and then the functions below ask for an explicit folder.
+
+
+def _default_data_dir(function, argument, example):
+    """``DATA_DIR``, or a FileNotFoundError that says how to pass the folder to `function`."""
+    if not (DATA_DIR / "make_images.py").is_file():  # the repository's data/ has its generator
+        raise FileNotFoundError(
+            f"{DATA_DIR}: not the repository's data folder (a non-editable install does not "
+            f"copy data/ next to the package). Pass the folder of the scans to {function}, "
+            f"e.g. {function}({argument}={example!r}), or install the checkout in editable mode "
+            "(pip install -e .)")
+    return DATA_DIR
 
 
 
@@ -49,7 +63,8 @@ def load_images(names=("Image1", "Image2"), data_dir=None, n_components=3):
     names : sequence of str, default ("Image1", "Image2")
         File stems: ``<data_dir>/<name>.csv``.
     data_dir : str or path-like, optional
-        Default: the ``data`` folder next to this module.
+        Default: the repository's ``data`` folder (``DATA_DIR``), whatever the working folder;
+        required when the package is installed without it (``pip install .``).
     n_components : int, default 3
 
     Returns
@@ -60,7 +75,9 @@ def load_images(names=("Image1", "Image2"), data_dir=None, n_components=3):
     """
     if isinstance(names, str) or len(names) == 0:
         raise ValueError(f"names must be a non-empty sequence of file stems, got {names!r}")
-    data_dir = DATA_DIR if data_dir is None else Path(data_dir)
+    if data_dir is None:
+        data_dir = _default_data_dir("load_images", "data_dir", "path/to/checkout/data")
+    data_dir = Path(data_dir)
     return {name: load_image(data_dir / f"{name}.csv", n_components) for name in names}
 
 
@@ -71,7 +88,8 @@ def load_truth(path=None):
     Parameters
     ----------
     path : str or path-like, optional
-        Default: ``data/truth.json`` next to this module.
+        Default: ``truth.json`` in the repository's ``data`` folder (``DATA_DIR``); required
+        when the package is installed without it (``pip install .``).
 
     Returns
     -------
@@ -81,7 +99,10 @@ def load_truth(path=None):
     """
     import json
 
-    path = DATA_DIR / "truth.json" if path is None else Path(path)
+    if path is None:
+        path = _default_data_dir("load_truth", "path", "path/to/checkout/data/truth.json")
+        path = path / "truth.json"
+    path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file (expected the truth.json record)")
     try:
