@@ -116,21 +116,24 @@ def test_resolves_tells_old_names_from_new():
 
 
 def examples():
+    """Per page, its executed Python blocks in order (a page reads top to bottom)."""
     found = []
     for page in PAGES:
-        for index, match in enumerate(CODE_BLOCK.finditer(text(page))):
-            if not (match.group(1) or "").startswith(NOT_EXECUTED):
-                found.append(pytest.param(match.group(2),
-                                          id=f"{page.relative_to(ROOT).as_posix()}-{index}"))
+        blocks = [match.group(2) for match in CODE_BLOCK.finditer(text(page))
+                  if not (match.group(1) or "").startswith(NOT_EXECUTED)]
+        if blocks:
+            found.append(pytest.param(blocks, id=page.relative_to(ROOT).as_posix()))
     return found
 
 
-@pytest.mark.parametrize("code", examples())
-def test_the_python_examples_run(code, monkeypatch):
-    """Each example runs as written from the checkout's root folder (the usage examples say
-    so), in a fresh namespace: no name is used before it is defined."""
+@pytest.mark.parametrize("blocks", examples())
+def test_the_python_examples_run(blocks, monkeypatch):
+    """A page's examples run as written from the checkout's root folder (the usage examples say
+    so), in order, in one fresh namespace per page: no name is used before it is defined."""
     monkeypatch.chdir(ROOT)
-    exec(compile(code, "<example>", "exec"), {"__name__": "__example__"})
+    namespace = {"__name__": "__example__"}
+    for code in blocks:
+        exec(compile(code, "<example>", "exec"), namespace)
 
 
 def test_an_example_that_uses_a_name_before_defining_it_fails(monkeypatch):
