@@ -48,6 +48,7 @@ from emlab.engine import chunked
 from emlab.engine.covariance import check_covariance_type, constrain_covariances, has_structure
 from emlab.engine.fastpath import (
     CompleteData,
+    argmax_rows,
     empty_threshold,
     gaussians_from_statistics,
     hard_pass,
@@ -862,7 +863,7 @@ class _InMemoryPass:
     def finish(self, means, covs, weights):
         """The final E-step: labels (and soft responsibilities) of the final parameters."""
         R, objective, _ = self.e_step(self.method, means, covs, weights, keep_resp=True)
-        self.labels = np.argmax(R, axis=0)
+        self.labels = argmax_rows(R)
         self.resp = R if self.method == "soft" else None  # hard: EMResult builds it if asked
         return objective
 

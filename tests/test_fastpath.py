@@ -156,3 +156,10 @@ def test_the_one_pass_set_up_leaves_missing_cells_and_constant_data_to_the_units
     assert fastpath.standardise_complete(1e150 * mixture(8), 0.0) is None  # pre-scaled there
     with pytest.raises(ValueError, match="reg_covar=1 is not small"):
         fastpath.standardise_complete(1e-3 * mixture(8), 1.0)
+
+
+def test_argmax_rows_is_numpys_argmax_over_components_ties_to_the_lowest():
+    rng = np.random.default_rng(3)
+    for A in (rng.random((4, 999)), rng.integers(0, 3, (3, 500)).astype(float),
+              rng.random((3, 400)) < 0.4, np.zeros((2, 7), dtype=bool)):
+        np.testing.assert_array_equal(fastpath.argmax_rows(A), np.argmax(A, axis=0))
