@@ -167,8 +167,10 @@ WHOLE_N = 10 ** 6
 WHOLE_SOFT_ITER = 20
 WHOLE_CONFIGS = ("ours hard", "KMeans", "ours hard, 1 iteration", "KMeans, 1 iteration",
                  "ours soft", "GaussianMixture")
-# Per-iteration ratios at N = 10^6, one thread, in RESULTS.md before issue 17 (commit eeddf7a)
-PREVIOUS_PER_ITERATION = {"ours hard / KMeans": 0.74, "ours soft / GaussianMixture": 0.046}
+# Per-iteration ratios at N = 10^6, one thread, in RESULTS.md before issue 17 (commit eeddf7a,
+# a run at load average 1.1): another run, so a comparison within that run's ranges is noise
+PREVIOUS_PER_ITERATION = {"ours hard / KMeans": (0.74, 0.23, 1.11),
+                          "ours soft / GaussianMixture": (0.046, 0.03, 0.06)}
 
 
 def whole_fit(config, X, start):
@@ -238,11 +240,12 @@ def whole_fit_targets(times, rows, peaks):
             f"{soft:.3f} x", soft <= 0.08)]
     row = next((r for r in rows if r["n"] == 10 ** 6 and r["threads"] == "1"), None)
     if row is not None:
-        for key, before in PREVIOUS_PER_ITERATION.items():
+        for key, (before, low, high) in PREVIOUS_PER_ITERATION.items():
             now = row["ratios"][key][0]
-            out.append((f"per iteration {key} no worse than before ({before:.3g} x): "
-                        f"{now:.3g} x (range {row['ratios'][key][1]:.3g}-"
-                        f"{row['ratios'][key][2]:.3g})", now <= before))
+            out.append((f"per iteration {key} no worse than before issue 17 ({before:.3g} x, "
+                        f"range {low:.3g}-{high:.3g}, in another run): {now:.3g} x (range "
+                        f"{row['ratios'][key][1]:.3g}-{row['ratios'][key][2]:.3g})",
+                        now <= before))
     if peaks and "ours hard" in peaks:
         ratio = peaks["ours hard"]["rss"] / peaks["KMeans"]["rss"]
         out.append((f"peak memory (RSS) of a hard fit <= 1.5 x KMeans': "
@@ -419,7 +422,24 @@ def whole_fit_markdown(whole, rows, peaks, memory_n):
         "(min-max). The one-iteration row shows the set-up's share.", "",
         whole_fit_table(times, iterations),
         "**Targets (issue 17)**", "",
-        *[f"- {'met' if met else 'MISSED'}: {text}" for text, met in checks], ""]
+        *[f"- {'met' if met else 'MISSED'}: {text}" for text, met in checks], "",
+        *whole_fit_limits(times, rows)]
+
+
+def whole_fit_limits(times, rows):
+    """What bounds the whole hard fit when its target is missed, with this run's numbers."""
+    whole = common.ratio_stats(times["ours hard"], times["KMeans"])[0]
+    setup = common.ratio_stats(times["ours hard, 1 iteration"], times["KMeans, 1 iteration"])[0]
+    row = next((r for r in rows if r["n"] == 10 ** 6 and r["threads"] == "1"), None)
+    if whole <= 0.6 or row is None:
+        return []
+    return [f"The whole hard fit ({whole:.2f} x) is bounded by its iterations: a fit of one "
+            f"iteration, mostly set-up, takes {setup:.2f} x KMeans' (the set-up is one pass "
+            "over X, the start's E-step is the first iteration's and the converged last "
+            "E-step the final one), but from this start both methods need the iterations "
+            "counted above, and one iteration alone is "
+            f"{row['ratios']['ours hard / KMeans'][0]:.2f} x KMeans' (see the limits below).",
+            ""]
 
 
 def write_markdown(folder, rows, peaks, memory_n, profiles, machine, load, repeats, plot_name,

@@ -121,8 +121,8 @@ class _PottsPass:
     """
 
     def __init__(self, X, mask, start, method, beta, connectivity, spacing, reg_covar):
-        self.X, self.x, self.method, self.beta, self.reg_covar = X, X[:, 0], method, beta, \
-            reg_covar
+        self.X, self.x, self.method = X, X[:, 0], method
+        self.beta, self.reg_covar = beta, reg_covar
         K, self.n_points = start.means.shape[0], X.shape[0]
         self.layout = ColouredNeighbours.of(mask, connectivity, spacing)
         self.R = np.array(start.resp, dtype=float)
