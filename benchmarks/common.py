@@ -70,7 +70,8 @@ def parse_args(argv, doc, repeats, memory_child=None, options=None, quick_help=N
     if options is not None:
         options(parser)
     args = parser.parse_args(argv)
-    args.repeats = args.repeats or repeats[1 if args.quick else 0]
+    if args.repeats is None:
+        args.repeats = repeats[1 if args.quick else 0]
     if args.repeats < 1:
         raise SystemExit("--repeats must be >= 1")
     if args.out is None and not args.quick:

@@ -33,6 +33,7 @@ module                             what it holds
 ``emlab.models.bootstrap``         standard errors by a stratified bootstrap
 ``emlab.models.imputation``        filling in missing cells (``impute``, ``compare_imputers``)
 **engine** (what ``em_helpers`` runs on)
+``emlab.engine.loop``              the one EM loop: convergence, history, progress, best start
 ``emlab.engine.chunked``           ``run_em`` on a dask array, one pass over its chunks
 ``emlab.engine.fastpath``          the blocked complete-data passes of ``run_em``
 ``emlab.engine.covariance``        the four covariance models of the M-step
