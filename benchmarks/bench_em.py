@@ -35,7 +35,7 @@ import tracemalloc
 import warnings
 from pathlib import Path
 
-import common  # benchmarks/common.py, the shared harness (first: it finds the project)
+import common  # benchmarks/common.py, the shared harness
 import numpy as np
 from sklearn.cluster import KMeans
 from sklearn.mixture import GaussianMixture

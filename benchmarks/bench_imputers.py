@@ -37,7 +37,7 @@ from __future__ import annotations
 import time
 import warnings
 
-import common  # benchmarks/common.py, the shared harness (first: it finds the project)
+import common  # benchmarks/common.py, the shared harness
 import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.experimental import enable_iterative_imputer  # noqa: F401
