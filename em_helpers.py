@@ -13,12 +13,13 @@ This is the small helper module that the project's design names. Read top to bot
    ``clustering_scores``.
 
 Everything beyond the course lives in the package ``emlab`` beside this file, one module per
-concern; those modules use this one, never the reverse. Five of them serve this module: input
-checks (``emlab.engine.validation``), the covariance models of the M-step (``emlab.engine.covariance``), the
-standardised units of the fit (``emlab.engine.scaling``), the blocked complete-data fast path of the
-loop (``emlab.engine.fastpath``), which keeps ``run_em`` fast without burying the formulas above, and
-the same loop on a dask array, one pass over its chunks per iteration (``emlab.engine.chunked``).
-See ``emlab/__init__.py`` for the map of the rest (categorical mixture, tables, imputation,
+concern; those modules use this one, never the reverse. This module imports only the engine
+(``emlab/engine/``): input checks (``validation``), the covariance models of the M-step
+(``covariance``), the standardised units of the fit (``scaling``), the one EM loop with its
+convergence, history, progress and warning (``loop``), the blocked complete-data fast path
+(``fastpath``), which keeps ``run_em`` fast without burying the formulas above, and the same
+loop on a dask array, one pass over its chunks per iteration (``chunked``). See
+``emlab/__init__.py`` for the map of the rest (categorical mixture, tables, imputation,
 segmentation, plotting, model choice, ...).
 
 Conventions used everywhere:
@@ -35,7 +36,6 @@ Conventions used everywhere:
 from __future__ import annotations
 
 import csv
-import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -48,12 +48,24 @@ from emlab.engine import chunked
 from emlab.engine.covariance import check_covariance_type, constrain_covariances, has_structure
 from emlab.engine.fastpath import (
     CompleteData,
+    argmax_rows,
     empty_threshold,
     gaussians_from_statistics,
     hard_pass,
     has_empty_component,
     soft_pass,
+    standardise_complete,
 )
+from emlab.engine.loop import (
+    EMConvergenceWarning,
+    Step,
+    best_of,
+    iterate,
+    progress_bar,
+    start_label,
+    warn_unless_converged,
+)
+from emlab.engine.loop import improves as _improves  # noqa: F401  (tests/test_em_helpers.py)
 from emlab.engine.scaling import DataUnits
 from emlab.engine.validation import (
     check_covariances,
@@ -67,13 +79,23 @@ from emlab.engine.validation import (
     missing_patterns,
 )
 
+__all__ = [
+    # 1. loading a scan
+    "CLASS_NAMES", "N_COORDINATES", "load_image",
+    # 2. the E-step
+    "nearest_mean", "one_hot", "e_step", "log_gaussian_density", "e_step_soft",
+    "soft_responsibilities", "log_likelihood", "log_gaussian_1d",
+    # 3. the M-step
+    "MStepResult", "conditional_fill", "m_step",
+    # 4. the EM loop
+    "EMResult", "EMConvergenceWarning", "run_em", "permute_components", "initial_means",
+    # 5. scores against the true labels
+    "label_mapping", "match_labels", "align_to_truth", "clustering_scores",
+]
+
 CLASS_NAMES = ("background", "normal tissue", "tumour")
 N_COORDINATES = 2  # the course's scans are two-dimensional
 _MISSING_TOKENS = {"", "nan", "na", "n/a", "null", "none", "?"}
-
-
-class EMConvergenceWarning(UserWarning):
-    """Raised as a warning when ``run_em`` stops at ``max_iter`` without converging."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -456,6 +478,12 @@ def _available_case_parameters(X, R, counts):
         corr_bound = np.outer(diag, diag)
         cov = np.clip(cov, -0.99 * corr_bound, 0.99 * corr_bound)
         np.fill_diagonal(cov, np.maximum(diag ** 2, np.nanvar(X, axis=0) * 1e-3 + 1e-12))
+        # clipping each correlation to 0.99 is enough in 2-D only: from 3-D on, halve the
+        # off-diagonal while the smallest eigenvalue is below 1e-3 of the smallest variance
+        off = cov - np.diag(np.diag(cov))
+        while np.linalg.eigvalsh(cov)[0] <= 1e-3 * np.diag(cov).min():
+            off *= 0.5
+            cov = np.diag(np.diag(cov)) + off
         covs[k] = cov
     return means, covs
 
@@ -585,11 +613,11 @@ def m_step(X, R, means=None, covariances=None, reg_covar=1e-6, covariance_type="
 def _m_step_from_statistics(stats, data, reg_covar, covariance_type="full"):
     """The M-step on complete data from ``stats`` (K, m); an ``MStepResult``.
 
-    Equal to ``m_step(data.X, R, covariance_type=...)`` when ``stats`` are the sums of t(x)
+    Equal to ``m_step(Z, R, covariance_type=...)`` (Z the points of ``data``) when ``stats`` are the sums of t(x)
     weighted by ``R`` and no component is empty (the EM loop checks that first).
     """
     means, covs = gaussians_from_statistics(stats, data.shift, reg_covar, covariance_type)
-    return MStepResult(means, covs, stats[:, 0] / data.X.shape[0])
+    return MStepResult(means, covs, stats[:, 0] / data.n_points)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -606,8 +634,10 @@ class EMResult:
     covariances : ndarray (K, d, d)
     weights : ndarray (K,)
     resp : ndarray (K, N)
-        Final assignment (hard: one-hot) or responsibilities (soft), from a last E-step with the
-        final parameters.
+        Final assignment (hard: int one-hot) or responsibilities (soft), from a last E-step with
+        the final parameters. A hard fit keeps only ``labels`` and builds its one-hot on the
+        first read of ``resp`` (``resp=None`` at construction), so that a fit whose caller
+        never asks for it does not hold a (K, N) int array.
     labels : ndarray (N,)
         ``argmax`` of ``resp`` over components.
     n_iter : int
@@ -647,6 +677,28 @@ class EMResult:
         return np.array([h["objective"] for h in self.history])
 
 
+def _get_resp(result):
+    resp = result.__dict__["resp"]
+    if resp is None and result.labels is not None:  # a hard fit: the one-hot of its labels
+        resp = result.__dict__["resp"] = one_hot(np.asarray(result.labels),
+                                                 result.means.shape[0])
+    return resp
+
+
+def _set_resp(result, resp):
+    result.__dict__["resp"] = resp
+
+
+# ``resp`` stays a dataclass field (``EMResult(resp=...)``, ``result.__dict__``), read through
+# this property: None is stored for a hard fit until a caller reads it.
+EMResult.resp = property(_get_resp, _set_resp, doc="The final assignment (K, N); see EMResult.")
+
+
+def _replace(result, **changes):
+    """``dataclasses.replace`` that keeps a hard fit's ``resp`` unbuilt (None) if it is."""
+    return replace(result, **{"resp": result.__dict__["resp"], **changes})
+
+
 def permute_components(result, order):
     """A copy of ``result`` with its components renumbered: new ``k`` is old ``order[k]``.
 
@@ -658,15 +710,17 @@ def permute_components(result, order):
     rank[order] = np.arange(order.size)  # rank[old] = new
     history = [{**h, "means": h["means"][order], "covariances": h["covariances"][order],
                 "weights": h["weights"][order]} for h in result.history]
-    return replace(result, means=result.means[order], covariances=result.covariances[order],
-                   weights=result.weights[order], resp=result.resp[order],
-                   labels=rank[result.labels], history=history,
-                   init_means=result.init_means[order],
-                   reseeded=[(t, int(rank[k])) for t, k in result.reseeded])
+    resp = result.__dict__["resp"]
+    return _replace(result, means=result.means[order], covariances=result.covariances[order],
+                    weights=result.weights[order], resp=None if resp is None else resp[order],
+                    labels=rank[result.labels], history=history,
+                    init_means=result.init_means[order],
+                    reseeded=[(t, int(rank[k])) for t, k in result.reseeded])
 
 
 def _complete_rows(X):
-    return X[~np.isnan(X).any(axis=1)]
+    missing = np.isnan(X).any(axis=1)
+    return X[~missing] if missing.any() else X  # read only: no copy of complete data
 
 
 def _init_means(X, K, init, rng):
@@ -734,159 +788,90 @@ def _parse_init(X, K, init):
     return means, covs, weights
 
 
-def _hard_e_step(X, data, means):
-    """Hard E-step of the loop: one-hot (K, N) bool, objective, stats (K, m) or None.
+class _InMemoryPass:
+    """One EM iteration on the standardised points in memory: the pass that
+    ``emlab.engine.loop.iterate`` drives for ``run_em`` (see that module for the protocol).
 
-    ``data`` is the ``CompleteData`` of X (fast path, which also returns the M-step's sums) or
-    None when cells are missing (reference ``nearest_mean``; no sums).
+    With complete data (``data``, the ``CompleteData`` of the points) the E-step is the blocked
+    fast path, which also returns the M-step's sums; with missing cells (``data`` None) the
+    course's formulas do the work (``nearest_mean`` or ``soft_responsibilities``, then
+    ``m_step`` with the current parameters). A hard E-step depends on the means alone, so the
+    last one is kept and reused for the same means: the start's E-step is the first
+    iteration's, and after convergence the last E-step is the final one.
     """
-    if data is not None:
-        return hard_pass(data, means)
-    labels, dist = nearest_mean(X, means)
-    return labels == np.arange(means.shape[0])[:, None], float(dist.sum()), None
 
+    def __init__(self, method, reg_covar, covariance_type, data=None, points=None):
+        self.method, self.reg_covar, self.covariance_type = method, reg_covar, covariance_type
+        self.data, self._points = data, points  # points: an array, or a callable making it
+        self.n_points = data.n_points if data is not None else points.shape[0]
+        self.labels = self.resp = None  # of the final parameters, set by ``finish``
+        self._last_hard = None
 
-def _soft_e_step(X, data, means, covs, weights, keep_resp):
-    """Soft E-step of the loop: responsibilities (K, N) or None, log-likelihood, stats or None.
+    @property
+    def points(self):
+        """The standardised points (N, d), made on first use on the fast path (re-seeding)."""
+        if callable(self._points):
+            self._points = self._points()
+        return self._points
 
-    On the fast path the responsibilities are only stored when ``keep_resp`` is True.
-    """
-    if data is None:
-        resp, log_lik = soft_responsibilities(X, means, covs, weights)
-        return resp, log_lik, None
-    resp = np.empty((means.shape[0], X.shape[0])) if keep_resp else None
-    log_lik, stats = soft_pass(data, means, covs, weights, resp)
-    return resp, log_lik, stats
-
-
-def _em_iteration(X, data, method, means, covs, weights, reg_covar, covariance_type="full"):
-    """One E-step and one M-step from the current parameters.
-
-    Parameters
-    ----------
-    X : ndarray (N, d)
-    data : CompleteData or None
-        None when X has missing cells; the reference E-steps and ``m_step`` then do the work.
-    method : {"hard", "soft"}
-    means, covs, weights : the current parameters; ``covs`` and ``weights`` may be None for
-        hard EM (the start of a run, before any M-step).
-    reg_covar : float
-    covariance_type : str
-
-    Returns
-    -------
-    fit : MStepResult
-    objective : float
-        Of the current parameters: within-cluster sum of squares (hard) or log-likelihood.
-    member : ndarray (K, N) of bool, or None
-        Hard EM: this E-step's assignment (for the convergence test); soft EM: None.
-    """
-    if method == "hard":
-        member, objective, stats = _hard_e_step(X, data, means)
-        R = member
-    else:
-        member = None
-        R, objective, stats = _soft_e_step(X, data, means, covs, weights, keep_resp=False)
-    if stats is None:  # missing cells: expected statistics under the current parameters
-        current = (means, covs) if covs is not None else (None, None)
-        return m_step(X, R, *current, reg_covar, covariance_type), objective, member
-    if has_empty_component(stats[:, 0], X.shape[0]):  # re-seeding needs R: reference M-step
-        if R is None:
-            R, _, _ = _soft_e_step(X, data, means, covs, weights, keep_resp=True)
-        return (m_step(X, R, reg_covar=reg_covar, covariance_type=covariance_type), objective,
-                member)
-    return _m_step_from_statistics(stats, data, reg_covar, covariance_type), objective, member
-
-
-def _final_e_step(X, data, method, means, covs, weights):
-    """The E-step of the final parameters: resp (K, N), labels (N,) and the objective.
-
-    ``resp`` is an int one-hot for hard EM, responsibilities for soft EM.
-    """
-    if method == "hard":
-        member, objective, _ = _hard_e_step(X, data, means)
-        labels = np.argmax(member, axis=0)
-        return one_hot(labels, means.shape[0]), labels, objective
-    resp, objective, _ = _soft_e_step(X, data, means, covs, weights, keep_resp=True)
-    return resp, np.argmax(resp, axis=0), objective
-
-
-def _starting_point(X, data, means, covs, weights, reg_covar, covariance_type="full"):
-    """Complete a start given by means only: covariances (of ``covariance_type``) and weights
-    of the partition the means induce (one hard E-step), the means kept as given."""
-    if covs is None or weights is None:
-        fit, _, _ = _em_iteration(X, data, "hard", means, None, None, reg_covar, covariance_type)
-        covs = fit.covariances if covs is None else covs
-        weights = fit.weights if weights is None else weights
-    return means, covs, weights
-
-
-def history_entry(means, covs, weights, objective=np.nan):
-    return {"means": means.copy(), "covariances": covs.copy(), "weights": weights.copy(),
-            "objective": objective}
-
-
-def _progress_bar(method, max_iter, start, n_starts):
-    """A tqdm bar (a widget in notebooks) for one EM run."""
-    from tqdm.auto import tqdm
-
-    desc = f"{method} EM" + (f" (start {start + 1}/{n_starts})" if n_starts > 1 else "")
-    return tqdm(total=max_iter, desc=desc, unit="it")
-
-
-def _improves(new, old, method):
-    """True if objective ``new`` beats ``old`` by more than rounding (1e-12 relative).
-
-    Lower is better for hard EM (sum of squares), higher for soft EM (log-likelihood).
-    """
-    margin = 1e-12 * max(abs(old), 1.0)
-    return new < old - margin if method == "hard" else new > old + margin
-
-
-def _em_once(X, data, means, covs, weights, method, max_iter, tol, reg_covar, bar=None,
-             units=None, covariance_type="full"):
-    """One EM run from a start; returns an EMResult.
-
-    ``data`` is the ``CompleteData`` of X, or None with missing cells; ``bar`` an optional
-    tqdm bar, advanced once per iteration with the objective shown (in the data's units when
-    ``units``, the ``DataUnits`` that standardised X, is given).
-    """
-    shown = (lambda o: o) if units is None else (lambda o: units.objective(o, method))
-    N = X.shape[0]
-    init_means = means.copy()
-    history = [history_entry(means, covs, weights)]
-    reseeded = []
-    converged = False
-    prev_member, prev_mean_ll = None, -np.inf
-    n_iter = 0
-    for n_iter in range(1, max_iter + 1):
-        fit, objective, member = _em_iteration(X, data, method, means, covs, weights, reg_covar,
-                                               covariance_type)
-        history[-1]["objective"] = objective
-        means, covs, weights = fit
-        reseeded += [(n_iter, k) for k in fit.reseeded]
-        history.append(history_entry(means, covs, weights))
+    def e_step(self, method, means, covs=None, weights=None, keep_resp=False):
+        """``(R, objective, stats)``: hard, a (K, N) bool one-hot, the sum of squares and, on
+        the fast path, the M-step's sums; soft, the responsibilities (None on the fast path
+        unless ``keep_resp``), the log-likelihood and the sums (None on the reference path)."""
         if method == "hard":
-            converged = prev_member is not None and np.array_equal(member, prev_member)
-            prev_member = member
-        else:
-            converged = objective / N - prev_mean_ll < tol
-            prev_mean_ll = objective / N
-        if bar is not None:
-            bar.set_postfix_str(f"objective={shown(objective):.6g}", refresh=False)
-            bar.update()
-        if converged:
-            break
-    # a last E-step so that resp, labels and the objective belong to the final parameters
-    resp, labels, objective = _final_e_step(X, data, method, means, covs, weights)
-    history[-1]["objective"] = objective
-    if bar is not None:
-        bar.set_postfix_str(f"objective={shown(objective):.6g}")
-        bar.close()
-    return EMResult(means=means, covariances=covs, weights=weights, resp=resp, labels=labels,
-                    n_iter=n_iter, converged=bool(converged), objective=objective,
-                    history=history, init_means=init_means, method=method, reseeded=reseeded,
-                    covariance_type=covariance_type)
+            if self._last_hard is not None and np.array_equal(self._last_hard[0], means):
+                return self._last_hard[1]
+            if self.data is not None:
+                out = hard_pass(self.data, means)
+            else:
+                labels, dist = nearest_mean(self.points, means)
+                out = labels == np.arange(means.shape[0])[:, None], float(dist.sum()), None
+            self._last_hard = (means.copy(), out)
+            return out
+        if self.data is None:
+            resp, log_lik = soft_responsibilities(self.points, means, covs, weights)
+            return resp, log_lik, None
+        resp = np.empty((means.shape[0], self.n_points)) if keep_resp else None
+        log_lik, stats = soft_pass(self.data, means, covs, weights, resp)
+        return resp, log_lik, stats
+
+    def m_step(self, R, stats, means, covs, weights):
+        """The M-step after an E-step; an ``MStepResult``."""
+        if stats is None:  # missing cells: expected statistics under the current parameters
+            current = (means, covs) if covs is not None else (None, None)
+            return m_step(self.points, R, *current, self.reg_covar, self.covariance_type)
+        if has_empty_component(stats[:, 0], self.n_points):  # re-seeding needs R: m_step
+            if R is None:
+                R, _, _ = self.e_step("soft", means, covs, weights, keep_resp=True)
+            return m_step(self.points, R, reg_covar=self.reg_covar,
+                          covariance_type=self.covariance_type)
+        return _m_step_from_statistics(stats, self.data, self.reg_covar, self.covariance_type)
+
+    def complete_start(self, means, covs, weights):
+        """A start given by means only, completed with the covariances (of the model) and
+        weights of the partition the means induce (one hard E-step), the means kept."""
+        if covs is None or weights is None:
+            R, _, stats = self.e_step("hard", means)
+            fit = self.m_step(R, stats, means, None, None)
+            covs = fit.covariances if covs is None else covs
+            weights = fit.weights if weights is None else weights
+        return means, covs, weights
+
+    def start_objective(self, means, covs, weights):
+        return np.nan  # measured by the first E-step
+
+    def step(self, means, covs, weights, iteration):
+        R, objective, stats = self.e_step(self.method, means, covs, weights)
+        fit = self.m_step(R, stats, means, covs, weights)
+        return Step(fit, objective, assignment=R if self.method == "hard" else None,
+                    reseeded=fit.reseeded)
+
+    def finish(self, means, covs, weights):
+        """The final E-step: labels (and soft responsibilities) of the final parameters."""
+        R, objective, _ = self.e_step(self.method, means, covs, weights, keep_resp=True)
+        self.labels = argmax_rows(R)
+        self.resp = R if self.method == "soft" else None  # hard: EMResult builds it if asked
+        return objective
 
 
 def run_em(X, n_components=3, method="hard", init="random", n_init=1, max_iter=100, tol=1e-6,
@@ -903,6 +888,11 @@ def run_em(X, n_components=3, method="hard", init="random", n_init=1, max_iter=1
     the soft E-step and handled by expected sufficient statistics in the M-step; soft EM's
     log-likelihood then still never decreases, but hard EM's objective (scaled partial
     distances) carries no such guarantee, since its M-step fills cells by conditional means.
+
+    The loop's bookkeeping (convergence, history, progress, best of the starts, the warning)
+    is ``emlab.engine.loop``'s; an iteration is one E-step and one M-step of this module's
+    formulas, or of the blocked fast path on complete data (``emlab.engine.fastpath``: the
+    same iterates to rounding).
 
     Parameters
     ----------
@@ -931,12 +921,12 @@ def run_em(X, n_components=3, method="hard", init="random", n_init=1, max_iter=1
         Show a tqdm progress bar (a widget in notebooks) with the iteration and the
         objective, one bar per start. Off by default so that notebook outputs stay stable.
     covariance_type : {"full", "tied", "diag", "spherical"}, default "full"
-        The covariance model, as in scikit-learn's ``GaussianMixture`` (``emlab.engine.covariance``);
-        covariances are stored as (K, d, d) matrices for every model. Soft EM from the same
-        start equals ``GaussianMixture(covariance_type=...)``. Hard EM's E-step is nearest-mean
-        whatever the model, so there it only shapes the reported covariances (and, with missing
-        cells, the conditional expectations of the M-step). Given ``init`` covariances must
-        follow the model.
+        The covariance model, as in scikit-learn's ``GaussianMixture``
+        (``emlab.engine.covariance``); covariances are stored as (K, d, d) matrices for every
+        model. Soft EM from the same start equals ``GaussianMixture(covariance_type=...)``.
+        Hard EM's E-step is nearest-mean whatever the model, so there it only shapes the
+        reported covariances (and, with missing cells, the conditional expectations of the
+        M-step). Given ``init`` covariances must follow the model.
 
     Returns
     -------
@@ -948,7 +938,7 @@ def run_em(X, n_components=3, method="hard", init="random", n_init=1, max_iter=1
         When ``max_iter`` iterations did not reach convergence (``converged`` is then False).
     """
     on_dask = chunked.is_dask_array(X)  # larger than memory: see _run_em_chunked
-    X = chunked.check_dask_points(X) if on_dask else check_points(X)
+    X = chunked.check_dask_points(X) if on_dask else check_points(X, copy=False)  # read only
     K = check_int(n_components, "n_components", minimum=1)
     if method not in ("hard", "soft"):
         raise ValueError(f"method must be 'hard' or 'soft', got {method!r}")
@@ -962,38 +952,61 @@ def run_em(X, n_components=3, method="hard", init="random", n_init=1, max_iter=1
     if not isinstance(progress, (bool, np.bool_)):
         raise ValueError(f"progress must be True or False, got {progress!r}")
     covariance_type = check_covariance_type(covariance_type)
-    if on_dask:
-        return _run_em_chunked(X, K, method, init, n_init, max_iter, tol, random_state,
-                               reg_covar, progress, covariance_type)
-    n_complete = int(np.count_nonzero(~np.isnan(X).any(axis=1)))
+    run = _run_em_chunked if on_dask else _run_em_in_memory
+    result = run(X, K, method, init, n_init, max_iter, tol, random_state, reg_covar, progress,
+                 covariance_type)
+    warn_unless_converged(result.converged, f"{method} EM", max_iter, stacklevel=2)
+    return result
+
+
+def _starts(X, K, init, n_init, rng, covariance_type, sample=None):
+    """The starts of a fit: [(means, covariances or None, weights or None), ...]; random ones
+    are drawn with ``rng`` from the complete rows of ``sample`` (default X)."""
+    if not isinstance(init, str):
+        return [_explicit_start(X, K, init, n_init, covariance_type)]
+    sample = X if sample is None else sample
+    return [(_init_means(sample, K, init, rng), None, None) for _ in range(n_init)]
+
+
+def _run_em_in_memory(X, K, method, init, n_init, max_iter, tol, random_state, reg_covar,
+                      progress, covariance_type):
+    """``run_em`` on an array in memory (arguments already checked); the best start's result.
+
+    EM runs on Z = (X - centre) / scale, scale a power of two: no square over- or underflows
+    and the fit is equivariant (a X + b gives a mu + b, a^2 Sigma, the same labels). Complete
+    data are set up in one pass (``fastpath.standardise_complete``: the units and the centred
+    coordinates of the fast path, without Z itself).
+    """
+    complete = not np.isnan(X.min())
+    n_complete = X.shape[0] if complete else int(np.count_nonzero(~np.isnan(X).any(axis=1)))
     if n_complete < K:
         raise ValueError(f"n_components={K} is more than the {n_complete} complete rows of X")
-    rng = np.random.default_rng(random_state)
-    if isinstance(init, str):
-        starts = [(_init_means(X, K, init, rng), None, None) for _ in range(n_init)]
+    starts = _starts(X, K, init, n_init, np.random.default_rng(random_state), covariance_type)
+    prepared = standardise_complete(X, reg_covar) if complete else None
+    if prepared is not None:
+        units, data = prepared
+        points = lambda: units.standardise(X)  # noqa: E731  (only if a component empties)
     else:
-        starts = [_explicit_start(X, K, init, n_init, covariance_type)]
-    # EM runs on Z = (X - centre) / scale, scale a power of two: no square over- or underflows
-    # and the fit is equivariant (a X + b gives a mu + b, a^2 Sigma, the same labels)
-    units = DataUnits.of(X, reg_covar)
-    Z = units.standardise(X)
-    data = None if np.isnan(Z).any() else CompleteData.of(Z)  # the fast path
-    best = None
-    for start, (start_means, covs, weights) in enumerate(starts):
-        means, covs = units.standardise(start_means), units.standardise_covariances(covs)
-        means, covs, weights = _starting_point(Z, data, means, covs, weights, units.reg_covar,
-                                               covariance_type)
-        bar = _progress_bar(method, max_iter, start, len(starts)) if progress else None
-        result = units.restore(_em_once(Z, data, means, covs, weights, method, max_iter, tol,
-                                        units.reg_covar, bar, units, covariance_type))
-        result.history[0]["means"] = start_means.copy()  # exactly the start, not a round trip
-        result = replace(result, init_means=start_means.copy())
-        if best is None or _improves(result.objective, best.objective, method):
-            best = result
-    if not best.converged:
-        warnings.warn(f"{method} EM did not converge within max_iter={max_iter} iterations; "
-                      "raise max_iter or tol", EMConvergenceWarning, stacklevel=2)
-    return best
+        units = DataUnits.of(X, reg_covar)
+        points = units.standardise(X)
+        data = CompleteData.of(points) if complete else None
+
+    def fit_from(number, start_means, covs, weights):
+        em_pass = _InMemoryPass(method, units.reg_covar, covariance_type, data, points)
+        start = em_pass.complete_start(units.standardise(start_means),
+                                       units.standardise_covariances(covs), weights)
+        bar = progress_bar(start_label(method, number, len(starts)), max_iter) \
+            if progress else None
+        fit = units.restore(iterate(em_pass, *start, method, max_iter, tol, bar,
+                                    lambda o: units.objective(o, method)))
+        fit.history[0]["means"] = start_means.copy()  # exactly the start, not a round trip
+        return EMResult(means=fit.means, covariances=fit.covariances, weights=fit.weights,
+                        resp=em_pass.resp, labels=em_pass.labels, n_iter=fit.n_iter,
+                        converged=fit.converged, objective=fit.objective, history=fit.history,
+                        init_means=start_means.copy(), method=method, reseeded=fit.reseeded,
+                        covariance_type=covariance_type)
+
+    return best_of((fit_from(i, *start) for i, start in enumerate(starts)), method)
 
 
 def _run_em_chunked(X, K, method, init, n_init, max_iter, tol, random_state, reg_covar,
@@ -1011,21 +1024,16 @@ def _run_em_chunked(X, K, method, init, n_init, max_iter, tol, random_state, reg
     if data.n_points < K:
         raise ValueError(f"n_components={K} is more than the {data.n_points} rows of X")
     rng = np.random.default_rng(random_state)
-    if isinstance(init, str):
-        sample = data.sample_rows(chunked.SAMPLE_ROWS, rng)
-        starts = [(_init_means(sample, K, init, rng), None, None) for _ in range(n_init)]
-    else:
-        starts = [_explicit_start(X, K, init, n_init, covariance_type)]
-    best = None
-    for start, (means, covs, weights) in enumerate(starts):
-        bar = _progress_bar(method, max_iter, start, len(starts)) if progress else None
-        fit = chunked.fit(data, means, covs, weights, method, max_iter, tol, reg_covar, bar,
-                              covariance_type)
-        if best is None or _improves(fit.objective, best.objective, method):
-            best = fit
-    if not best.converged:
-        warnings.warn(f"{method} EM did not converge within max_iter={max_iter} iterations; "
-                      "raise max_iter or tol", EMConvergenceWarning, stacklevel=3)
+    sample = data.sample_rows(chunked.SAMPLE_ROWS, rng) if isinstance(init, str) else None
+    starts = _starts(X, K, init, n_init, rng, covariance_type, sample)
+
+    def fit_from(number, means, covs, weights):
+        bar = progress_bar(start_label(method, number, len(starts)), max_iter) \
+            if progress else None
+        return chunked.fit(data, means, covs, weights, method, max_iter, tol, reg_covar, bar,
+                           covariance_type)
+
+    best = best_of((fit_from(i, *start) for i, start in enumerate(starts)), method)
     resp, labels = data.assignments(method, best.means, best.covariances, best.weights)
     return EMResult(means=best.means, covariances=best.covariances, weights=best.weights,
                     resp=resp, labels=labels, n_iter=best.n_iter, converged=best.converged,

@@ -52,7 +52,7 @@ import time  # noqa: E402
 import warnings  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-import common  # noqa: E402  (benchmarks/common.py, the shared harness; it finds the project)
+import common  # noqa: E402  (benchmarks/common.py, the shared harness)
 import dask  # noqa: E402
 import dask.array as da  # noqa: E402
 import distributed  # noqa: E402

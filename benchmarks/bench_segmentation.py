@@ -43,7 +43,7 @@ from __future__ import annotations
 import time
 import warnings
 
-import common  # benchmarks/common.py, the shared harness (first: it finds the project)
+import common  # benchmarks/common.py, the shared harness
 import numpy as np
 from sklearn.mixture import GaussianMixture
 from threadpoolctl import threadpool_limits

@@ -19,9 +19,9 @@ A benchmark script imports this module as ``import common`` (the script's folder
   ``RESULTS.md`` and leave the others as they are; ``publish(out, name, markdown)``: that, or
   only print the section when ``out`` is None (``--quick`` without ``--out``).
 
-The scripts import the project (``em_helpers``, ``emlab``) from the repository root: ``make
-bench`` puts it on ``PYTHONPATH``, and so does importing this module when a script is run as
-``python benchmarks/bench_x.py`` (the one place that touches ``sys.path``).
+The scripts import the project (``em_helpers``, ``emlab``) as installed: ``make bench`` runs
+them with the venv's Python, where the Makefile installed the project in editable mode (``pip
+install -e .`` does the same in any other environment).
 """
 
 from __future__ import annotations
@@ -40,8 +40,6 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent  # benchmarks/
 ROOT = HERE.parent  # the repository root
-if str(ROOT) not in sys.path:  # run as `python benchmarks/bench_x.py`, not through `make bench`
-    sys.path.append(str(ROOT))
 
 # The order of the sections in RESULTS.md; a section not listed here goes after them.
 SECTIONS = ("em", "segmentation", "scale")
@@ -70,7 +68,8 @@ def parse_args(argv, doc, repeats, memory_child=None, options=None, quick_help=N
     if options is not None:
         options(parser)
     args = parser.parse_args(argv)
-    args.repeats = args.repeats or repeats[1 if args.quick else 0]
+    if args.repeats is None:
+        args.repeats = repeats[1 if args.quick else 0]
     if args.repeats < 1:
         raise SystemExit("--repeats must be >= 1")
     if args.out is None and not args.quick:

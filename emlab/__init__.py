@@ -28,12 +28,14 @@ module                             what it holds
 ``emlab.imaging.dipy_hmrf``        dipy's HMRF classifier behind the same interface
 ``emlab.imaging.nifti``            NIfTI files in and out, the affine, volumes in mL
 **models**
+``emlab.models.estimators``        scikit-learn estimators: ``MixtureEM``, ``EMImputer``
 ``emlab.models.course_scans``      the course's two scans: loading, truth, hard and soft fits
 ``emlab.models.model_selection``   BIC, AIC and ICL; choosing the number of components
 ``emlab.models.categorical``       the categorical mixture of theory question 5
 ``emlab.models.bootstrap``         standard errors by a stratified bootstrap
 ``emlab.models.imputation``        filling in missing cells (``impute``, ``compare_imputers``)
 **engine** (what ``em_helpers`` runs on)
+``emlab.engine.loop``              the one EM loop: convergence, history, progress, best start
 ``emlab.engine.chunked``           ``run_em`` on a dask array, one pass over its chunks
 ``emlab.engine.fastpath``          the blocked complete-data passes of ``run_em``
 ``emlab.engine.covariance``        the four covariance models of the M-step

@@ -128,3 +128,38 @@ def test_constrained_loop_equals_the_public_steps_chained(covariance_type, metho
     expected = reference_history(X, method, start, first.covariances, first.weights,
                                  result.n_iter, covariance_type=covariance_type)
     assert_same_iterates(result, expected)
+
+
+@pytest.mark.parametrize("offset, scale", [(0.0, 1.0), (1e4, 1.0), (0.5, 1e-3), (-3.0, 1e100)])
+def test_the_one_pass_set_up_equals_the_units_then_the_centring(offset, scale):
+    """``standardise_complete`` = ``DataUnits.of`` then ``CompleteData.of`` of Z, without Z."""
+    from emlab.engine.scaling import DataUnits
+
+    for X, reg_covar in ((mixture(7, d=3, offset=offset, scale=scale), 1e-6 * scale ** 2),
+                         (np.random.default_rng(1).integers(0, 255, (999, 2)) + offset, 1e-6)):
+        units, data = fastpath.standardise_complete(X, reg_covar)
+        reference = DataUnits.of(X, reg_covar)
+        assert (units.scale, units.reg_covar, units.n_observed) == \
+            (reference.scale, reference.reg_covar, reference.n_observed)
+        np.testing.assert_array_equal(units.centre, reference.centre)
+        expected = fastpath.CompleteData.of(reference.standardise(X))
+        np.testing.assert_array_equal(data.shift, expected.shift)
+        np.testing.assert_array_equal(data.centred_t, expected.centred_t)  # the same numbers
+        assert data.n_points == len(X)
+
+
+def test_the_one_pass_set_up_leaves_missing_cells_and_constant_data_to_the_units():
+    X = mixture(8)
+    X[3, 1] = np.nan
+    assert fastpath.standardise_complete(X, 1e-6) is None
+    assert fastpath.standardise_complete(np.full((5, 2), 12.0), 1e-6) is None
+    assert fastpath.standardise_complete(1e150 * mixture(8), 0.0) is None  # pre-scaled there
+    with pytest.raises(ValueError, match="reg_covar=1 is not small"):
+        fastpath.standardise_complete(1e-3 * mixture(8), 1.0)
+
+
+def test_argmax_rows_is_numpys_argmax_over_components_ties_to_the_lowest():
+    rng = np.random.default_rng(3)
+    for A in (rng.random((4, 999)), rng.integers(0, 3, (3, 500)).astype(float),
+              rng.random((3, 400)) < 0.4, np.zeros((2, 7), dtype=bool)):
+        np.testing.assert_array_equal(fastpath.argmax_rows(A), np.argmax(A, axis=0))

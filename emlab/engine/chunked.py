@@ -43,7 +43,7 @@ This module imports dask only inside functions, so that ``import em_helpers`` ne
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -53,9 +53,16 @@ from emlab.engine.fastpath import (
     gaussians_from_statistics,
     has_empty_component,
     hard_pass,
+    round_centre,
     soft_pass,
 )
-from emlab.engine.scaling import check_reg_covar, check_spread
+from emlab.engine.loop import Step, iterate
+from emlab.engine.scaling import (
+    check_reg_covar,
+    check_spread,
+    pooled_spread,
+    power_of_two_scale,
+)
 
 SAMPLE_ROWS = 100_000  # rows drawn (seeded) for the random starts of run_em on a dask array
 
@@ -131,20 +138,6 @@ def combine_moments(parts):
             m2 = m2 + m2_b + delta ** 2 * (n * n_b / total)
             n = total
     return n, mean, m2
-
-
-def pooled_spread(n, mean, m2):
-    """The standard deviation of all n * d cells together, from the column moments."""
-    with np.errstate(over="ignore", invalid="ignore"):
-        grand = mean.mean()
-        return float(np.sqrt((m2.sum() + n * ((mean - grand) ** 2).sum()) / (n * mean.size)))
-
-
-def round_centre(mean, spread):
-    """``emlab.engine.fastpath``'s centring shift from the column means and spreads (d,): the mean,
-    rounded to a power of two at the scale of the spread (exact for integer data)."""
-    step = np.exp2(np.floor(np.log2(np.where(spread > 0, spread, 1.0))))
-    return np.round(mean / step) * step
 
 
 def complete_block(block, shift):
@@ -239,7 +232,7 @@ class ChunkedData:
     def check_scale(self, reg_covar):
         """The refusals of the in-memory path (``emlab.engine.scaling``): a spread whose squares
         float64 cannot hold, and a ``reg_covar`` not small against the data's variance."""
-        scale = float(np.exp2(np.round(np.log2(self.spread)))) if self.spread > 0 else 1.0
+        scale = power_of_two_scale(self.spread) if self.spread > 0 else 1.0
         check_spread(self.spread, scale)
         check_reg_covar(reg_covar, float(self.variances.max()))
 
@@ -282,25 +275,6 @@ class ChunkedData:
 
 # ------------------------------------------------------------------------------- the EM loop
 
-@dataclass
-class ChunkedFit:
-    """The outcome of ``fit``: parameters and history as in ``em_helpers.EMResult``."""
-
-    means: np.ndarray
-    covariances: np.ndarray
-    weights: np.ndarray
-    n_iter: int
-    converged: bool
-    objective: float
-    history: list = field(repr=False)
-    init_means: np.ndarray = field(repr=False)
-
-
-def _entry(means, covs, weights, objective=np.nan):
-    return {"means": means.copy(), "covariances": covs.copy(), "weights": weights.copy(),
-            "objective": objective}
-
-
 def m_step(data, stats, reg_covar, iteration, covariance_type="full"):
     """Means, covariances (of ``covariance_type``, see ``emlab.engine.covariance``) and weights from
     the summed stats (K, m); refuse an empty component.
@@ -320,12 +294,55 @@ def m_step(data, stats, reg_covar, iteration, covariance_type="full"):
     return means, covs, stats[:, 0] / data.n_points
 
 
+class ChunkPass:
+    """One EM iteration as one pass over the chunks: the pass that ``emlab.engine.loop.iterate``
+    drives for a dask array (see that module for the protocol). A hard pass depends on the
+    means alone, so the last one is kept and reused for the same means (the start's pass is
+    the first iteration's, and after convergence the last pass is the final one)."""
+
+    def __init__(self, data, method, reg_covar, covariance_type="full"):
+        self.data, self.method = data, method
+        self.reg_covar, self.covariance_type = reg_covar, covariance_type
+        self.n_points = data.n_points
+        self._last_hard = None
+
+    def one_pass(self, method, means, covs=None, weights=None):
+        """``ChunkedData.one_pass``, the last hard one reused for the same means."""
+        if method != "hard":
+            return self.data.one_pass(method, means, covs, weights)
+        if self._last_hard is None or not np.array_equal(self._last_hard[0], means):
+            self._last_hard = (means.copy(), self.data.one_pass("hard", means))
+        return self._last_hard[1]
+
+    def complete_start(self, means, covs, weights):
+        """Missing covariances and weights: those of the partition the means induce."""
+        if covs is None or weights is None:
+            stats, _, _ = self.one_pass("hard", means)
+            _, start_covs, start_weights = m_step(self.data, stats, self.reg_covar, 0,
+                                                  self.covariance_type)
+            covs = start_covs if covs is None else covs
+            weights = start_weights if weights is None else weights
+        return means, covs, weights
+
+    def start_objective(self, means, covs, weights):
+        return np.nan  # measured by the first pass
+
+    def step(self, means, covs, weights, iteration):
+        stats, objective, digests = self.one_pass(self.method, means, covs, weights)
+        params = m_step(self.data, stats, self.reg_covar, iteration, self.covariance_type)
+        return Step(params, objective, assignment=digests)
+
+    def finish(self, means, covs, weights):
+        return self.one_pass(self.method, means, covs, weights)[1]  # the final objective
+
+
 def fit(data, means, covs, weights, method, max_iter, tol, reg_covar, bar=None,
         covariance_type="full"):
-    """EM from a start, one pass over the chunks per iteration; a ``ChunkedFit``.
+    """EM from a start, one pass over the chunks per iteration; an ``emlab.engine.loop.Fit``.
 
-    The same loop as ``em_helpers``'s in-memory one (``history``, objective, convergence rules
-    and the final E-step), so the same start gives the same iterates to rounding.
+    The loop of ``em_helpers``'s in-memory path (``emlab.engine.loop``: ``history``,
+    objective, convergence rules and the final E-step), so the same start gives the same
+    iterates to rounding.
 
     Parameters
     ----------
@@ -342,34 +359,6 @@ def fit(data, means, covs, weights, method, max_iter, tol, reg_covar, bar=None,
         Advanced once per iteration, closed at the end.
     covariance_type : {"full", "tied", "diag", "spherical"}, default "full"
     """
-    N = data.n_points
-    init_means = means.copy()
-    if covs is None or weights is None:
-        stats, _, _ = data.one_pass("hard", means)
-        _, start_covs, start_weights = m_step(data, stats, reg_covar, 0, covariance_type)
-        covs = start_covs if covs is None else covs
-        weights = start_weights if weights is None else weights
-    history = [_entry(means, covs, weights)]
-    converged, prev_digests, prev_mean_ll, n_iter = False, None, -np.inf, 0
-    for n_iter in range(1, max_iter + 1):
-        stats, objective, digests = data.one_pass(method, means, covs, weights)
-        history[-1]["objective"] = objective
-        means, covs, weights = m_step(data, stats, reg_covar, n_iter, covariance_type)
-        history.append(_entry(means, covs, weights))
-        if method == "hard":
-            converged = prev_digests is not None and digests == prev_digests
-            prev_digests = digests
-        else:
-            converged = objective / N - prev_mean_ll < tol
-            prev_mean_ll = objective / N
-        if bar is not None:
-            bar.set_postfix_str(f"objective={objective:.6g}", refresh=False)
-            bar.update()
-        if converged:
-            break
-    _, objective, _ = data.one_pass(method, means, covs, weights)  # of the final parameters
-    history[-1]["objective"] = objective
-    if bar is not None:
-        bar.close()
-    return ChunkedFit(means, covs, weights, n_iter, bool(converged), objective, history,
-                      init_means)
+    chunk_pass = ChunkPass(data, method, reg_covar, covariance_type)
+    start = chunk_pass.complete_start(means, covs, weights)
+    return iterate(chunk_pass, *start, method, max_iter, tol, bar)

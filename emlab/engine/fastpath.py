@@ -5,15 +5,18 @@ i <= j), and the M-step only needs the weighted sums of t(x) per component. So o
 the data, block by block, does an E-step (one (K, m) @ (m, b) product per block) and collects
 what the M-step needs (one (K, b) @ (b, m) product per block). Blocks of _BLOCK_ROWS points
 keep every temporary in the cache; there is no (N, K, d) temporary, no pass over X per
-component, and soft EM never stores the (K, N) responsibilities inside the loop. The functions
+component, and soft EM never stores the (K, N) responsibilities inside the loop.
 
 ``em_helpers`` keeps the reference formulas (``e_step``, ``e_step_soft``, ``m_step``); the
 tests (``tests/test_fastpath.py``) check that both paths agree to rounding.
 
-- ``CompleteData``: the centred points and the blocks of t(x);
+- ``standardise_complete``: the set-up of ``run_em`` on complete data in one pass over X (its
+  ``DataUnits`` and ``CompleteData``, without a standardised copy of X);
+- ``CompleteData``: the centred points and the blocks of t(x); ``round_centre``, its shift;
 - ``hard_pass`` and ``soft_pass``: one E-step with the sums that the M-step needs;
 - ``weighted_sums``, ``gaussians_from_statistics``: from weights to sums to parameters;
-- ``empty_threshold``, ``has_empty_component``: when a component counts as empty.
+- ``empty_threshold``, ``has_empty_component``: when a component counts as empty;
+  ``argmax_rows``: the labels of a (K, N) assignment.
 """
 
 from __future__ import annotations
@@ -24,6 +27,13 @@ from functools import lru_cache
 import numpy as np
 
 from emlab.engine.covariance import constrain_covariances
+from emlab.engine.scaling import (
+    DataUnits,
+    check_reg_covar,
+    check_spread,
+    pooled_spread,
+    power_of_two_scale,
+)
 from emlab.engine.validation import cholesky
 
 
@@ -92,9 +102,10 @@ class CompleteData:
 
     Attributes
     ----------
-    X : ndarray of shape (N, d)
+    X : ndarray of shape (N, d), or None
+        The points; None when only ``centred_t`` was made (``standardise_complete``).
     shift : ndarray of shape (d,)
-        A round centre of X (``_round_centre``). The statistics use ``x - shift``, which keeps
+        A round centre of X (``round_centre``). The statistics use ``x - shift``, which keeps
         ``E[x x^T] - mu mu^T`` and ``||x||^2 - 2 x.mu + ||mu||^2`` accurate: the cancellation is
         then relative to the spread of the data, not to its distance from the origin.
     centred_t : ndarray of shape (d, N)
@@ -107,10 +118,15 @@ class CompleteData:
 
     @classmethod
     def of(cls, X):
-        shift = _round_centre(X)
+        shift = round_centre(X.mean(axis=0), X.std(axis=0))
         centred_t = np.empty(X.shape[::-1])
         np.subtract(X.T, shift[:, None], out=centred_t)
         return cls(X, shift, centred_t)
+
+    @property
+    def n_points(self):
+        """N, the number of points."""
+        return self.centred_t.shape[1]
 
     @property
     def n_features(self):
@@ -147,15 +163,71 @@ class CompleteData:
         return 1 + d + np.flatnonzero(first == second)
 
 
-def _round_centre(X):
-    """The column means of X (d,), rounded to a power of two at the scale of the spread.
+def round_centre(mean, spread):
+    """The column means (d,), rounded to a power of two at the scale of the columns' spreads.
 
     Close enough to the mean for accuracy, and exact for integer data (the centred values stay
     integers), so that exact ties between components break as in the reference formulas.
     """
-    mean, spread = X.mean(axis=0), X.std(axis=0)
     step = np.exp2(np.floor(np.log2(np.where(spread > 0, spread, 1.0))))
     return np.round(mean / step) * step
+
+
+# Magnitudes of X for which its sums and squares need no pre-scaling (``DataUnits.of`` divides
+# by a power of two first); outside them ``standardise_complete`` leaves X to the general path.
+_DIRECT_RANGE = (2.0 ** -400, 2.0 ** 400)
+
+
+def standardise_complete(X, reg_covar):
+    """``(DataUnits.of(X, reg_covar), CompleteData.of(Z))`` for complete X, in one pass.
+
+    One set of column moments of X gives the units (centre and power-of-two scale) and the
+    fast path's shift; then ``centred_t = (X - centre) / scale - shift`` is written once,
+    column by column, with the operations of ``standardise`` and ``CompleteData.of`` (the same
+    numbers), without the standardised copy Z of X or a second pass to centre it. The
+    refusals are those of ``DataUnits.of``.
+
+    Returns None when X has a missing cell, no spread, or a magnitude outside
+    ``_DIRECT_RANGE``: ``DataUnits.of`` then handles it.
+    """
+    top, bottom = X.max(), X.min()  # NaN propagates: a missing cell
+    magnitude = max(abs(top), abs(bottom))
+    if np.isnan(magnitude) or not _DIRECT_RANGE[0] <= magnitude <= _DIRECT_RANGE[1]:
+        return None
+    N, d = X.shape
+    centred_t = np.empty((d, N))
+    mean, m2 = np.empty(d), np.empty(d)
+    for j in range(d):  # column moments, with centred_t as the scratch row (numpy's axis-0
+        row = centred_t[j]  # reductions of an (N, d) array are many times slower)
+        row[...] = X[:, j]
+        mean[j] = row.sum() / N
+        row -= mean[j]
+        m2[j] = row @ row
+    spread = pooled_spread(N, mean, m2)
+    if not spread > 0:
+        return None
+    scale = power_of_two_scale(spread)
+    check_spread(spread, scale)
+    centre = np.round(mean / scale) * scale
+    check_reg_covar(reg_covar, float(m2.max()) / N)
+    shift = round_centre((mean - centre) / scale, np.sqrt(m2 / N) / scale)  # Z's moments
+    for j in range(d):
+        np.subtract(X[:, j], centre[j], out=centred_t[j])
+        centred_t[j] /= scale
+        centred_t[j] -= shift[j]
+    units = DataUnits(centre, scale, reg_covar / scale ** 2, int(X.size))
+    return units, CompleteData(None, shift, centred_t)
+
+
+def argmax_rows(A):
+    """``np.argmax(A, axis=0)`` of a (K, N) array without NaN (ties to the lowest k), row by
+    row: numpy's axis-0 argmax of a C-ordered (K, N) array is several times slower."""
+    labels = np.zeros(A.shape[1], dtype=np.intp)
+    best = A[0].copy()
+    for k in range(1, A.shape[0]):
+        labels[A[k] > best] = k
+        np.maximum(best, A[k], out=best)
+    return labels
 
 
 def _first_true(member):
@@ -203,7 +275,7 @@ def hard_pass(data, means):
     K, d = means.shape
     centred = means - data.shift
     coef = np.column_stack([np.einsum("kd,kd->k", centred, centred), -2.0 * centred])
-    member = np.empty((K, data.X.shape[0]), dtype=bool)
+    member = np.empty((K, data.n_points), dtype=bool)
     stats = np.zeros((K, data.n_features))
     min_scores = 0.0
     for rows, t in data.feature_blocks():

@@ -8,7 +8,8 @@ is EM on X with ``reg_covar`` up to rounding, so the fit is scale- and shift-equ
 ``n_observed ln|a|``. Spreads that float64 cannot hold, and a ``reg_covar`` that would swamp the
 data's variance, are refused with their cause.
 
-This module imports nothing of ours (``em_helpers`` uses it).
+``DataUnits.of`` handles any X (missing cells too); ``emlab.engine.fastpath.standardise_complete``
+sets up complete data in one pass with the same rules. This module imports nothing of ours.
 """
 
 from __future__ import annotations
@@ -21,6 +22,19 @@ import numpy as np
 # fit stays a normal float64 (spread^2 times a few thousand below 1.8e308, above 2.2e-308).
 MAX_SPREAD = 2.0 ** 500
 MIN_SPREAD = 2.0 ** -500
+
+
+def pooled_spread(n, mean, m2):
+    """The standard deviation of all n * d cells together, from the column means (d,) and
+    sums of squared deviations (d,) of n rows."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        grand = mean.mean()
+        return float(np.sqrt((m2.sum() + n * ((mean - grand) ** 2).sum()) / (n * mean.size)))
+
+
+def power_of_two_scale(spread):
+    """The power of two nearest the spread (in log scale): the ``scale`` of the fit."""
+    return float(np.exp2(np.round(np.log2(spread))))
 
 
 def check_spread(spread, scale):
@@ -64,7 +78,7 @@ class DataUnits:
         top = float(np.max(np.abs(observed)))
         pre = np.exp2(np.floor(np.log2(top))) if top > 0 else 1.0  # exact division, no overflow
         spread = float(np.std(observed / pre)) * pre
-        scale = float(np.exp2(np.round(np.log2(spread)))) if spread > 0 else pre
+        scale = power_of_two_scale(spread) if spread > 0 else pre
         check_spread(spread, scale)
         centre = np.round(np.nanmean(X / pre, axis=0) * (pre / scale)) * scale
         variance = float(np.nanvar((X - centre) / scale, axis=0).max()) * scale ** 2

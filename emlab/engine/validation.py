@@ -2,7 +2,8 @@
 
 Every public fitting function validates its arguments here, at the boundary, so that a bad input
 gives a ``ValueError`` that names the argument and says what was expected. Each check returns a
-new array: the caller's arrays are never modified.
+new array (``check_points(copy=False)`` excepted, for callers that only read): the caller's
+arrays are never modified.
 
 - ``check_int``, ``check_points`` (X of shape (N, d), NaN allowed, inf refused), ``check_means``,
   ``check_covariances``, ``check_weights``, ``check_resp`` (a (K, N) assignment), ``check_labels``,
@@ -26,17 +27,18 @@ def check_int(value, name, minimum=None):
     return int(value)
 
 
-def check_points(X, name="X", allow_empty_columns=False):
+def check_points(X, name="X", allow_empty_columns=False, copy=True):
     """Return X as a float (N, d) array (a new array), NaN allowed, inf not.
 
     A column with every value missing is refused unless ``allow_empty_columns`` (imputation can
-    fill one from the fitted mixture; fitting cannot learn from it).
+    fill one from the fitted mixture; fitting cannot learn from it). ``copy=False`` returns X
+    itself when it is already a float64 array, for a caller that only reads it (``run_em``).
     """
     if isinstance(X, (str, bytes)) or X is None:
         raise ValueError(f"{name} must be a numeric array of shape (N, d), got "
                          f"{type(X).__name__}")
     try:
-        X = np.array(X, dtype=float)  # a copy: the caller's array is never touched
+        X = np.array(X, dtype=float) if copy else np.asarray(X, dtype=float)  # copy: never touched
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{name} must be a numeric array of shape (N, d): {exc}") from None
     if X.ndim != 2 or X.shape[0] == 0 or X.shape[1] == 0:

@@ -56,13 +56,13 @@ from em_helpers import (
     EMConvergenceWarning,
     EMResult,
     MStepResult,
-    history_entry,
     log_gaussian_1d,
     m_step,
     permute_components,
     run_em,
 )
 from emlab.engine.fastpath import has_empty_component
+from emlab.engine.loop import Step, iterate, progress_bar
 from emlab.imaging import bias_field as bias, dask_volumes, partial_volume as pve
 from emlab.engine import chunked
 from emlab.imaging.potts import (
@@ -118,88 +118,96 @@ class _LogDensities:
         return self.out
 
 
-def _potts_em(X, mask, start, method, beta, connectivity, spacing, max_iter, tol, reg_covar,
-              progress=False, proportions=False):
-    """EM with a Potts prior, started from a plain-EM result ``start``; returns an EMResult.
-
-    Each iteration is one coloured sweep of the E-step (mean field or ICM) followed by the
-    usual M-step (``m_step``) on the resulting responsibilities. Stops when no label changes
-    (hard) or no responsibility moves by more than ``tol`` (soft).
+class _PottsPass:
+    """One Potts-coupled iteration, the pass that ``emlab.engine.loop.iterate`` drives: a
+    coloured sweep of the E-step (mean field or ICM), then the usual M-step (``m_step``) on the
+    resulting responsibilities; its ``change`` (largest responsibility move, or number of
+    changed labels) decides convergence, and the objective of the new parameters goes to
+    ``history``.
 
     The sweeps run on the pixels renumbered colour by colour (``potts.ColouredNeighbours``:
     a colour is a slice of ``Q``); ``R`` holds the same responsibilities in the order of
     ``image[mask]``, for the M-step and the result.
     """
-    x = X[:, 0]
-    K, N = start.means.shape[0], x.shape[0]
-    layout = ColouredNeighbours.of(mask, connectivity, spacing)
-    means, covs, weights = start.means, start.covariances, start.weights
-    R = np.array(start.resp, dtype=float)
-    Q = np.zeros((K, N + 1))  # internal order; the last column: absent neighbours
-    layout.to_inner(R, out=Q[:, :-1])
-    log_densities = _LogDensities(x[layout.order], K) if method == "soft" else None
-    work = {}
-    log_proportions = _log_proportions(start.weights, N) if proportions else None
 
-    def data_term():
+    def __init__(self, X, mask, start, method, beta, connectivity, spacing, reg_covar,
+                 proportions=False):
+        self.X, self.x, self.method = X, X[:, 0], method
+        self.beta, self.reg_covar = beta, reg_covar
+        K, self.n_points = start.means.shape[0], X.shape[0]
+        self.layout = ColouredNeighbours.of(mask, connectivity, spacing)
+        self.R = np.array(start.resp, dtype=float)
+        self.Q = np.zeros((K, self.n_points + 1))  # internal order; last column: no neighbour
+        self.layout.to_inner(self.R, out=self.Q[:, :-1])
+        self.log_densities = _LogDensities(self.x[self.layout.order], K) \
+            if method == "soft" else None
+        self.work = {}
+        self.log_proportions = _log_proportions(start.weights, self.n_points) \
+            if proportions else None
+
+    def data_term(self, means, covs):
         """Soft: ln N(x_n; mu_k, sigma_k^2). Hard: (x_n - mu_k)^2 / (2 sigma^2) and
         the pooled variance sigma^2. Both (K, N), in the internal order."""
-        if method == "soft":
-            densities = log_densities(means[:, 0], covs[:, 0, 0])
-            return (densities if log_proportions is None else densities + log_proportions), None
-        sq = (x[None, :] - means[:, 0][:, None]) ** 2
-        sigma2 = float((R * sq).sum() / N + reg_covar)
-        return layout.to_inner(sq / (2.0 * sigma2)), sigma2
+        if self.method == "soft":
+            densities = self.log_densities(means[:, 0], covs[:, 0, 0])
+            if self.log_proportions is not None:  # proportions=True: ln pi_k, held fixed
+                densities = densities + self.log_proportions
+            return densities, None
+        sq = (self.x[None, :] - means[:, 0][:, None]) ** 2
+        sigma2 = float((self.R * sq).sum() / self.n_points + self.reg_covar)
+        return self.layout.to_inner(sq / (2.0 * sigma2)), sigma2
 
-    def objective(term, sigma2, sweep=None):
+    def objective(self, means, covs, sweep=None):
+        term, sigma2 = self.term = self.data_term(means, covs)
         pairs, entropy = (None, None) if sweep is None else (sweep.pairs, sweep.entropy)
-        if method == "soft":
-            return coloured_mean_field_objective(Q, term, beta, layout, pairs, entropy)
-        return coloured_icm_objective(Q, term, sigma2, beta, layout, pairs)
+        if self.method == "soft":
+            return coloured_mean_field_objective(self.Q, term, self.beta, self.layout, pairs,
+                                                 entropy)
+        return coloured_icm_objective(self.Q, term, sigma2, self.beta, self.layout, pairs)
 
-    term, sigma2 = data_term()
-    history = [history_entry(means, covs, weights, objective(term, sigma2))]
-    reseeded, converged, n_iter = [], False, 0
-    bar = _prior_progress_bar(method, max_iter) if progress else None
-    for n_iter in range(1, max_iter + 1):
-        if method == "soft":
-            sweep = coloured_mean_field_sweep(Q, term, beta, layout, work)
-        else:
-            sweep = coloured_icm_sweep(Q, term, beta, layout, work)
-        layout.to_mask_order(Q, out=R)  # back to the order of image[mask]
-        fit = _m_step_1d(X, R, reg_covar)
+    def start_objective(self, means, covs, weights):
+        return self.objective(means, covs)
+
+    def step(self, means, covs, weights, iteration):
+        term = self.term[0]  # of the current parameters
+        sweep = (coloured_mean_field_sweep if self.method == "soft" else coloured_icm_sweep)(
+            self.Q, term, self.beta, self.layout, self.work)
+        self.layout.to_mask_order(self.Q, out=self.R)  # back to the order of image[mask]
         # an emptied class is re-seeded by m_step; the next sweep then lets it claim pixels
-        reseeded += [(n_iter, k) for k in fit.reseeded]
-        means, covs, weights = fit
-        term, sigma2 = data_term()
-        history.append(history_entry(means, covs, weights, objective(term, sigma2, sweep)))
-        converged = sweep.change == 0 if method == "hard" else sweep.change < tol
-        if bar is not None:
-            bar.set_postfix_str(f"change={sweep.change:.3g}", refresh=False)
-            bar.update()
-        if converged:
-            break
-    if bar is not None:
-        bar.close()
-    resp = R.astype(np.int64) if method == "hard" else R
-    return EMResult(means=means, covariances=covs, weights=weights, resp=resp,
-                    labels=np.argmax(resp, axis=0), n_iter=n_iter, converged=bool(converged),
-                    objective=history[-1]["objective"], history=history,
-                    init_means=start.means.copy(), method=method, reseeded=reseeded)
+        fit = _m_step_1d(self.X, self.R, self.reg_covar)
+        return Step(fit, None, change=sweep.change, reseeded=fit.reseeded,
+                    new_objective=self.objective(fit.means, fit.covariances, sweep))
+
+    def finish(self, means, covs, weights):
+        return None  # the last step measured the final parameters' objective
+
+
+def _potts_em(X, mask, start, method, beta, connectivity, spacing, max_iter, tol, reg_covar,
+              progress=False, proportions=False):
+    """EM with a Potts prior, started from a plain-EM result ``start``; returns an EMResult.
+
+    Each iteration is one coloured sweep of the E-step (mean field or ICM) followed by the
+    usual M-step (``m_step``) on the resulting responsibilities (``_PottsPass``, driven by
+    ``emlab.engine.loop.iterate``). Stops when no label changes (hard) or no responsibility
+    moves by more than ``tol`` (soft).
+    """
+    potts = _PottsPass(X, mask, start, method, beta, connectivity, spacing, reg_covar,
+                       proportions)
+    name = "mean field" if method == "soft" else "ICM"
+    bar = progress_bar(f"{method} EM + {name}", max_iter) if progress else None
+    fit = iterate(potts, start.means, start.covariances, start.weights, method, max_iter, tol,
+                  bar)
+    resp = potts.R.astype(np.int64) if method == "hard" else potts.R
+    return EMResult(means=fit.means, covariances=fit.covariances, weights=fit.weights,
+                    resp=resp, labels=np.argmax(resp, axis=0), n_iter=fit.n_iter,
+                    converged=fit.converged, objective=fit.objective, history=fit.history,
+                    init_means=start.means.copy(), method=method, reseeded=fit.reseeded)
 
 
 def _log_proportions(weights, N):
     """The class proportions of the mean-field E-step, ``ln pi_k`` (K, 1): those of the plain
     fit the prior starts from, held fixed (see the module docstring)."""
     return np.log(np.maximum(np.asarray(weights, dtype=float), 1.0 / N))[:, None]
-
-
-def _prior_progress_bar(method, max_iter):
-    """A tqdm bar for the iterations under the prior (a widget in notebooks)."""
-    from tqdm.auto import tqdm
-
-    name = "mean field" if method == "soft" else "ICM"
-    return tqdm(total=max_iter, desc=f"{method} EM + {name}", unit="it")
 
 
 def _order_by_intensity(result):
