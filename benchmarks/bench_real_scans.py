@@ -47,7 +47,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from threadpoolctl import threadpool_limits  # noqa: E402
 
-import common  # noqa: E402  (benchmarks/ is on sys.path; it puts the repository root there)
+import common  # noqa: E402  (benchmarks/common.py, the shared harness)
 from emlab.imaging import label_maps, mni152, phantoms, segmentation  # noqa: E402
 
 TISSUES = ("CSF", "GM", "WM")
