@@ -9,6 +9,7 @@ import pytest
 from hypothesis import settings
 
 from emlab.imaging import label_maps
+from emlab.models import course_scans
 
 settings.register_profile("deterministic", derandomize=True, database=None)
 settings.load_profile("deterministic")
@@ -21,3 +22,15 @@ def t1_slice():
 
     full = np.load(get_fnames(name="t1_coronal_slice"))
     return label_maps.crop_to_mask(full, full > 0)
+
+
+@pytest.fixture(scope="module")
+def images():
+    """The course's two scans (the generated stand-ins of data/): {name: (X, y)}."""
+    return course_scans.load_images()
+
+
+@pytest.fixture(scope="module")
+def truth():
+    """data/truth.json, the parameters the scans were drawn from."""
+    return course_scans.load_truth()

@@ -2,6 +2,7 @@
 
 import numpy as np
 
+from emlab.engine.covariance import constrain_covariances, to_sklearn_format
 from emlab.imaging import label_maps
 
 
@@ -26,3 +27,18 @@ def piecewise_image(noise_sd, seed=0, shape=(48, 48), levels=(0.0, 1.0, 2.0)):
 
 def mean_dice(truth, labels):
     return float(label_maps.dice(truth, label_maps.match_label_images(truth, labels)).mean())
+
+
+def structured_start(X, covariance_type, seed):
+    """A seeded 3-component start whose covariances follow ``covariance_type``, and the
+    matching ``precisions_init`` of scikit-learn's GaussianMixture."""
+    rng = np.random.default_rng(seed)
+    d = X.shape[1]
+    A = rng.normal(size=(3, d, d))
+    covs = constrain_covariances(A @ A.transpose(0, 2, 1) + np.eye(d), np.array([1.0, 2, 3]),
+                                 covariance_type, 0.0)
+    start = {"means": X[rng.choice(len(X), 3, replace=False)], "covariances": covs,
+             "weights": np.array([0.5, 0.3, 0.2])}
+    layout = to_sklearn_format(covs, covariance_type)
+    precisions = np.linalg.inv(layout) if covariance_type in ("full", "tied") else 1.0 / layout
+    return start, precisions

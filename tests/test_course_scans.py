@@ -13,16 +13,6 @@ from emlab.models import course_scans
 DATA = Path(__file__).resolve().parents[1] / "data"
 
 
-@pytest.fixture(scope="module")
-def images():
-    return course_scans.load_images()
-
-
-@pytest.fixture(scope="module")
-def truth():
-    return course_scans.load_truth()
-
-
 def brute_force_accuracy(y, labels):
     return max(np.mean(np.asarray(perm)[labels] == y)
                for perm in itertools.permutations(range(3)))

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from sklearn.cluster import KMeans
 from sklearn.mixture import GaussianMixture
-from synthetic import mixture
+from synthetic import mixture, structured_start
 
 import em_helpers as em
 
@@ -481,20 +481,6 @@ def test_initial_means_errors(images):
 
 # --- covariance models ------------------------------------------------------------------------
 
-def _structured_start(X, covariance_type, seed):
-    """A start whose covariances follow the model, and GaussianMixture's precisions_init."""
-    from emlab.engine.covariance import constrain_covariances, to_sklearn_format
-
-    rng = np.random.default_rng(seed)
-    A = rng.normal(size=(3, 2, 2))
-    covs = constrain_covariances(A @ A.transpose(0, 2, 1) + np.eye(2), np.array([1.0, 2, 3]),
-                                 covariance_type, 0.0)
-    start = {"means": X[rng.choice(len(X), 3, replace=False)], "covariances": covs,
-             "weights": np.array([0.5, 0.3, 0.2])}
-    layout = to_sklearn_format(covs, covariance_type)
-    precisions = np.linalg.inv(layout) if covariance_type in ("full", "tied") else 1.0 / layout
-    return start, precisions
-
 
 @pytest.mark.parametrize("covariance_type", ["full", "tied", "diag", "spherical"])
 @pytest.mark.parametrize("seed, n_iter", [(0, 1), (1, 5), (2, 20)])
@@ -503,7 +489,7 @@ def test_each_covariance_type_equals_gaussian_mixture_from_the_same_start(covari
     from emlab.engine.covariance import to_sklearn_format
 
     X = blobs(seed, spread=2.0)
-    start, precisions = _structured_start(X, covariance_type, seed)
+    start, precisions = structured_start(X, covariance_type, seed)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # both warn that tol=0 never converges
         ours = em.run_em(X, method="soft", init=start, tol=0, max_iter=n_iter, reg_covar=1e-6,

@@ -14,9 +14,10 @@ from sklearn.base import clone
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.mixture import GaussianMixture
 from sklearn.utils.estimator_checks import check_param_validation, parametrize_with_checks
+from synthetic import structured_start
 
 import em_helpers as em
-from emlab.engine.covariance import COVARIANCE_TYPES, constrain_covariances, to_sklearn_format
+from emlab.engine.covariance import COVARIANCE_TYPES, to_sklearn_format
 from emlab.models import imputation
 from emlab.models.estimators import EMImputer, MixtureEM
 
@@ -123,18 +124,6 @@ def test_em_imputer_defaults_keep_several_starts():
 
 
 # --- GaussianMixture from the same start --------------------------------------------------------
-
-def structured_start(X, covariance_type, seed):
-    rng = np.random.default_rng(seed)
-    d = X.shape[1]
-    A = rng.normal(size=(3, d, d))
-    covs = constrain_covariances(A @ A.transpose(0, 2, 1) + np.eye(d), np.array([1.0, 2, 3]),
-                                 covariance_type, 0.0)
-    start = {"means": X[rng.choice(len(X), 3, replace=False)], "covariances": covs,
-             "weights": np.array([0.5, 0.3, 0.2])}
-    layout = to_sklearn_format(covs, covariance_type)
-    precisions = np.linalg.inv(layout) if covariance_type in ("full", "tied") else 1.0 / layout
-    return start, precisions
 
 
 @pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)

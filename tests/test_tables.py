@@ -17,16 +17,6 @@ DATA = Path(__file__).resolve().parents[1] / "data"
 
 
 @pytest.fixture(scope="module")
-def images():
-    return course_scans.load_images()
-
-
-@pytest.fixture(scope="module")
-def truth():
-    return course_scans.load_truth()
-
-
-@pytest.fixture(scope="module")
 def fits(images):
     out = {}
     for name, (X, y) in images.items():
