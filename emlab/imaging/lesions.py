@@ -150,11 +150,18 @@ def _refine(img, inside, tissue_labels, tissue_fit, component, margin, beta, spa
     present = [k for k in range(counts.size) if counts[k] >= max(0.01 * x.size, 2)]
     start = _tissue_start(x, labels, tissue_fit, lesion, present)
     K = start.means.shape[0]
-    crop_labels, fit = segment_image(img[box], crop_mask, K, "soft", beta=beta, start=start,
-                                     spacing=spacing)
-    # segment_image numbers classes by mean; init_means tell which one started as the lesion
-    lesion_class = int(np.argmin(np.abs(fit.init_means[:, 0] - start.means[-1, 0])))
-    found = crop_labels == lesion_class
+    if beta > 0:
+        crop_labels, fit = segment_image(img[box], crop_mask, K, "soft", beta=beta,
+                                         start=start, spacing=spacing)
+        crop_labels = crop_labels == int(  # classes numbered by mean: find the lesion's start
+            np.argmin(np.abs(fit.init_means[:, 0] - start.means[-1, 0])))
+    else:  # no prior: soft EM on the box's intensities from the same start
+        fit = run_em(x[:, None], K, method="soft", max_iter=500,
+                     init={"means": start.means, "covariances": start.covariances,
+                           "weights": start.weights})
+        crop_labels = np.zeros(crop_mask.shape, dtype=bool)
+        crop_labels[crop_mask] = fit.labels == K - 1
+    found = crop_labels
     parts, _ = ndimage.label(found)
     keep = np.unique(parts[component[box] & found])
     out = np.zeros(img.shape, dtype=bool)

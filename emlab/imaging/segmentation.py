@@ -193,8 +193,8 @@ def _plain_em(X, K, method, n_init, max_iter, random_state, reg_covar, progress=
     """Intensity-only EM. Hard: k-means++ starts, best of ``n_init``. Soft: started from that
     hard solution (its means, covariances and weights), as scikit-learn starts from k-means,
     and, when that hard solution leaves intensities more than 3 standard deviations beyond
-    its extreme components, also from ``_tail_start`` (that tail in a component of its own);
-    the start
+    its extreme components, also from ``_tail_start`` (that tail in a component of its own,
+    kept only if it ends distinct: ``_distinct_last``); the start
     whose soft EM reaches the higher log-likelihood wins. k-means inertia alone prefers
     splitting a large tissue to isolating a small distinct class (a lesion of 0.5 % of the
     voxels never gets a k-means start of its own); the likelihood is what soft EM maximises."""
@@ -211,14 +211,28 @@ def _plain_em(X, K, method, n_init, max_iter, random_state, reg_covar, progress=
     for start in starts:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            fit = run_em(X, K, method="soft", init=start, max_iter=max_iter,
-                         reg_covar=reg_covar, progress=progress)
+            try:
+                fit = run_em(X, K, method="soft", init=start, max_iter=max_iter,
+                             reg_covar=reg_covar, progress=progress)
+            except ValueError:
+                if best is None:
+                    raise
+                continue  # the tail's component collapsed (reg_covar=0): drop that start
+        if best is not None and not _distinct_last(fit):
+            continue  # the tail merged back into a tissue: not a class of its own
         # a later start must beat an earlier one by more than rounding (as in run_em)
         if best is None or fit.objective > best.objective + 1e-12 * abs(best.objective):
             best, best_warnings = fit, caught
     for w in best_warnings:  # the warnings of the start kept, as if it had been the only one
         warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     return best
+
+
+def _distinct_last(fit, typicality=3.0):
+    """Whether the last component (the tail's, in a fit from ``_tail_start``) ended more than
+    ``typicality`` standard deviations of every other component from that component's mean."""
+    mu, sd = fit.means[:, 0], np.sqrt(fit.covariances[:, 0, 0])
+    return bool(np.all(np.abs(mu[-1] - mu[:-1]) > typicality * sd[:-1]))
 
 
 def _outlying_tail(x, fit, typicality=3.0):

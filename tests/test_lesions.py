@@ -1,0 +1,167 @@
+"""Tests of ``emlab.imaging.lesions.find_lesions`` on small synthetic volumes: bright and dark
+lesions found with their implanted volume and centroid, none in a lesion-free volume, two
+lesions as two rows, ``min_volume_ml``, world centroids under an anisotropic affine, and every
+bad input refused with a ValueError naming it."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from emlab.imaging import label_maps, lesions, nifti, phantoms
+
+SHAPE = (36, 30, 30)
+LEVELS = (0.3, 0.6, 0.85)  # CSF, grey and white matter
+COLUMNS = ["voxels", "volume_ml", "centroid_x_mm", "centroid_y_mm", "centroid_z_mm",
+           "mean_intensity", "contrast"]
+
+
+def tissue_volume(seed=0):
+    """Three slabs along the first axis (CSF, GM, WM; WM the thickest) with Gaussian noise of
+    0.03, and a brain mask one voxel inside the border."""
+    rng = np.random.default_rng(seed)
+    truth = np.zeros(SHAPE, dtype=int)
+    truth[8:16] = 1
+    truth[16:] = 2
+    image = np.asarray(LEVELS)[truth] + rng.normal(0.0, 0.03, SHAPE)
+    mask = np.zeros(SHAPE, dtype=bool)
+    mask[1:-1, 1:-1, 1:-1] = True
+    return image, mask
+
+
+def implant(image, mask, centre, radius, intensity, affine=None, seed=0):
+    return phantoms.implant_lesion(image, centre, (radius,) * 3, intensity=intensity,
+                                   texture_sd=0.03, mask=mask, affine=affine, random_state=seed)
+
+
+def truth_stats(truth, mask, affine):
+    return label_maps.region_stats(np.where(mask, truth.astype(int), -1), ["rest", "lesion"],
+                                   affine=affine).loc["lesion"]
+
+
+@pytest.mark.parametrize("intensity", [1.1, 0.05], ids=["bright", "dark"])
+def test_a_bright_and_a_dark_lesion_are_found_and_measured(intensity):
+    image, mask = tissue_volume()
+    lesioned, truth = implant(image, mask, (25, 14, 15), 4.0, intensity)
+    before = lesioned.copy()
+    table, labels = lesions.find_lesions(lesioned, mask, min_volume_ml=0.05)
+    np.testing.assert_array_equal(lesioned, before)  # the caller's array is not modified
+    assert list(table.columns) == COLUMNS and table.index.name == "lesion"
+    assert len(table) == 1
+    row = table.loc[1]
+    expected = truth_stats(truth, mask, np.eye(4))
+    assert abs(row["voxels"] - truth.sum()) <= 0.05 * truth.sum()
+    # affine None: 1 mm voxels, centroids in voxel indices
+    assert row["volume_ml"] == pytest.approx(row["voxels"] / 1000)
+    np.testing.assert_allclose([row["centroid_x_mm"], row["centroid_y_mm"],
+                                row["centroid_z_mm"]],
+                               expected[["centroid_i", "centroid_j", "centroid_k"]].to_numpy(
+                                   float), atol=0.3)
+    assert row["mean_intensity"] == pytest.approx(lesioned[labels == 1].mean())
+    assert np.sign(row["contrast"]) == np.sign(intensity - 0.5) and abs(row["contrast"]) > 5
+    assert (labels[~mask] == -1).all() and set(np.unique(labels[mask])) == {0, 1}
+    assert label_maps.dice(truth.astype(int), (labels == 1).astype(int))[1] > 0.95
+
+
+def test_a_lesion_free_volume_gives_an_empty_table():
+    image, mask = tissue_volume(seed=1)
+    table, labels = lesions.find_lesions(image, mask, min_volume_ml=0.05)
+    assert table.empty and list(table.columns) == COLUMNS and table.index.name == "lesion"
+    assert (labels[mask] == 0).all() and (labels[~mask] == -1).all()
+    assert labels.dtype == np.int64
+
+
+def two_lesions():
+    image, mask = tissue_volume(seed=2)
+    image, big = implant(image, mask, (26, 8, 10), 4.5, 1.1, seed=1)
+    image, small = implant(image, mask, (24, 21, 20), 3.0, 1.2, seed=2)
+    return image, mask, big, small
+
+
+def test_two_separate_lesions_are_two_rows_largest_first():
+    image, mask, big, small = two_lesions()
+    table, labels = lesions.find_lesions(image, mask, min_volume_ml=0.05)
+    assert list(table.index) == [1, 2]
+    assert table["voxels"].is_monotonic_decreasing
+    assert label_maps.dice(big.astype(int), (labels == 1).astype(int))[1] > 0.95
+    assert label_maps.dice(small.astype(int), (labels == 2).astype(int))[1] > 0.95
+    np.testing.assert_array_equal(table["voxels"].to_numpy(),
+                                  [(labels == 1).sum(), (labels == 2).sum()])
+
+
+def test_min_volume_ml_is_honoured():
+    image, mask, big, small = two_lesions()
+    between = (big.sum() + small.sum()) / 2 / 1000  # mL, between the two lesions' volumes
+    table, labels = lesions.find_lesions(image, mask, min_volume_ml=between)
+    assert len(table) == 1 and table.loc[1, "volume_ml"] >= between
+    assert label_maps.dice(big.astype(int), (labels == 1).astype(int))[1] > 0.95
+    assert not (labels[small] > 0).any()
+    too_big = lesions.find_lesions(image, mask, min_volume_ml=2 * big.sum() / 1000)[0]
+    assert too_big.empty
+
+
+def test_world_centroid_and_volume_under_an_anisotropic_affine():
+    affine = np.array([[0.0, 1.5, 0.0, -20.0], [2.0, 0.0, 0.0, 35.0],
+                       [0.0, 0.0, 1.2, -8.0], [0.0, 0.0, 0.0, 1.0]])
+    image, mask = tissue_volume(seed=3)
+    lesioned, truth = implant(image, mask, (25, 15, 14), 6.0, 1.1, affine=affine)
+    table, labels = lesions.find_lesions(lesioned, mask, affine=affine, min_volume_ml=0.05)
+    assert len(table) == 1
+    row = table.loc[1]
+    ijk = np.argwhere(labels == 1).mean(axis=0)
+    np.testing.assert_allclose(row[["centroid_x_mm", "centroid_y_mm", "centroid_z_mm"]]
+                               .to_numpy(float), ijk @ affine[:3, :3].T + affine[:3, 3])
+    assert row["volume_ml"] == pytest.approx(row["voxels"] * 1.5 * 2.0 * 1.2 / 1000)
+    expected = truth_stats(truth, mask, affine)
+    assert abs(row["volume_ml"] - expected["volume_ml"]) <= 0.05 * expected["volume_ml"]
+    np.testing.assert_allclose(row[["centroid_x_mm", "centroid_y_mm", "centroid_z_mm"]]
+                               .to_numpy(float),
+                               expected[["centroid_x_mm", "centroid_y_mm", "centroid_z_mm"]]
+                               .to_numpy(float), atol=0.5)
+    assert nifti.voxel_volume_ml(affine) == pytest.approx(3.6 / 1000)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"mask": np.ones((5, 5, 5), dtype=bool)}, "mask"),
+    ({"min_volume_ml": -1.0}, "min_volume_ml"),
+    ({"min_volume_ml": 0.0}, "min_volume_ml"),
+    ({"min_volume_ml": float("nan")}, "min_volume_ml"),
+    ({"min_volume_ml": float("inf")}, "min_volume_ml"),
+    ({"min_volume_ml": "1"}, "min_volume_ml"),
+    ({"affine": np.eye(3)}, "affine"),
+    ({"affine": np.full((4, 4), np.nan)}, "affine"),
+    ({"n_tissues": 0}, "n_tissues"),
+    ({"typicality": 0.0}, "typicality"),
+    ({"beta": -0.5}, "beta"),
+    ({"margin_mm": float("nan")}, "margin_mm"),
+])
+def test_bad_inputs_raise_a_clear_value_error(kwargs, match):
+    image, mask = tissue_volume()
+    kwargs = {"mask": mask, **kwargs}
+    with pytest.raises(ValueError, match=match):
+        lesions.find_lesions(image, **kwargs)
+
+
+def test_a_slice_is_refused():
+    with pytest.raises(ValueError, match="3-D|dimension"):
+        lesions.find_lesions(np.zeros((10, 10)))
+
+
+def test_a_non_finite_voxel_in_the_mask_is_refused():
+    image, mask = tissue_volume()
+    image[10, 10, 10] = np.nan
+    with pytest.raises(ValueError, match="finite"):
+        lesions.find_lesions(image, mask)
+
+
+def test_the_table_is_a_dataframe_even_when_empty():
+    image, mask = tissue_volume(seed=4)
+    table, _ = lesions.find_lesions(image, mask, min_volume_ml=0.05, beta=0.0)
+    assert isinstance(table, pd.DataFrame) and table.empty
+
+
+def test_without_the_prior_a_clear_lesion_is_still_found():
+    image, mask = tissue_volume(seed=5)
+    lesioned, truth = implant(image, mask, (24, 15, 15), 4.0, 1.2)
+    table, labels = lesions.find_lesions(lesioned, mask, min_volume_ml=0.05, beta=0.0)
+    assert len(table) == 1
+    assert label_maps.dice(truth.astype(int), (labels == 1).astype(int))[1] > 0.9
