@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from emlab.imaging import label_maps, lesions, nifti, phantoms
+from emlab.imaging import label_maps, lesions, nifti, phantoms, segmentation
 
 SHAPE = (36, 30, 30)
 LEVELS = (0.3, 0.6, 0.85)  # CSF, grey and white matter
@@ -165,3 +165,60 @@ def test_without_the_prior_a_clear_lesion_is_still_found():
     table, labels = lesions.find_lesions(lesioned, mask, min_volume_ml=0.05, beta=0.0)
     assert len(table) == 1
     assert label_maps.dice(truth.astype(int), (labels == 1).astype(int))[1] > 0.9
+
+
+def test_a_given_tissue_fit_replaces_the_fit_and_is_checked():
+    image, mask = tissue_volume(seed=6)
+    healthy = segmentation.segment_image(image, mask, 3, "soft")[1]
+    lesioned, truth = implant(image, mask, (25, 14, 15), 4.0, 1.1)
+    fitted, fitted_labels = lesions.find_lesions(lesioned, mask, min_volume_ml=0.05)
+    given, given_labels = lesions.find_lesions(lesioned, mask, min_volume_ml=0.05,
+                                               tissues=healthy)
+    np.testing.assert_array_equal(given_labels, fitted_labels)
+    pd.testing.assert_frame_equal(given[["voxels", "volume_ml"]], fitted[["voxels", "volume_ml"]])
+    for bad in (healthy.means, segmentation.segment_image(image, mask, 2, "soft")[1],
+                segmentation.segment_image(image, mask, 3, "hard")[1]):
+        with pytest.raises(ValueError, match="tissues"):
+            lesions.find_lesions(lesioned, mask, tissues=bad)
+
+
+def test_implant_and_find_scores_against_the_truth_and_its_box_is_exact():
+    image, mask = tissue_volume(seed=7)
+    affine = np.diag([1.5, 1.0, 1.2, 1.0])
+    affine[:3, 3] = [-10.0, 4.0, 2.0]
+    tissues = segmentation.segment_image(image, mask, 3, "soft")[1]
+    position = nifti.voxel_to_world(affine, [25.0, 14.0, 15.0])
+    kwargs = dict(image=image, mask=mask, affine=affine, position_mm=position,
+                  volume_ml=0.25, intensity=1.1, texture_sd=0.03, min_volume_ml=0.05,
+                  tissues=tissues)
+    whole = lesions.implant_and_find(**kwargs)
+    boxed = lesions.implant_and_find(box_mm=6.0, **kwargs)
+    assert boxed == pytest.approx(whole)
+    # the same numbers by hand
+    centre = np.linalg.solve(affine, np.r_[position, 1.0])[:3]
+    radius = (3 * 250 / (4 * np.pi)) ** (1 / 3)
+    lesioned, truth = phantoms.implant_lesion(image, centre, (radius,) * 3, intensity=1.1,
+                                              texture_sd=0.03, mask=mask, affine=affine)
+    table, labels = lesions.find_lesions(lesioned, mask, affine=affine, min_volume_ml=0.05,
+                                         tissues=tissues)
+    true_ml = truth.sum() * 1.8 / 1000
+    assert whole["true_ml"] == pytest.approx(true_ml)
+    assert whole["found_ml"] == pytest.approx(table.loc[1, "volume_ml"])
+    assert whole["volume_error"] == pytest.approx(table.loc[1, "volume_ml"] / true_ml - 1)
+    truth_centre = nifti.voxel_to_world(affine, np.argwhere(truth).mean(axis=0))
+    assert whole["centroid_error_mm"] == pytest.approx(np.linalg.norm(
+        table.loc[1, ["centroid_x_mm", "centroid_y_mm", "centroid_z_mm"]].to_numpy(float)
+        - truth_centre))
+    assert whole["other_ml"] == 0.0 and abs(whole["volume_error"]) < 0.05
+
+
+def test_a_missed_lesion_scores_nan():
+    image, mask = tissue_volume(seed=8)
+    # at grey-matter intensity inside white matter: explained by the tissues, not found
+    row = lesions.implant_and_find(image, mask, np.eye(4), (25.0, 14.0, 15.0), 0.25, 0.6,
+                                   texture_sd=0.03, min_volume_ml=0.05)
+    assert np.isnan(row["found_ml"]) and np.isnan(row["volume_error"])
+    assert np.isnan(row["centroid_error_mm"]) and row["other_ml"] == 0.0
+    with pytest.raises(ValueError, match="truth"):
+        lesions.score_against_truth(pd.DataFrame(columns=COLUMNS), np.zeros(SHAPE, int),
+                                    np.zeros(SHAPE, bool))

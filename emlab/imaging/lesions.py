@@ -45,6 +45,7 @@ from scipy import ndimage
 from em_helpers import EMResult, run_em, soft_responsibilities
 from emlab.engine.validation import check_image, check_int
 from emlab.imaging import label_maps
+from emlab.imaging.phantoms import implant_lesion
 from emlab.imaging.nifti import check_affine, voxel_sizes_mm, voxel_volume_ml
 from emlab.imaging.potts import ColouredNeighbours, coloured_mean_field_sweep
 from emlab.imaging.segmentation import segment_image
@@ -60,6 +61,17 @@ def _check_positive(value, name, allow_zero=False):
         bound = ">= 0" if allow_zero else "> 0"
         raise ValueError(f"{name} must be a finite number {bound}, got {value!r}")
     return float(value)
+
+
+def _check_tissues(tissues, K):
+    """``tissues`` must be a soft ``EMResult`` with ``K`` components of one intensity."""
+    if not isinstance(tissues, EMResult) or tissues.method != "soft" \
+            or np.shape(tissues.means) != (K, 1):
+        shape = np.shape(getattr(tissues, "means", None))
+        raise ValueError(f"tissues must be the soft EMResult of a {K}-component fit of the "
+                         f"intensities (segment_image(..., n_components={K})[1]), got "
+                         f"{type(tissues).__name__} with means of shape {shape}")
+    return tissues
 
 
 def _outlier_field(z, inside, kappa, beta, max_sweeps=100, tol=1e-3):
@@ -170,7 +182,7 @@ def _refine(img, inside, tissue_labels, tissue_fit, component, margin, beta, spa
 
 
 def find_lesions(image, mask=None, *, affine=None, n_tissues=3, min_volume_ml=0.5,
-                 typicality=2.5, beta=1.0, margin_mm=6.0, random_state=0):
+                 typicality=2.5, beta=1.0, margin_mm=6.0, random_state=0, tissues=None):
     """Find the lesions of a 3-D scan: the voxels that no tissue explains, as measured regions.
 
     See the module docstring for the method (Van Leemput et al. 2001): a tissue mixture by
@@ -207,6 +219,11 @@ def find_lesions(image, mask=None, *, affine=None, n_tissues=3, min_volume_ml=0.
         The box around each component in which EM decides its boundary.
     random_state : int, default 0
         Seed of the tissue fit's starts.
+    tissues : EMResult, optional
+        A tissue mixture to use instead of fitting one (step 1 skipped): a soft fit with
+        ``n_tissues`` components of one intensity, e.g. ``segment_image(healthy, mask,
+        n_tissues)[1]`` of a lesion-free scan of the same kind, when many lesions are tried
+        on one scan (the notebook's sensitivity map).
 
     Returns
     -------
@@ -224,8 +241,9 @@ def find_lesions(image, mask=None, *, affine=None, n_tissues=3, min_volume_ml=0.
     ValueError
         If the image is not 3-D or not finite inside the mask, the mask's shape differs,
         ``affine`` is not a 4 x 4 non-singular matrix, ``min_volume_ml``, ``typicality`` or
-        ``margin_mm`` is not a positive finite number, ``beta`` is negative or not finite, or
-        ``n_tissues`` is not an int >= 1.
+        ``margin_mm`` is not a positive finite number, ``beta`` is negative or not finite,
+        ``n_tissues`` is not an int >= 1, or ``tissues`` is not a soft fit of ``n_tissues``
+        components of one intensity.
     """
     img, inside = check_image(image, mask, ndims=(3,))
     A = np.eye(4) if affine is None else check_affine(affine)
@@ -236,15 +254,18 @@ def find_lesions(image, mask=None, *, affine=None, n_tissues=3, min_volume_ml=0.
     margin_mm = _check_positive(margin_mm, "margin_mm")
     spacing = tuple(float(s) for s in voxel_sizes_mm(A))
     min_voxels = min_volume_ml / voxel_volume_ml(A)
-    _, first = segment_image(img, inside, K, "soft", random_state=random_state,
-                             spacing=spacing)
     x = img[inside]
-    # a large lesion inflates the tissue it is fitted with: re-fit the tissues without the
-    # candidates of a liberal first test (2/3 kappa), then test again at kappa
-    suspect = _candidates(x, first, inside, 2.0 * kappa / 3.0, beta, min_voxels)[inside] > 0
-    tissue_fit = run_em(x[~suspect][:, None], K, method="soft",
-                        init={"means": first.means, "covariances": first.covariances,
-                              "weights": first.weights}, max_iter=500)
+    if tissues is not None:
+        tissue_fit = _check_tissues(tissues, K)
+    else:
+        _, first = segment_image(img, inside, K, "soft", random_state=random_state,
+                                 spacing=spacing)
+        # a large lesion inflates the tissue it is fitted with: re-fit the tissues without
+        # the candidates of a liberal first test (2/3 kappa), then test again at kappa
+        suspect = _candidates(x, first, inside, 2.0 * kappa / 3.0, beta, min_voxels)[inside] > 0
+        tissue_fit = run_em(x[~suspect][:, None], K, method="soft",
+                            init={"means": first.means, "covariances": first.covariances,
+                                  "weights": first.weights}, max_iter=500)
     resp, _ = soft_responsibilities(x[:, None], tissue_fit.means, tissue_fit.covariances,
                                     tissue_fit.weights)
     tissue_labels = np.full(img.shape, -1, dtype=np.int64)
@@ -287,3 +308,75 @@ def _lesion_table(img, inside, lesions, A, world, mu, sd):
                          index=pd.RangeIndex(1, len(records) + 1, name="lesion"))
     table["voxels"] = table["voxels"].astype(np.int64)
     return table, labels
+
+
+def score_against_truth(table, lesion_labels, truth, affine=None):
+    """How well ``find_lesions`` measured one implanted lesion of known extent ``truth``.
+
+    The found lesion is the row whose voxels overlap ``truth`` most (none: not found).
+
+    Returns
+    -------
+    dict
+        ``true_ml`` (the truth's volume), ``found_ml`` (NaN if not found), ``volume_error``
+        (relative, NaN if not found), ``centroid_error_mm`` (NaN if not found; in voxel units
+        when ``affine`` is None) and ``other_ml``: the volume of every other reported lesion.
+    """
+    labels = np.asarray(lesion_labels)
+    truth = np.asarray(truth, dtype=bool)
+    if labels.shape != truth.shape or labels.ndim != 3:
+        raise ValueError(f"lesion_labels and truth must be 3-D of one shape, got {labels.shape} "
+                         f"and {truth.shape}")
+    if not truth.any():
+        raise ValueError("truth holds no voxel")
+    A = np.eye(4) if affine is None else check_affine(affine)
+    voxel_ml = voxel_volume_ml(A)
+    true_centre = np.argwhere(truth).mean(axis=0) @ A[:3, :3].T + A[:3, 3]
+    row = {"true_ml": int(truth.sum()) * voxel_ml, "found_ml": np.nan, "volume_error": np.nan,
+           "centroid_error_mm": np.nan, "other_ml": float(table["volume_ml"].sum())}
+    overlap = np.bincount(labels[truth & (labels > 0)], minlength=len(table) + 1)
+    if overlap.max(initial=0) == 0:
+        return row
+    best = int(np.argmax(overlap))
+    found = table.loc[best]
+    centre = np.array([found[c] for c in COLUMNS[2:5]], dtype=float)
+    if affine is None:  # the table holds voxel indices: the same map (the identity)
+        centre = centre @ A[:3, :3].T + A[:3, 3]
+    row.update(found_ml=float(found["volume_ml"]),
+               volume_error=float(found["volume_ml"]) / row["true_ml"] - 1.0,
+               centroid_error_mm=float(np.linalg.norm(centre - true_centre)),
+               other_ml=row["other_ml"] - float(found["volume_ml"]))
+    return row
+
+
+def implant_and_find(image, mask, affine, position_mm, volume_ml, intensity, texture_sd=0.0,
+                     box_mm=None, random_state=0, **options):
+    """One case of a sensitivity map: implant a ball, find it, score it.
+
+    A ball of ``volume_ml`` centred at world ``position_mm`` (``phantoms.implant_lesion``,
+    ``intensity`` plus seeded Gaussian texture ``texture_sd``) goes into a copy of ``image``;
+    ``find_lesions(..., **options)`` looks for it, on the whole image or, with ``box_mm``, on
+    the box of the ball plus ``box_mm`` on every side (with the affine moved to the box, so
+    that centroids stay world coordinates). The box is exact when ``options`` hold a
+    ``tissues`` fit: every other step of ``find_lesions`` only looks at the outlying voxels
+    and their neighbours. Returns ``score_against_truth``'s dict.
+    """
+    A = check_affine(affine)
+    img, inside = check_image(image, mask, ndims=(3,))
+    centre = np.linalg.solve(A, np.r_[np.asarray(position_mm, dtype=float), 1.0])[:3]
+    radius = (3.0 * _check_positive(volume_ml, "volume_ml") * 1000.0 / (4.0 * np.pi)) ** (1 / 3)
+    lesioned, truth = implant_lesion(img, centre, (radius,) * 3, intensity=intensity,
+                                     texture_sd=texture_sd, mask=inside, affine=A,
+                                     random_state=random_state)
+    if box_mm is not None:
+        margin = np.ceil(_check_positive(box_mm, "box_mm") / voxel_sizes_mm(A)).astype(int)
+        where = np.nonzero(truth)
+        box = tuple(slice(max(int(w.min()) - m, 0), int(w.max()) + m + 1)
+                    for w, m in zip(where, margin))
+        offset = np.array([b.start for b in box], dtype=float)
+        A = A.copy()
+        A[:3, 3] += A[:3, :3] @ offset
+        lesioned, inside, truth = lesioned[box], inside[box], truth[box]
+    table, labels = find_lesions(lesioned, inside, affine=A, random_state=random_state,
+                                 **options)
+    return score_against_truth(table, labels, truth, A)
