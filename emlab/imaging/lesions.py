@@ -22,7 +22,7 @@ outliers of a tissue model), in four steps, each a piece this package already ha
    ``q_n(out) > 1/2``, kept if at least ``min_volume_ml``.
 4. **EM decides each lesion's boundary.** Around each component (its bounding box plus
    ``margin_mm``), ``segment_image`` runs soft EM under the Potts prior with one class per
-   tissue present there and one lesion class, started from the tissue fit and from the
+   tissue that holds at least 10 % of the box and one lesion class, started from the tissue fit and from the
    component's own mean and variance. The lesion is the connected part of the final lesion
    class that meets the component (components that grow into one lesion are merged). The
    prior only couples neighbours, so the box loses nothing that the whole brain would add
@@ -159,12 +159,15 @@ def _refine(img, inside, tissue_labels, tissue_fit, component, margin, beta, spa
     labels = tissue_labels[box][crop_mask]
     lesion = component[box][crop_mask]
     counts = np.bincount(labels[~lesion], minlength=tissue_fit.means.shape[0])
-    present = [k for k in range(counts.size) if counts[k] >= max(0.01 * x.size, 2)]
+    # the tissues that hold at least 10 % of the box (a rarer one, with no mixing weight under
+    # the prior, wanders off to split another tissue); at least the most common one
+    present = [k for k in range(counts.size) if counts[k] >= max(0.1 * x.size, 2)] \
+        or [int(np.argmax(counts))]
     start = _tissue_start(x, labels, tissue_fit, lesion, present)
     K = start.means.shape[0]
     if beta > 0:
         crop_labels, fit = segment_image(img[box], crop_mask, K, "soft", beta=beta,
-                                         start=start, spacing=spacing)
+                                         start=start, spacing=spacing, tol=1e-3)
         crop_labels = crop_labels == int(  # classes numbered by mean: find the lesion's start
             np.argmin(np.abs(fit.init_means[:, 0] - start.means[-1, 0])))
     else:  # no prior: soft EM on the box's intensities from the same start
