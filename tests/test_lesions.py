@@ -222,3 +222,21 @@ def test_a_missed_lesion_scores_nan():
     with pytest.raises(ValueError, match="truth"):
         lesions.score_against_truth(pd.DataFrame(columns=COLUMNS), np.zeros(SHAPE, int),
                                     np.zeros(SHAPE, bool))
+
+
+def test_implant_and_find_searches_the_whole_image_when_a_lesion_reaches_the_cut():
+    image, mask = tissue_volume(seed=9)
+    tissues = segmentation.segment_image(image, mask, 3, "soft")[1]
+    # a second, brighter lesion mostly inside the box of the implanted one, cut by its face
+    image, other = implant(image, mask, (25, 14, 22), 3.0, 1.3, seed=3)
+    kwargs = dict(image=image, mask=mask, affine=np.eye(4), position_mm=(25.0, 14.0, 13.0),
+                  volume_ml=0.1, intensity=1.1, texture_sd=0.03, min_volume_ml=0.05,
+                  tissues=tissues)
+    whole = lesions.implant_and_find(**kwargs)
+    boxed = lesions.implant_and_find(box_mm=8.0, **kwargs)  # cuts the other lesion
+    assert whole["other_ml"] == pytest.approx(other.sum() / 1000, rel=0.05)
+    assert boxed == pytest.approx(whole)  # the whole other lesion: the box was not kept
+    assert lesions._near_cut_faces(other[:, :, 5:22], (slice(0, 36), slice(0, 30), slice(5, 22)),
+                                   SHAPE, np.full(3, 6.0))
+    assert not lesions._near_cut_faces(other[:, :, 5:], (slice(0, 36), slice(0, 30),
+                                                          slice(5, 30)), SHAPE, np.full(3, 2.0))
