@@ -1,6 +1,8 @@
 # Two commands: `make test` (unit tests + every notebook under nbval) and
-# `make report` (run the notebooks, export HTML to report/). Both build .venv first.
-.PHONY: test report bench data clean
+# `make report` (run the notebooks, export HTML to report/). `make lab` opens the notebooks in
+# JupyterLab. Each builds .venv first: the pins of requirements.txt, then this project in
+# editable mode (pyproject.toml), so `import em_helpers` and `import emlab` work from any folder.
+.PHONY: test report lab bench data clean
 
 # Python 3.11, 3.12 or 3.13 (requirements.txt installs the same pins on all three). The first
 # of python3.11, python3.12, python3.13, python3 on PATH is used; override with PYTHON=...
@@ -10,10 +12,8 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-# Notebook kernels start in notebooks/ and must find em_helpers; matplotlib needs a
-# writable config folder (git-ignored); MPLBACKEND must stay unset so ipykernel picks
-# its inline backend (an exported MPLBACKEND=Agg makes every figure disappear).
-export PYTHONPATH  := $(CURDIR)
+# matplotlib needs a writable config folder (git-ignored); MPLBACKEND must stay unset so
+# ipykernel picks its inline backend (an exported MPLBACKEND=Agg makes every figure disappear).
 export MPLCONFIGDIR := $(CURDIR)/.mplconfig
 unexport MPLBACKEND
 # One BLAS thread for tests and notebooks: the last digits of BLAS results depend on the
@@ -23,8 +23,10 @@ test report: export OPENBLAS_NUM_THREADS := 1
 test report: export OMP_NUM_THREADS := 1
 test report: export MKL_NUM_THREADS := 1
 
-# (Re)create the venv when it is missing or requirements.txt is newer than the stamp.
-$(STAMP): requirements.txt
+# (Re)create the venv when it is missing or requirements.txt or pyproject.toml is newer than the
+# stamp. The pins include the build backend (setuptools), so the editable install builds with
+# them (--no-build-isolation) and pip checks that the pins satisfy pyproject's ranges.
+$(STAMP): requirements.txt pyproject.toml
 	@test -n "$(PYTHON)" || { echo "error: no python3.11, 3.12, 3.13 or python3 on PATH" >&2; exit 1; }
 	@$(PYTHON) -c '$(SUPPORTED)' || \
 	  { echo "error: Python 3.11 to 3.13 is required, $(PYTHON) is $$($(PYTHON) --version 2>&1)" >&2; exit 1; }
@@ -32,13 +34,16 @@ $(STAMP): requirements.txt
 	@$(PY) -c '$(SUPPORTED)' || \
 	  { echo "error: $(VENV) is not Python 3.11 to 3.13: remove it and run make again" >&2; exit 1; }
 	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-build-isolation --editable .
 	touch $@
 
-# One pytest run: tests/ plus every notebook re-executed and compared by nbval,
-# with this venv's Python as the kernel. Exit code 5 (nothing collected) is an error.
+# One pytest run: tests/ plus every notebook re-executed and compared by nbval, with this venv's
+# Python as the kernel. `-P` keeps the current folder off sys.path, so the tests import the
+# installed project, as the notebooks' kernels (started in notebooks/) do. --durations lists the
+# slowest tests. Exit code 5 (nothing collected) is an error.
 test: $(STAMP)
 	@mkdir -p $(MPLCONFIGDIR)
-	$(PY) -m pytest tests notebooks --nbval --nbval-current-env \
+	$(PY) -P -m pytest tests notebooks --nbval --nbval-current-env \
 	  --nbval-sanitize-with notebooks/nbval_sanitize.cfg --durations=10 -ra; \
 	  rc=$$?; [ $$rc -ne 5 ] || echo "error: pytest collected no tests" >&2; exit $$rc
 
@@ -48,12 +53,20 @@ report: $(STAMP)
 	rm -rf report
 	$(PY) scripts/build_report.py --out report
 
-# Each script writes its own section of benchmarks/RESULTS.md (about 20 minutes in all;
-# bench_scale needs about 1.6 GB free in the temporary folder and deletes its files).
+# JupyterLab from the venv, on the notebooks (the kernel is the venv's Python). Jupyter refuses
+# to run as root unless told, as in many containers: then --allow-root is added.
+lab: $(STAMP)
+	@mkdir -p $(MPLCONFIGDIR)
+	$(PY) -m jupyter lab --notebook-dir=notebooks $(if $(filter 0,$(shell id -u)),--allow-root)
+
+# Each script writes its own section of benchmarks/RESULTS.md (docs/benchmarks.md; about 20
+# minutes in all; bench_scale needs about 1.6 GB free in the temporary folder and deletes its
+# files). One line per script.
 bench: $(STAMP)
 	$(PY) benchmarks/bench_em.py
 	$(PY) benchmarks/bench_segmentation.py
 	$(PY) benchmarks/bench_scale.py --repeats 5
+	$(PY) benchmarks/bench_imputers.py
 
 data: $(STAMP)
 	$(PY) data/make_images.py

@@ -456,6 +456,12 @@ def _available_case_parameters(X, R, counts):
         corr_bound = np.outer(diag, diag)
         cov = np.clip(cov, -0.99 * corr_bound, 0.99 * corr_bound)
         np.fill_diagonal(cov, np.maximum(diag ** 2, np.nanvar(X, axis=0) * 1e-3 + 1e-12))
+        # clipping each correlation to 0.99 is enough in 2-D only: from 3-D on, halve the
+        # off-diagonal while the smallest eigenvalue is below 1e-3 of the smallest variance
+        off = cov - np.diag(np.diag(cov))
+        while np.linalg.eigvalsh(cov)[0] <= 1e-3 * np.diag(cov).min():
+            off *= 0.5
+            cov = np.diag(np.diag(cov)) + off
         covs[k] = cov
     return means, covs
 

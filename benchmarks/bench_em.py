@@ -28,30 +28,21 @@ Method
 
 from __future__ import annotations
 
-import argparse
 import cProfile
-import json
-import os
-import platform
 import pstats
-import re
-import subprocess
-import sys
 import time
 import tracemalloc
 import warnings
 from pathlib import Path
 
+import common  # benchmarks/common.py, the shared harness (first: it finds the project)
 import numpy as np
-import sklearn
 from sklearn.cluster import KMeans
 from sklearn.mixture import GaussianMixture
-from threadpoolctl import threadpool_info, threadpool_limits
+from threadpoolctl import threadpool_limits
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import em_helpers as em  # noqa: E402
-from emlab.engine import fastpath  # noqa: E402
-from results_file import write_section  # noqa: E402  (benchmarks/ is on sys.path)
+import em_helpers as em
+from emlab.engine import fastpath
 
 SEED = 0
 N_COMPONENTS = 3
@@ -63,7 +54,6 @@ REG_COVAR = 1e-6
 CONFIGS = ("ours hard", "KMeans", "ours soft", "GaussianMixture", "X.sum")
 SKLEARN_OF = {"ours hard": "KMeans", "ours soft": "GaussianMixture"}
 MEMORY_N = 10 ** 6
-HERE = Path(__file__).resolve().parent
 
 
 # ------------------------------------------------------------------------------- data, fits
@@ -173,11 +163,6 @@ def per_iteration_times(X, threads, repeats):
 
 # ---------------------------------------------------------------------------------- memory
 
-def _status_mib(key):
-    text = Path("/proc/self/status").read_text()
-    return int(re.search(rf"^{key}:\s+(\d+) kB", text, re.MULTILINE).group(1)) / 1024
-
-
 def memory_child(config, n_points):
     """Run in a fresh process: print the peaks (MiB) of one fit, as JSON.
 
@@ -188,25 +173,21 @@ def memory_child(config, n_points):
     n_iter = ITERATIONS["hard" if config in ("ours hard", "KMeans") else "soft"][1]
     with threadpool_limits(limits=1):
         fit(config, X[:1000], 1)  # warm up: lazy imports and first-call allocations
-        Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
-        before = _status_mib("VmRSS")
-        model = fit(config, X, n_iter)
-        rss = _status_mib("VmHWM") - before
+        with common.PeakRSS() as rss:
+            model = fit(config, X, n_iter)
         del model
         tracemalloc.start()
         fit(config, X, n_iter)
         allocated = tracemalloc.get_traced_memory()[1] / 2 ** 20
         tracemalloc.stop()
-    print(json.dumps({"config": config, "rss": rss, "allocated": allocated}))
+    common.print_child_result(config=config, rss=rss.rise, allocated=allocated)
 
 
 def peak_memory(n_points):
     """{config: {"rss": MiB, "allocated": MiB}}, every configuration in its own subprocess."""
     peaks = {}
     for config in CONFIGS[:-1]:
-        out = subprocess.run([sys.executable, __file__, "--memory-child", config, str(n_points)],
-                             check=True, capture_output=True, text=True).stdout
-        peaks[config] = json.loads(out.strip().splitlines()[-1])
+        peaks[config] = common.run_memory_child(__file__, config, n_points)
     return peaks
 
 
@@ -262,47 +243,17 @@ def profile_table(rows, total):
 
 # ---------------------------------------------------------------------------------- report
 
-def machine_description():
-    cpu = "unknown CPU"
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        found = re.search(r"^model name\s*:\s*(.+)$", cpuinfo.read_text(), re.MULTILINE)
-        cpu = found.group(1).strip() if found else cpu
-    mem = _meminfo_gib()
-    libs = sorted({" ".join(filter(None, (i["internal_api"], i.get("version"))))
-                   + f" ({i['num_threads']} threads)" for i in threadpool_info()})
-    return (f"{cpu}, {os.cpu_count()} cores, {cache_size()} last-level cache, {mem:.0f} GiB RAM, "
-            f"{platform.system()} "
-            f"{platform.release()}; Python {platform.python_version()}, numpy {np.__version__}, "
-            f"scikit-learn {sklearn.__version__}; native pools: {', '.join(libs)}")
-
-
-def default_threads():
-    return max(pool["num_threads"] for pool in threadpool_info())
-
-
-def _meminfo_gib():
-    try:
-        text = Path("/proc/meminfo").read_text()
-        return int(re.search(r"MemTotal:\s+(\d+) kB", text).group(1)) / 2 ** 20
-    except (OSError, AttributeError):
-        return float("nan")
-
-
 def summarise(slopes):
     """Medians of the times and of the per-repeat ratios, with the ratios' min-max range."""
     median = {config: float(np.median(v)) for config, v in slopes.items()}
     ratios = {}
     for ours, theirs in (("ours hard", "KMeans"), ("ours soft", "GaussianMixture"),
                          ("ours hard", "X.sum"), ("ours soft", "X.sum")):
-        per_repeat = np.array(slopes[ours]) / np.array(slopes[theirs])
-        ratios[f"{ours} / {theirs}"] = (float(np.median(per_repeat)), float(per_repeat.min()),
-                                        float(per_repeat.max()))
+        ratios[f"{ours} / {theirs}"] = common.ratio_stats(slopes[ours], slopes[theirs])
     return median, ratios
 
 
-def _ratio(r):
-    return f"{r[0]:.2f} ({r[1]:.2f}-{r[2]:.2f})"
+_ratio = common.format_ratio
 
 
 def results_table(rows):
@@ -361,7 +312,7 @@ def targets(rows, peaks):
     return out
 
 
-def write_markdown(path, rows, peaks, memory_n, profiles, machine, load, repeats, plot_name):
+def write_markdown(folder, rows, peaks, memory_n, profiles, machine, load, repeats, plot_name):
     lines = [
         "# EM benchmark: ours against scikit-learn",
         "",
@@ -375,8 +326,8 @@ def write_markdown(path, rows, peaks, memory_n, profiles, machine, load, repeats
         f"{ITERATIONS['soft'][0]} and {ITERATIONS['soft'][1]} (soft EM, GaussianMixture) from "
         f"the same start; median of {repeats} interleaved repeats. Times in ms per iteration "
         "(X.sum: ms per pass); ratios are the median of the per-repeat ratios, with their "
-        f"min-max range. One thread: CPU time; default threads ({default_threads()} here, for "
-        "BLAS and OpenMP alike): wall time.",
+        "min-max range. One thread: CPU time; default threads "
+        f"({common.default_threads()} here, for BLAS and OpenMP alike): wall time.",
         "",
         "Before timing, every N checked that ours and scikit-learn's give the same labels and "
         "means (hard, vs KMeans) and the same means, covariances, weights and log-likelihood "
@@ -404,7 +355,7 @@ def write_markdown(path, rows, peaks, memory_n, profiles, machine, load, repeats
                   "the shares.", ""]
         for config, (top, total) in profiles.items():
             lines += [f"**{config}**", "", profile_table(top, total)]
-    write_section(path, "em", "\n".join(lines))
+    return common.write_section(folder, "em", "\n".join(lines))
 
 
 def _mib(n_bytes):
@@ -421,13 +372,14 @@ def limits_notes(rows, peaks, memory_n):
         notes.append(
             f"Hard EM vs one X.sum() pass ({row['ratios']['ours hard / X.sum'][0]:.1f} x): "
             f"X.sum() reads the {_mib(x_bytes):.1f} MiB of X at {bandwidth:.0f} GB/s because "
-            f"they stay in the {cache_size()} last-level cache, so this floor is a cache-bandwidth "
-            "floor. A hard iteration in numpy is a series of separate calls per block of "
-            f"{fastpath.BLOCK_ROWS:,} points: building t(x) (a copy and d products), the scores "
-            "(K, 1 + d) @ (1 + d, b), their minimum, the one-hot, and the sums (K, b) @ (b, m); "
-            "each call reads or writes the block again and pays its own overhead (the profile "
-            "below splits the iteration). Fusing them into one loop over the points, as the "
-            "Cython of KMeans does, is out of reach of pure numpy/scipy; the iteration is still "
+            f"they stay in the {common.cache_size()} last-level cache, so this floor is a "
+            "cache-bandwidth floor. A hard iteration in numpy is a series of separate calls "
+            f"per block of {fastpath.BLOCK_ROWS:,} points: building t(x) (a copy and d "
+            "products), the scores (K, 1 + d) @ (1 + d, b), their minimum, the one-hot, and "
+            "the sums (K, b) @ (b, m); each call reads or writes the block again and pays its "
+            "own overhead (the profile below splits the iteration). Fusing them into one loop "
+            "over the points, as the Cython of KMeans does, is out of reach of pure "
+            "numpy/scipy; the iteration is still "
             f"{row['ratios']['ours hard / KMeans'][0]:.2f} x KMeans' (Lloyd).")
     if peaks and memory_n == 10 ** 6 and peaks["ours hard"]["rss"] > peaks["KMeans"]["rss"]:
         K, d, n = N_COMPONENTS, 2, memory_n
@@ -445,15 +397,6 @@ def limits_notes(rows, peaks, memory_n):
     if notes:
         return ["## What limits the missed targets", ""] + [f"- {note}" for note in notes] + [""]
     return []
-
-
-def cache_size():
-    """Size of the last-level cache as the kernel reports it (e.g. '32 MiB')."""
-    caches = sorted(Path("/sys/devices/system/cpu/cpu0/cache").glob("index*/size"))
-    if not caches:
-        return "last-level"
-    size = caches[-1].read_text().strip()
-    return f"{int(size[:-1]) // 1024} MiB" if size.endswith("K") else size
 
 
 def plot(path, rows):
@@ -476,7 +419,7 @@ def plot(path, rows):
         if threads == "1":
             ax.set_title("1 thread (CPU time)")
         else:
-            ax.set_title(f"default: {default_threads()} threads (wall time)")
+            ax.set_title(f"default: {common.default_threads()} threads (wall time)")
         ax.set_xlabel("N (points)")
         ax.grid(True, which="both", alpha=0.3)
     axes[0].set_ylabel("seconds per iteration")
@@ -489,36 +432,28 @@ def plot(path, rows):
 
 # ------------------------------------------------------------------------------------ main
 
-def parse_args(argv):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true",
-                        help="smoke run: N up to 10^5, 3 repeats; writes files only with --out")
+def options(parser):
+    """bench_em's own options."""
     parser.add_argument("--big", action="store_true", help="also N = 4 000 000")
     parser.add_argument("--sizes", type=int, nargs="+", default=None,
                         help="the values of N to time (replaces the defaults)")
-    parser.add_argument("--repeats", type=int, default=None, help="default 7 (quick: 3)")
-    parser.add_argument("--out", type=Path, default=None,
-                        help="folder for RESULTS.md and time_vs_n.png (default: benchmarks/)")
-    parser.add_argument("--memory-child", nargs=2, metavar=("CONFIG", "N"),
-                        help=argparse.SUPPRESS)
-    return parser.parse_args(argv)
 
 
 def main(argv=None):
-    args = parse_args(argv)
+    args = common.parse_args(argv, __doc__, repeats=(7, 3), memory_child=("CONFIG", "N"),
+                             options=options, quick_help="smoke run: N up to 10^5, 3 repeats; "
+                             "writes files only with --out")
     if args.memory_child:
         memory_child(args.memory_child[0], int(args.memory_child[1]))
         return
-    repeats = args.repeats or (3 if args.quick else 7)
-    if repeats < 1:
-        raise SystemExit("--repeats must be >= 1")
+    repeats = args.repeats
     sizes = [10 ** 4, 10 ** 5] if args.quick else [10 ** 4, 10 ** 5, 10 ** 6]
     if args.big:
         sizes.append(4 * 10 ** 6)
     if args.sizes:
         sizes = sorted(args.sizes)
-    out = args.out if args.out is not None else (None if args.quick else HERE)
-    load_before = " ".join(f"{x:.1f}" for x in os.getloadavg())
+    out = args.out
+    load_before = common.load_average()
     started = time.perf_counter()
     rows = []
     for n_points in sizes:
@@ -537,18 +472,18 @@ def main(argv=None):
     peaks = peak_memory(memory_n)
     X = make_data(max(sizes))
     profiles = {config: profile_per_iteration(config, X) for config in ("ours hard", "ours soft")}
-    load_after = " ".join(f"{x:.1f}" for x in os.getloadavg())
+    load_after = common.load_average()
     print(f"done in {time.perf_counter() - started:.0f} s")
-    machine = machine_description()
+    machine = common.machine_description("sklearn")
     if out is None:
         print(results_table(rows))
         print(memory_table(peaks, memory_n))
         return
     out.mkdir(parents=True, exist_ok=True)
     plot(out / "time_vs_n.png", rows)
-    write_markdown(out / "RESULTS.md", rows, peaks, memory_n, profiles, machine,
+    results = write_markdown(out, rows, peaks, memory_n, profiles, machine,
                    (load_before, load_after), repeats, "time_vs_n.png")
-    print((out / "RESULTS.md").read_text())
+    print(results.read_text())
 
 
 if __name__ == "__main__":

@@ -45,27 +45,22 @@ import os
 for _name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ[_name] = "1"  # before numpy loads; the worker processes inherit it
 
-import argparse  # noqa: E402
 import logging  # noqa: E402
-import platform  # noqa: E402
-import re  # noqa: E402
 import shutil  # noqa: E402
-import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 import warnings  # noqa: E402
 from pathlib import Path  # noqa: E402
 
+import common  # noqa: E402  (benchmarks/common.py, the shared harness; it finds the project)
 import dask  # noqa: E402
 import dask.array as da  # noqa: E402
 import distributed  # noqa: E402
 import numpy as np  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import em_helpers as em  # noqa: E402
 from emlab.engine import chunked as dist_em  # noqa: E402
 from emlab.engine import fastpath  # noqa: E402
-from results_file import write_section  # noqa: E402  (benchmarks/ is on sys.path)
 
 SEED = 0
 K = 3
@@ -82,7 +77,6 @@ DATASETS = {"full": ((10 ** 8, 1), (2 * 10 ** 7, 2)), "quick": ((10 ** 6, 1), (2
 CONFIGS = ("in memory", "dask, 1 worker", "dask, 2 workers")
 TARGET_SPEEDUP = 1.6
 TARGET_MEMORY_SHARE = 0.10
-HERE = Path(__file__).resolve().parent
 
 
 # ------------------------------------------------------------------------------- data
@@ -123,11 +117,6 @@ def start_of(d):
 
 
 # ------------------------------------------------------------------------------- timing
-
-def _status_mib(key, status=None):
-    text = status if status is not None else Path("/proc/self/status").read_text()
-    return int(re.search(rf"^{key}:\s+(\d+) kB", text, re.MULTILINE).group(1)) / 1024
-
 
 def _worker_status():
     return Path("/proc/self/status").read_text()
@@ -248,13 +237,10 @@ def on_cluster(path, d, n_workers, reference, chunk_bytes, check_run_em=False):
         if check_run_em:
             run_em_agrees(path, d, chunk_bytes)
         X = npy_as_dask(path, chunk_bytes)
-        Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
-        before = _status_mib("VmRSS")
-        seconds, fit = iterate_on_dask(X, d, N_ITER)
-        status = Path("/proc/self/status").read_text()
-        memory = {"rise": _status_mib("VmHWM", status) - before,
-                  "peak": _status_mib("VmHWM", status),
-                  "workers": max(_status_mib("VmHWM", s)
+        with common.PeakRSS() as rss:
+            seconds, fit = iterate_on_dask(X, d, N_ITER)
+        memory = {"rise": rss.rise, "peak": rss.peak,
+                  "workers": max(common.status_mib("VmHWM", s)
                                  for s in client.run(_worker_status).values())}
         check_same(fit, reference)
     finally:
@@ -286,25 +272,19 @@ def measure(path, d, repeats, chunk_bytes):
 
 # ------------------------------------------------------------------------------- report
 
-def _median_ratio(numerator, denominator):
-    ratios = np.array(numerator) / np.array(denominator)
-    return float(np.median(ratios)), float(ratios.min()), float(ratios.max())
-
-
 def summarise(n_points, d, times, medians, memory):
     data_mib = n_points * d * 8 / 2 ** 20
     row = {"n": n_points, "d": d, "data_mib": data_mib,
            "median": {c: float(np.median(times[c])) for c in CONFIGS},
-           "speedup": _median_ratio(medians["dask, 1 worker"], medians["dask, 2 workers"]),
-           "vs_memory": {c: _median_ratio(medians[c], medians["in memory"])
+           "speedup": common.ratio_stats(medians["dask, 1 worker"], medians["dask, 2 workers"]),
+           "vs_memory": {c: common.ratio_stats(medians[c], medians["in memory"])
                          for c in CONFIGS[1:]}}
     row["memory"] = {c: {k: float(np.max([m[k] for m in memory[c]])) for k in memory[c][0]}
                      for c in memory}
     return row
 
 
-def _range(r):
-    return f"{r[0]:.2f} ({r[1]:.2f}-{r[2]:.2f})"
+_range = common.format_ratio
 
 
 def results_table(rows):
@@ -344,17 +324,6 @@ def targets(rows):
                        f"data (target <= {TARGET_MEMORY_SHARE:.0%}), {label}",
                        worst <= TARGET_MEMORY_SHARE * r["data_mib"]))
     return checks
-
-
-def machine_description():
-    cpu = "unknown CPU"
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        found = re.search(r"^model name\s*:\s*(.+)$", cpuinfo.read_text(), re.MULTILINE)
-        cpu = found.group(1).strip() if found else cpu
-    return (f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}; "
-            f"Python {platform.python_version()}, numpy {np.__version__}, dask "
-            f"{dask.__version__}, distributed {distributed.__version__}")
 
 
 def markdown(rows, repeats, machine, load, chunk_rows, malloc):
@@ -398,23 +367,16 @@ def markdown(rows, repeats, machine, load, chunk_rows, malloc):
     return "\n".join(lines)
 
 
-def parse_args(argv):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="small data, one repeat")
-    parser.add_argument("--repeats", type=int, default=None)
-    parser.add_argument("--out", type=Path, default=None,
-                        help="folder of RESULTS.md (default: benchmarks/, none with --quick)")
+def options(parser):
+    """bench_scale's own option."""
     parser.add_argument("--tmp", type=Path, default=None, help="folder for the .npy files")
-    return parser.parse_args(argv)
 
 
 def main(argv=None):
-    args = parse_args(argv)
-    repeats = args.repeats or (1 if args.quick else 3)
-    if repeats < 1:
-        raise SystemExit("--repeats must be >= 1")
-    out = args.out if args.out is not None else (None if args.quick else HERE)
-    load_before = " ".join(f"{x:.1f}" for x in os.getloadavg())
+    args = common.parse_args(argv, __doc__, repeats=(3, 1), options=options,
+                             quick_help="small data, one repeat")
+    repeats, out = args.repeats, args.out
+    load_before = common.load_average()
     started = time.perf_counter()
     folder = Path(tempfile.mkdtemp(prefix="bench_scale_", dir=args.tmp))
     rows, chunk_rows = [], []
@@ -439,15 +401,11 @@ def main(argv=None):
     malloc = malloc_effect()
     print(f"one chunk's E-step in a worker: {malloc[0]:.3f} s with distributed's default "
           f"MALLOC_TRIM_THRESHOLD_, {malloc[1]:.3f} s without", flush=True)
-    load_after = " ".join(f"{x:.1f}" for x in os.getloadavg())
+    load_after = common.load_average()
     print(f"done in {time.perf_counter() - started:.0f} s")
-    text = markdown(rows, repeats, machine_description(), (load_before, load_after),
-                    ", ".join(chunk_rows), malloc)
-    if out is None:
-        print(text)
-        return
-    write_section(out / "RESULTS.md", "scale", text)
-    print(text)
+    text = markdown(rows, repeats, common.machine_description("dask", "distributed"),
+                    (load_before, load_after), ", ".join(chunk_rows), malloc)
+    common.publish(out, "scale", text)
 
 
 if __name__ == "__main__":

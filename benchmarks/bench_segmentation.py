@@ -40,26 +40,17 @@ Method
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
-import re
-import subprocess
-import sys
 import time
 import warnings
-from pathlib import Path
 
+import common  # benchmarks/common.py, the shared harness (first: it finds the project)
 import numpy as np
 from sklearn.mixture import GaussianMixture
 from threadpoolctl import threadpool_limits
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import em_helpers as em  # noqa: E402
-from emlab.imaging import dipy_hmrf, label_maps, segmentation  # noqa: E402
-from results_file import write_section  # noqa: E402  (benchmarks/ is on sys.path)
+import em_helpers as em
+from emlab.imaging import dipy_hmrf, label_maps, segmentation
 
-HERE = Path(__file__).resolve().parent
 K = 3
 BETA_OURS_3D, BETA_DIPY = 0.2, 0.1  # the same prior strength (ours = 2 x dipy's)
 BETA_OURS_SLICE = 0.5  # notebook 08's
@@ -184,17 +175,10 @@ def slice_times(image, mask, repeats):
 
 # ---------------------------------------------------------------------------------- memory
 
-def _status_mib(key):
-    text = Path("/proc/self/status").read_text()
-    return int(re.search(rf"^{key}:\s+(\d+) kB", text, re.MULTILINE).group(1)) / 1024
-
-
 def memory_child(config, resolution):
     """Run in a fresh process: print the peak RSS (MiB) of one run, as JSON."""
     image, mask = template(resolution)
-    with threadpool_limits(limits=1):
-        Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
-        before = _status_mib("VmRSS")
+    with threadpool_limits(limits=1), common.PeakRSS() as rss:
         start = time.perf_counter()
         if config == "ours":
             _, fit = segmentation.segment_image(image, mask, K, "soft", beta=BETA_OURS_3D)
@@ -204,29 +188,24 @@ def memory_child(config, resolution):
                                                   tolerance=0, crop=True)
             n_iter = info["n_iter"]
         seconds = time.perf_counter() - start
-    print(json.dumps({"config": config, "before": before, "peak": _status_mib("VmHWM"),
-                      "n_iter": n_iter, "seconds": seconds}))
+    common.print_child_result(config=config, before=rss.before, peak=rss.peak, n_iter=n_iter,
+                              seconds=seconds)
 
 
 def peak_memory(resolution):
     peaks = {}
     for config in ("ours", "dipy"):
-        out = subprocess.run([sys.executable, __file__, "--memory-child", config,
-                              str(resolution)], check=True, capture_output=True,
-                             text=True).stdout
-        peaks[config] = json.loads(out.strip().splitlines()[-1])
+        peaks[config] = common.run_memory_child(__file__, config, resolution)
     return peaks
 
 
 # ---------------------------------------------------------------------------------- report
 
-def ratio_stats(numerator, denominator):
-    per_repeat = np.array(numerator) / np.array(denominator)
-    return float(np.median(per_repeat)), float(per_repeat.min()), float(per_repeat.max())
+ratio_stats = common.ratio_stats
 
 
 def fmt_ratio(r):
-    return f"{r[0]:.3f} ({r[1]:.3f}-{r[2]:.3f})"
+    return common.format_ratio(r, digits=3)
 
 
 def report(results, args):
@@ -308,29 +287,17 @@ def report(results, args):
 
 # ------------------------------------------------------------------------------------ main
 
-def parse_args(argv):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true",
-                        help="smoke run: 2 mm template, 2 repeats; writes only with --out")
-    parser.add_argument("--repeats", type=int, default=None, help="default 5 (quick: 2)")
-    parser.add_argument("--out", type=Path, default=None,
-                        help="folder of RESULTS.md (default: benchmarks/)")
-    parser.add_argument("--memory-child", nargs=2, metavar=("CONFIG", "RESOLUTION"),
-                        help=argparse.SUPPRESS)
-    return parser.parse_args(argv)
-
-
 def main(argv=None):
-    args = parse_args(argv)
+    args = common.parse_args(argv, __doc__, repeats=(5, 2),
+                             memory_child=("CONFIG", "RESOLUTION"),
+                             quick_help="smoke run: 2 mm template, 2 repeats; writes only "
+                             "with --out")
     if args.memory_child:
         memory_child(args.memory_child[0], int(args.memory_child[1]))
         return
-    args.repeats = args.repeats or (2 if args.quick else 5)
-    if args.repeats < 1:
-        raise SystemExit("--repeats must be >= 1")
     resolution = 2 if args.quick else 1
-    out = args.out if args.out is not None else (None if args.quick else HERE)
-    load_before = " ".join(f"{x:.1f}" for x in os.getloadavg())
+    out = args.out
+    load_before = common.load_average()
     started = time.perf_counter()
     image, mask = template(resolution)
     X = image[mask][:, None]
@@ -353,16 +320,10 @@ def main(argv=None):
     results = {"plain": plain, "prior": prior, "slice": slice_runs, "peaks": peaks,
                "n_voxels": int(mask.sum()), "box": box, "n_pixels": int(slice_mask.sum()),
                "resolution": resolution,
-               "load": (load_before, " ".join(f"{x:.1f}" for x in os.getloadavg()))}
+               "load": (load_before, common.load_average())}
     text = report(results, args)
     print(f"done in {time.perf_counter() - started:.0f} s")
-    if out is None:
-        print(text)
-        return
-    out.mkdir(parents=True, exist_ok=True)
-    write_section(out / "RESULTS.md", "segmentation", text)
-    print(text)
-
+    common.publish(out, "segmentation", text)
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ module                             what it holds
 ``emlab.imaging.dipy_hmrf``        dipy's HMRF classifier behind the same interface
 ``emlab.imaging.nifti``            NIfTI files in and out, the affine, volumes in mL
 **models**
+``emlab.models.estimators``        scikit-learn estimators: ``MixtureEM``, ``EMImputer``
 ``emlab.models.course_scans``      the course's two scans: loading, truth, hard and soft fits
 ``emlab.models.model_selection``   BIC, AIC and ICL; choosing the number of components
 ``emlab.models.categorical``       the categorical mixture of theory question 5

@@ -16,9 +16,12 @@ Output in ``DIR`` (default ``report/``):
   no require.js, and MathJax loaded from ``DIR/mathjax`` so equations render without
   a network;
 - ``mathjax/``: a copy of MathJax 2.7 from the ``jupyter-server-mathjax`` package;
-- ``index.html``: one section per notebook, in order: its title (the first markdown heading)
-  linking to its page, its short answer, its key figure as a thumbnail linking to the page, and
-  the outputs of its code cells tagged ``headline``.
+- ``index.html``: a sentence saying that the data are generated stand-ins (linking to
+  ``DATA_PAGE``), then the notebooks in two groups by their number (``notebook_group``): "The
+  course questions" (00 to ``COURSE_LAST``) and "Beyond the course" (the rest). One section per
+  notebook, in order: its title (the first markdown heading) linking to its page, its short
+  answer, its key figure as a thumbnail linking to the page, and the outputs of its code cells
+  tagged ``headline``.
 
 Cell tags (cell metadata ``tags``; nbval and nbconvert ignore them) say what the index shows:
 
@@ -73,12 +76,25 @@ PAGE_TEMPLATE = """{%- extends 'index.html.j2' -%}
 {%- block html_head_js_mathjax -%}""" + MATHJAX_FONTS + """{{ super() }}{%- endblock html_head_js_mathjax -%}
 """
 HEADING = re.compile(r"^\s{0,3}#{1,6}\s+(.+?)\s*#*\s*$")
+# The index's two groups: notebooks numbered 00..COURSE_LAST answer the course's questions.
+COURSE_LAST = 5
+COURSE_GROUP = "The course questions"
+BEYOND_GROUP = "Beyond the course"
+# The data page, relative to the report folder (report/ sits next to docs/).
+DATA_PAGE = "../docs/data.md"
 
 
 # --------------------------------------------------------------------------- notebooks
 def find_notebooks(folder):
     """Return the ``.ipynb`` files directly in `folder`, sorted by file name."""
     return sorted(Path(folder).glob("*.ipynb"))
+
+
+def notebook_group(name):
+    """``COURSE_GROUP`` for a notebook whose file name starts with a number up to
+    ``COURSE_LAST`` (``05_compare_images``), else ``BEYOND_GROUP`` (a later number, or none)."""
+    match = re.match(r"\d+", Path(name).stem)
+    return COURSE_GROUP if match and int(match.group(0)) <= COURSE_LAST else BEYOND_GROUP
 
 
 def notebook_title(nb, fallback):
@@ -291,6 +307,9 @@ a.thumb img {{ width: {thumb_css}px; border: 1px solid #ccc; }}
 </head>
 <body>
 <h1>{title}</h1>
+<p class="data-note">The course's two scans (<code>Image1.csv</code>, <code>Image2.csv</code>) were not
+available, so the ones used here are generated stand-ins: <a href="{data_page}">the data page</a>
+says how they were made and how to use the real files.</p>
 <p>The notebooks in reading order: each one's short answer (taken from its written answer) and its
 key figure; a title or a figure opens the page with the code, all figures and the full answer.</p>
 {sections}
@@ -315,19 +334,25 @@ def summary_html(href, heading, answers, figure):
 
 def index_html(entries, title="EM for mixture models: report"):
     """The index page for `entries`, a list of ``(page_href, title, headline_cells)`` or
-    ``(page_href, title, headline_cells, answer_cells, key_figure)`` (see ``write_index``)."""
-    sections = []
+    ``(page_href, title, headline_cells, answer_cells, key_figure)`` (see ``write_index``), in
+    reading order. A group heading (``notebook_group`` of the page's name) opens wherever the
+    group changes."""
+    sections, group = [], None
     for href, heading, cells, *extra in entries:
         answers, figure = extra if extra else ([], None)
+        if notebook_group(href) != group:
+            group = notebook_group(href)
+            sections.append(f"<h2 class='group'>{html.escape(group)}</h2>")
         outputs = "\n".join(output_html(o) for cell in cells for o in cell.get("outputs", []))
         block = f"<div class='headline'>\n{outputs}\n</div>\n" if outputs else ""
         sections.append(
-            f"<section>\n<h2><a href='{html.escape(href)}'>{html.escape(heading)}</a></h2>\n"
+            f"<section>\n<h3><a href='{html.escape(href)}'>{html.escape(heading)}</a></h3>\n"
             f"{summary_html(href, heading, answers, figure)}{block}</section>"
         )
     return INDEX_TEMPLATE.format(
         title=html.escape(title), mathjax=MATHJAX_URL, fonts=MATHJAX_FONTS,
         sections="\n".join(sections), thumb_css=THUMB_WIDTH // 2,
+        data_page=html.escape(DATA_PAGE),
     )
 
 

@@ -153,8 +153,7 @@ def test_labels_and_resp_are_lazy_dask_arrays():
 
 def test_import_em_helpers_does_not_import_dask():
     code = "import sys, em_helpers; sys.exit('dask' in sys.modules)"
-    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True)
     assert done.returncode == 0, done.stderr.decode()
 
 

@@ -90,3 +90,88 @@ def test_bayes_accuracy_matches_scipy_densities(images, truth):
         np.mean(dens.argmax(axis=0) == y))
     with pytest.raises(ValueError, match="y must have shape"):
         course_scans.bayes_accuracy(X, y[:5], params)
+
+
+# --------------------------------------------------------------------------- added noise
+def test_class_covariances_are_the_per_class_sample_covariances(images):
+    X, y = images["Image1"]
+    covs = course_scans.class_covariances(X, y)
+    for k in range(3):
+        np.testing.assert_allclose(covs[k], np.cov(X[y == k].T, bias=True), atol=1e-12)
+
+
+def test_class_covariances_refuse_a_class_without_points():
+    X = np.random.default_rng(0).normal(size=(10, 2))
+    with pytest.raises(ValueError, match="at least 2 points"):
+        course_scans.class_covariances(X, np.r_[np.zeros(9, int), 2])
+
+
+def test_added_noise_matches_a_direct_computation_and_the_analytic_standard_error():
+    # diagonal class covariances, so the six variance differences are independent and
+    # Var(s^2) ~ 2 sigma^4 / n gives the standard error of their mean without resampling
+    rng = np.random.default_rng(11)
+    n, c = 400, 1.5
+    variances = np.array([[0.5, 1.0], [2.0, 0.7], [1.2, 1.2]])
+    y = np.repeat(np.arange(3), n)
+    first = np.vstack([rng.normal(scale=np.sqrt(v), size=(n, 2)) for v in variances])
+    second = np.vstack([rng.normal(scale=np.sqrt(v + c), size=(n, 2)) for v in variances])
+    second[5, 1] = np.nan  # one missing cell is accepted
+    found = course_scans.added_noise((first, y), (second, y), n_boot=400, random_state=0)
+
+    direct = np.mean([np.var(second[y == k][:, j][~np.isnan(second[y == k][:, j])])
+                      - np.var(first[y == k][:, j]) for k in range(3) for j in range(2)])
+    assert found.c == pytest.approx(direct, abs=0.01)
+    analytic_se = np.sqrt(np.sum(2 * variances ** 2 / n + 2 * (variances + c) ** 2 / n)) / 6
+    assert found.se == pytest.approx(analytic_se, rel=0.2)
+    assert found.interval[0] < found.c < found.interval[1]
+    assert found.differences.shape == (3, 2, 2) and found.boot.shape == (400,)
+
+
+def test_added_noise_recovers_the_generators_noise_on_the_course_scans(images, truth):
+    found = course_scans.added_noise(images["Image1"], images["Image2"], n_boot=200)
+    assert abs(found.c - truth["noise_variance_image2"]) < 3 * found.se
+
+
+def test_added_noise_refuses_a_bare_array():
+    with pytest.raises(ValueError, match="pair"):
+        course_scans.added_noise(np.zeros((4, 2)), (np.zeros((4, 2)), np.zeros(4, int)))
+
+
+def test_matched_to_classes_agrees_with_align_to_truth(images):
+    X, y = images["Image2"]
+    fit = em.run_em(X, 3, method="hard", init="kmeans++", random_state=0, max_iter=500)
+    aligned = em.align_to_truth(fit, y)
+    matched = course_scans.matched_to_classes(fit, fit.labels, y)
+    np.testing.assert_array_equal(matched.means, aligned.means)
+    np.testing.assert_array_equal(matched.covariances, aligned.covariances)
+    np.testing.assert_array_equal(matched.weights, aligned.weights)
+    # a permuted numbering comes back to the same order
+    order = [2, 0, 1]
+    shuffled = course_scans.Parameters(fit.means[order], fit.covariances[order], fit.weights[order])
+    relabelled = np.argsort(order)[fit.labels]
+    again = course_scans.matched_to_classes(shuffled, relabelled, y)
+    np.testing.assert_array_equal(again.means, aligned.means)
+
+
+def test_the_scans_and_truth_are_found_from_any_working_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert list(course_scans.load_images()) == ["Image1", "Image2"]
+    assert course_scans.load_truth()["class_names"][0] == "background"
+
+
+def test_without_data_next_to_the_package_the_error_says_how_to_pass_the_folder(tmp_path,
+                                                                                 monkeypatch):
+    # As after a non-editable `pip install .`: the package is there, data/ is not.
+    # A folder named data that is not the repository's (site-packages/data) is refused too.
+    (tmp_path / "data").mkdir()
+    for folder in ("absent", "data"):
+        monkeypatch.setattr(course_scans, "DATA_DIR", tmp_path / folder)
+        with pytest.raises(FileNotFoundError,
+                           match=rf"{folder}: not the repository's data folder.*"
+                                 r"load_images\(data_dir="):
+            course_scans.load_images()
+        with pytest.raises(FileNotFoundError, match=rf"{folder}: .*load_truth\(path="):
+            course_scans.load_truth()
+    images = course_scans.load_images(data_dir=DATA)  # an explicit folder still works
+    assert images["Image1"][0].shape == (600, 2)
+    assert course_scans.load_truth(DATA / "truth.json")["means"][0] == [2.0, 2.0]

@@ -33,6 +33,10 @@ scripts and styles removed). Outputs of cells that nbval does not compare (``# N
 first line or an ``nbval-ignore-output`` tag, i.e. timings) do not count: a number quoted from them
 would not be guarded. Figures do not count either: a number that is only visible in a figure must
 also be printed.
+
+``README.md`` and the pages of ``docs/`` are read by the same rules; a number there must appear in
+a source the page links to (a notebook's compared outputs, ``benchmarks/RESULTS.md``,
+``data/truth.json``) or be one of ``DOC_CONSTANTS`` (the section at the end of this file).
 """
 
 from __future__ import annotations
@@ -267,18 +271,25 @@ def unmatched_numbers(nb, constants=()):
     Returns a list of strings "cell N: 'x' in '…context…'", empty when the prose is consistent.
     """
     printed = Printed(output_numbers(nb))
-    constants = {Decimal(str(c)) for c in constants}
     problems = []
     for index, cell in enumerate(nb.cells):
-        if cell.cell_type != "markdown":
-            continue
-        for number in prose_numbers(cell.source):
-            if number["value"] in constants or printed.has(number["value"], number["percent"]):
-                continue
-            kind = " (a percentage)" if number["percent"] else ""
-            problems.append(f"cell {index}: {number['text']!r}{kind} in "
-                            f"\"…{number['context']}…\" is not among the printed outputs")
+        if cell.cell_type == "markdown":
+            problems += [f"cell {index}: {quote} is not among the printed outputs"
+                         for quote in unexplained(cell.source, printed, constants)]
     return problems
+
+
+def unexplained(source, printed, constants):
+    """The numbers of the markdown `source` that neither `printed` (a Printed) nor `constants`
+    explains, each quoted as "'x' in \"…context…\"" (marked if read as a percentage)."""
+    constants = {Decimal(str(c)) for c in constants}
+    quotes = []
+    for number in prose_numbers(source):
+        if number["value"] in constants or printed.has(number["value"], number["percent"]):
+            continue
+        kind = " (a percentage)" if number["percent"] else ""
+        quotes.append(f"{number['text']!r}{kind} in \"…{number['context']}…\"")
+    return quotes
 
 
 # --------------------------------------------------------------------------- the notebooks
@@ -444,3 +455,156 @@ def test_self_test_an_edited_prose_number_or_output_is_reported(path):
 
 def test_self_test_covers_most_notebooks():
     assert len(WITH_QUOTES) >= len(NOTEBOOK_PATHS) - 2, [p.name for p in WITH_QUOTES]
+
+
+# --------------------------------------------------------------------------- README and docs/
+# The same rules for the Markdown pages: a number in README.md or docs/*.md must appear, at the
+# page's precision, in a source the page itself links to: a notebook (its compared outputs),
+# a Markdown file of benchmarks/ (RESULTS.md, written by `make bench`) or a JSON file of data/
+# (truth.json: the data's design). A number the page quotes from nowhere it links is reported,
+# so a page states few numbers and links to where they are produced. DOC_CONSTANTS are the few
+# values of the design that no source prints.
+ROOT = NOTEBOOKS.parent
+MARKDOWN_PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+DOC_CONSTANTS = [
+    3.11, 3.12, 3.13,  # the supported Python versions (pyproject.toml, Makefile)
+    26,                # a voxel's neighbours with the diagonals (connectivity=26)
+    1200,              # cells of a scan: 600 points x 2 coordinates (data design)
+]
+LINK_TARGET = re.compile(r"\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)")
+
+
+def linked_files(page, source):
+    """The local files that the Markdown `source` of `page` links to (anchors dropped)."""
+    found = []
+    for target in LINK_TARGET.findall(source):
+        if re.match(r"[a-z][a-z0-9+.-]*:", target) or target.startswith("#"):
+            continue  # a URL or an anchor in the page
+        found.append((page.parent / target.split("#")[0]).resolve())
+    return found
+
+
+def json_numbers(value):
+    """Every number in a JSON document, and the length of every list (a count the prose may
+    state, e.g. the removed cells)."""
+    if isinstance(value, bool):
+        return set()
+    if isinstance(value, (int, float)):
+        return {abs(Decimal(repr(value)))}
+    items = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+    numbers = {Decimal(len(value))} if isinstance(value, list) else set()
+    for item in items:
+        numbers |= json_numbers(item)
+    return numbers
+
+
+def text_numbers(text):
+    numbers = set()
+    for match in OUTPUT_NUMBER_RE.finditer(text):
+        numbers.add(abs(to_decimal(match.group(1))))
+    return numbers
+
+
+def source_numbers(path):
+    """The numbers a linked file provides, or None if it is not a source of numbers."""
+    import json
+
+    if not path.is_file():
+        return None
+    if path.suffix == ".ipynb":
+        return output_numbers(nbformat.read(path, as_version=4))
+    if path.suffix == ".md" and path.parent.name == "benchmarks":
+        return text_numbers(path.read_text(encoding="utf-8"))
+    if path.suffix == ".json" and path.parent.name == "data":
+        return json_numbers(json.loads(path.read_text(encoding="utf-8")))
+    return None
+
+
+def unmatched_page_numbers(page, source=None, constants=DOC_CONSTANTS):
+    """Numbers of the Markdown page that no linked source and no constant explains.
+
+    `source` (the page's text) defaults to the file's; returns strings "'x' in '…context…'".
+    """
+    source = page.read_text(encoding="utf-8") if source is None else source
+    pool, names = set(), []
+    for path in dict.fromkeys(linked_files(page, source)):
+        numbers = source_numbers(path)
+        if numbers is not None:
+            pool |= numbers
+            names.append(path.relative_to(ROOT).as_posix() if path.is_relative_to(ROOT)
+                         else path.name)
+    where = ", ".join(names) or "none"
+    return [f"{quote} is in none of the sources the page links to ({where})"
+            for quote in unexplained(source, Printed(pool), constants)]
+
+
+@pytest.mark.parametrize("page", MARKDOWN_PAGES, ids=[p.relative_to(ROOT).as_posix()
+                                                      for p in MARKDOWN_PAGES])
+def test_every_number_of_the_readme_and_docs_is_in_a_linked_source(page):
+    problems = unmatched_page_numbers(page)
+    assert problems == [], (
+        f"{page.relative_to(ROOT)}: numbers that no linked source states (link the notebook or "
+        f"benchmarks/RESULTS.md that prints it, drop the number, or, for a constant of the "
+        f"design, add it to DOC_CONSTANTS in tests/test_prose.py):\n  " + "\n  ".join(problems))
+
+
+def test_a_page_number_counts_only_from_the_sources_the_page_links(tmp_path):
+    (tmp_path / "benchmarks").mkdir()
+    (tmp_path / "benchmarks" / "RESULTS.md").write_text("| ratio | 0.0531 |\n| N | 1,882,989 |\n")
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "truth.json").write_text('{"noise": 1.2, "cells": [[1, 0], [4, 1]]}')
+    nbformat.write(notebook("", "accuracy 0.9183"), tmp_path / "n.ipynb")
+    page = tmp_path / "page.md"
+    links = "[r](benchmarks/RESULTS.md#scale) [t](data/truth.json) [n](n.ipynb)"
+    good = f"{links}: 0.053 and 1,882,989 voxels; noise 1.2; 91.83 %; Python 3.12."
+    assert unmatched_page_numbers(page, good) == []
+    # A changed digit, a number from a source the page does not link, a share quoted as a
+    # number, and a constant left out of the list are each reported.
+    for bad, reported in [
+            (good.replace("0.053", "0.054"), ["'0.054'"]),
+            (good.replace("[n](n.ipynb)", "[n](other.ipynb)"), ["'91.83' (a percentage)"]),
+            (good.replace("91.83 %", "0.9184"), ["'0.9184'"]),
+            (good.replace("[r](benchmarks/RESULTS.md#scale)", ""), ["'0.053'", "'1,882,989'"])]:
+        problems = unmatched_page_numbers(page, bad)
+        assert len(problems) == len(reported), (bad, problems)
+        assert all(r in p for r, p in zip(reported, problems)), (bad, problems)
+    assert "(truth.json, n.ipynb)" in unmatched_page_numbers(
+        page, good.replace("[r](benchmarks/RESULTS.md#scale)", ""))[0]
+    assert unmatched_page_numbers(page, good, constants=[]) != []
+
+
+def planted_pages():
+    """(page, token) for each real page with a quoted decimal whose last digit, changed, matches
+    nothing in the page's linked sources: the number a self-test plants."""
+    found = []
+    for page in MARKDOWN_PAGES:
+        source = page.read_text(encoding="utf-8")
+        pool = set()
+        for path in linked_files(page, source):
+            pool |= source_numbers(path) or set()
+        printed = Printed(pool)
+        for number in prose_numbers(source):
+            token = number["text"].lstrip("+-" + MINUS)
+            wrong = mutated(token)
+            if decimals(number["value"]) >= 1 and wrong not in source and \
+                    not printed.has(Decimal(wrong), number["percent"]):
+                found.append((page, token))
+                break
+    return found
+
+
+PLANTED = planted_pages()
+
+
+@pytest.mark.parametrize(("page", "token"), PLANTED,
+                         ids=[p.relative_to(ROOT).as_posix() for p, _ in PLANTED])
+def test_self_test_a_wrong_number_planted_in_a_page_is_reported(page, token):
+    source = page.read_text(encoding="utf-8")
+    before = set(unmatched_page_numbers(page, source))
+    wrong = source.replace(token, mutated(token))
+    new = set(unmatched_page_numbers(page, wrong)) - before
+    assert any(repr(mutated(token)) in p for p in new), (token, new)
+
+
+def test_self_test_covers_the_pages_that_quote_decimals():
+    assert {p.relative_to(ROOT).as_posix() for p, _ in PLANTED} >= {"README.md", "docs/data.md"}

@@ -19,7 +19,7 @@ from bs4 import BeautifulSoup
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 from PIL import Image
 
-from scripts import build_report
+import build_report  # scripts/ is on pytest's pythonpath (pytest.ini)
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 
@@ -123,7 +123,7 @@ def test_index_lists_titles_in_order_with_headline_outputs(tmp_path):
     index = build_report.write_index(read_all(tiny_notebooks(tmp_path)), tmp_path)
     soup = BeautifulSoup(index.read_text(encoding="utf-8"), "html.parser")
 
-    links = soup.select("section h2 a")
+    links = soup.select("section h3 a")
     assert [a["href"] for a in links] == ["01_data.html", "02_compare.html", "03_untitled.html"]
     assert [a.get_text() for a in links] == ["Q1: the data $x_n$", "Q5: compare the images",
                                              "03_untitled"]
@@ -160,6 +160,29 @@ def test_index_shows_short_answers_and_thumbnails_linking_to_the_pages(tmp_path)
     assert "UNTAGGED_ANSWER" not in second.get_text()  # a tagged answer wins over the heading
     assert not second.select("a.thumb") and not third.select(".summary")  # no tag: nothing made up
 
+
+
+@pytest.mark.parametrize(("name", "group"), [
+    ("00_theory", "The course questions"), ("05_compare_images.ipynb", "The course questions"),
+    ("06_model_choice", "Beyond the course"), ("11_real_scans.html", "Beyond the course"),
+    ("notes", "Beyond the course")])
+def test_notebook_group_is_read_from_the_number(name, group):
+    assert build_report.notebook_group(name) == group
+
+
+def test_index_opens_with_the_data_note_and_groups_notebooks_by_number(tmp_path):
+    paths = [write_notebook(tmp_path, stem, [new_markdown_cell(f"# {stem}")])
+             for stem in ("00_a", "05_b", "06_c", "11_d")]
+    index = build_report.write_index(read_all(paths), tmp_path)
+    soup = BeautifulSoup(index.read_text(encoding="utf-8"), "html.parser")
+
+    note = soup.select_one("p.data-note")
+    assert "generated stand-ins" in note.get_text()
+    assert note.a["href"] == "../docs/data.md"
+    assert note.find_previous("h1") is not None and not note.find_previous("section")
+    order = [(tag.name, tag.get_text(strip=True)) for tag in soup.select("h2.group, section h3")]
+    assert order == [("h2", "The course questions"), ("h3", "00_a"), ("h3", "05_b"),
+                     ("h2", "Beyond the course"), ("h3", "06_c"), ("h3", "11_d")]
 
 @pytest.mark.parametrize(
     ("source", "expected"),
@@ -200,6 +223,44 @@ def test_every_stored_notebook_has_an_answer_and_a_key_figure(path):
         assert build_report.key_figure(nb) is not None, (
             f"{path.name}: tag the code cell of its key figure 'key-figure' (cell metadata tags)")
 
+
+
+# What a grader reads: short cells in the course notebooks, no test machinery anywhere.
+COURSE_WORD_LIMIT = 350  # any markdown cell of notebooks 00-05
+ANSWER_WORD_LIMIT = 250  # a cell tagged "answer" in notebooks 00-05
+TOOL_WORDS = ("NBVAL", "not compared by the tests")
+
+
+def course_notebooks():
+    return [p for p in build_report.find_notebooks(NOTEBOOKS)
+            if build_report.notebook_group(p.name) == build_report.COURSE_GROUP]
+
+
+@pytest.mark.parametrize("path", course_notebooks(), ids=lambda p: p.name)
+def test_course_notebook_cells_stay_short(path):
+    nb = nbformat.read(path, as_version=4)
+    long_cells = []
+    for index, cell in enumerate(nb.cells):
+        if cell.cell_type != "markdown":
+            continue
+        words = len(cell.source.split())
+        limit = ANSWER_WORD_LIMIT if "answer" in cell.metadata.get("tags", []) else COURSE_WORD_LIMIT
+        if words > limit:
+            long_cells.append(f"cell {index}: {words} words (limit {limit})")
+    assert long_cells == [], f"{path.name}: split these cells by sub-part: {long_cells}"
+
+
+def test_course_notebooks_are_the_six_of_the_course():
+    assert [p.name[:2] for p in course_notebooks()] == ["00", "01", "02", "03", "04", "05"]
+
+
+@pytest.mark.parametrize("path", build_report.find_notebooks(NOTEBOOKS), ids=lambda p: p.name)
+def test_no_cell_shows_a_tool_word(path):
+    nb = nbformat.read(path, as_version=4)
+    found = [f"cell {index}: {word!r}" for index, cell in enumerate(nb.cells)
+             for word in TOOL_WORDS if word.lower() in cell.source.lower()]
+    assert found == [], (f"{path.name}: nbval markers belong in cell metadata tags "
+                         f"(nbval-ignore-output, ...), not in what the report shows: {found}")
 
 def test_export_is_offline_and_leaves_the_notebook_alone(tmp_path):
     source = tiny_notebooks(tmp_path)[1]
@@ -363,7 +424,7 @@ def test_index_of_tiny_notebooks_renders(chromium, tmp_path):
     soup, probe = render(chromium, index, tmp_path)
 
     assert_math_and_images(soup, probe, n_display=0, n_images=2)
-    assert soup.select("section h2 .MathJax"), "inline math in a title was not typeset"
+    assert soup.select("section h3 .MathJax"), "inline math in a title was not typeset"
     assert soup.select(".answer .MathJax"), "inline math in a short answer was not typeset"
     (thumb,) = [img for img in probe["images"] if img["thumb"]]
     assert thumb["loaded"] and thumb["width"] == build_report.THUMB_WIDTH
@@ -417,7 +478,7 @@ def test_stored_index_renders(chromium, stored_report):
 
     soup, probe = render(chromium, index, out)
 
-    assert [a["href"] for a in soup.select("section h2 a")] == [f"{p.stem}.html" for p, _ in notebooks]
+    assert [a["href"] for a in soup.select("section h3 a")] == [f"{p.stem}.html" for p, _ in notebooks]
     with_headline = [any(c.outputs for c in build_report.headline_cells(nb)) for _, nb in notebooks]
     assert [bool(s.select(".headline")) for s in soup.find_all("section")] == with_headline
     with_figure = [build_report.key_figure(nb) is not None for _, nb in notebooks]

@@ -6,7 +6,6 @@ import gzip
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -16,13 +15,12 @@ import pytest
 from emlab.imaging import label_maps, lesions, phantoms, segmentation
 from emlab.cli import segment
 
-ROOT = Path(__file__).resolve().parents[1]
 AFFINE = np.array([[2.0, 0, 0, -30.0], [0, 1.0, 0, 12.0], [0, 0, 1.5, 7.0], [0, 0, 0, 1]])
 
 
 def run_command(*args):
     """The command in a process of its own, as a user runs it."""
-    env = dict(os.environ, PYTHONPATH=str(ROOT), OPENBLAS_NUM_THREADS="1")
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="1")
     return subprocess.run([sys.executable, "-m", "emlab.cli.segment", *map(str, args)],
                           capture_output=True, text=True, env=env, timeout=120)
 

@@ -186,3 +186,38 @@ def test_accuracy_on_rows():
         tables.accuracy_on_rows(y, pred, np.zeros(9, bool))
     with pytest.raises(ValueError, match="rows must be a boolean mask"):
         tables.accuracy_on_rows(y, pred, np.arange(9))
+
+
+# --------------------------------------------------------------------------- interval_misses
+def test_interval_misses_counts_against_a_direct_count_and_binomial_sum():
+    import math
+
+    rng = np.random.default_rng(3)
+    errors, ses = rng.normal(size=36), rng.uniform(0.5, 1.5, size=36)
+    found = tables.interval_misses(errors, ses)
+    direct = sum(abs(e) > 1.959964 * s for e, s in zip(errors, ses))
+    tail = sum(math.comb(36, j) * 0.05 ** j * 0.95 ** (36 - j) for j in range(direct, 37))
+    assert found["intervals"] == 36 and found["missing zero"] == direct
+    assert found["expected by chance"] == pytest.approx(1.8)
+    assert found["P(at least as many)"] == pytest.approx(tail, rel=1e-9)
+    assert tables.interval_misses([3.0, 0.1], [1.0, 1.0], level=0.99)["missing zero"] == 1
+
+
+@pytest.mark.parametrize(("errors", "ses", "message"), [
+    ([0.1], [0.0], "positive"), ([0.1, 0.2], [1.0], "same"), ([np.nan], [1.0], "finite")])
+def test_interval_misses_refuses_bad_input(errors, ses, message):
+    with pytest.raises(ValueError, match=message):
+        tables.interval_misses(errors, ses)
+
+
+def test_estimate_table_lists_each_component_in_its_own_order(images):
+    X, y = images["Image1"]
+    fit = em.m_step(X, em.one_hot(y, 3))
+    table = tables.estimate_table({"Image1": fit})
+    assert list(table.index) == [("Image1", k) for k in range(3)]
+    for k in range(3):
+        members = X[y == k]
+        cov = np.cov(members.T, bias=True)
+        np.testing.assert_allclose(table.loc[("Image1", k)].to_numpy(),
+                                   [*members.mean(axis=0), cov[0, 0] + 1e-6, cov[1, 1] + 1e-6,
+                                    cov[0, 1], 1 / 3], atol=1e-12)

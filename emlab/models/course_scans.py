@@ -3,9 +3,13 @@
 - ``load_images`` (every scan of ``data/``, found next to the package whatever the working
   folder), ``load_truth`` (``data/truth.json``), ``true_parameters``;
 - ``Parameters`` (means, covariances, weights) with ``as_parameters`` and ``class_name``, which
-  ``emlab.models.bootstrap`` and ``emlab.report.tables`` share;
+  ``emlab.models.bootstrap`` and ``emlab.report.tables`` share; ``matched_to_classes`` renumbers
+  a fit's components after the true classes, for comparing it with the truth;
 - ``fit_hard_and_soft`` (both EM variants from one start) and ``bayes_accuracy`` (the Bayes rule
-  under given parameters).
+  under given parameters);
+- ``class_covariances`` (each true class's covariance, missing cells handled) and
+  ``added_noise`` (the isotropic noise variance ``c`` in ``Sigma_2 - Sigma_1 ~ c I``, estimated
+  from two scans alone, with a bootstrap standard error).
 
 The files in ``data/`` are generated stand-ins for the course's (see ``docs/data.md``).
 """
@@ -17,10 +21,26 @@ from pathlib import Path
 
 import numpy as np
 
-from em_helpers import align_to_truth, e_step_soft, load_image, run_em
-from emlab.engine.validation import check_covariances, check_means, check_points
+from em_helpers import (align_to_truth, e_step_soft, label_mapping, load_image, m_step, one_hot,
+                        run_em)
+from emlab.engine.validation import (check_covariances, check_int, check_labels, check_means,
+                                     check_points)
 
 DATA_DIR = Path(__file__).resolve().parents[2] / "data"
+# ^ The repository's data/ folder, found from this file rather than the working folder. It is
+# there in a checkout and in an editable install; `pip install .` copies the package but not
+# data/, and then the functions below ask for an explicit folder.
+
+
+def _default_data_dir(function, argument, example):
+    """``DATA_DIR``, or a FileNotFoundError that says how to pass the folder to `function`."""
+    if not (DATA_DIR / "make_images.py").is_file():  # the repository's data/ has its generator
+        raise FileNotFoundError(
+            f"{DATA_DIR}: not the repository's data folder (a non-editable install does not "
+            f"copy data/ next to the package). Pass the folder of the scans to {function}, "
+            f"e.g. {function}({argument}={example!r}), or install the checkout in editable mode "
+            "(pip install -e .)")
+    return DATA_DIR
 
 
 
@@ -43,7 +63,8 @@ def load_images(names=("Image1", "Image2"), data_dir=None, n_components=3):
     names : sequence of str, default ("Image1", "Image2")
         File stems: ``<data_dir>/<name>.csv``.
     data_dir : str or path-like, optional
-        Default: the ``data`` folder next to this module.
+        Default: the repository's ``data`` folder (``DATA_DIR``), whatever the working folder;
+        required when the package is installed without it (``pip install .``).
     n_components : int, default 3
 
     Returns
@@ -54,7 +75,9 @@ def load_images(names=("Image1", "Image2"), data_dir=None, n_components=3):
     """
     if isinstance(names, str) or len(names) == 0:
         raise ValueError(f"names must be a non-empty sequence of file stems, got {names!r}")
-    data_dir = DATA_DIR if data_dir is None else Path(data_dir)
+    if data_dir is None:
+        data_dir = _default_data_dir("load_images", "data_dir", "path/to/checkout/data")
+    data_dir = Path(data_dir)
     return {name: load_image(data_dir / f"{name}.csv", n_components) for name in names}
 
 
@@ -65,7 +88,8 @@ def load_truth(path=None):
     Parameters
     ----------
     path : str or path-like, optional
-        Default: ``data/truth.json`` next to this module.
+        Default: ``truth.json`` in the repository's ``data`` folder (``DATA_DIR``); required
+        when the package is installed without it (``pip install .``).
 
     Returns
     -------
@@ -75,7 +99,10 @@ def load_truth(path=None):
     """
     import json
 
-    path = DATA_DIR / "truth.json" if path is None else Path(path)
+    if path is None:
+        path = _default_data_dir("load_truth", "path", "path/to/checkout/data/truth.json")
+        path = path / "truth.json"
+    path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file (expected the truth.json record)")
     try:
@@ -140,6 +167,35 @@ def as_parameters(params, name):
 
 
 
+def matched_to_classes(params, labels, y):
+    """``params`` with its components renumbered so that component ``k`` is the one whose points
+    (``labels``) overlap true class ``k`` most (Hungarian matching, ``label_mapping``).
+
+    A mixture's numbering is arbitrary; this renaming is only for comparing estimates with the
+    true classes (``align_to_truth`` does the same for a whole ``EMResult``).
+
+    Parameters
+    ----------
+    params : EMResult, MStepResult or Parameters
+    labels : array-like of shape (N,)
+        The component of every point (e.g. ``R.argmax(axis=0)``).
+    y : array-like of shape (N,)
+        True classes.
+
+    Returns
+    -------
+    Parameters
+    """
+    params = as_parameters(params, "params")
+    K = len(params.weights)
+    mapping = label_mapping(y, labels)
+    if mapping.size < K:  # components that own no point keep their order after the others
+        mapping = np.concatenate([mapping, np.setdiff1d(np.arange(K), mapping)])
+    order = np.argsort(mapping)
+    return Parameters(params.means[order], params.covariances[order], params.weights[order])
+
+
+
 def fit_hard_and_soft(X, init, y=None, max_iter=500, tol=1e-6):
     """Hard EM (the statement's algorithm) from ``init``, then soft EM from the hard fit.
 
@@ -201,3 +257,109 @@ def bayes_accuracy(X, y, params):
     if y.shape != (R.shape[1],):
         raise ValueError(f"y must have shape ({R.shape[1]},), got {y.shape}")
     return float(np.mean(np.argmax(R, axis=0) == y))
+
+
+
+def class_covariances(X, y, n_components=None):
+    """The covariance matrix of each true class, estimated from its own points.
+
+    The M-step on the true (one-hot) partition with no covariance floor: for complete data the
+    biased sample covariance of each class; a missing cell is replaced by its conditional
+    expectation given the row's observed cell (under the class's available-case Gaussian) and
+    its conditional variance is added, as ``m_step`` does.
+
+    Parameters
+    ----------
+    X : array-like of shape (N, d)
+        ``NaN`` marks a missing cell.
+    y : array-like of shape (N,)
+        True classes ``0 .. K-1``.
+    n_components : int, optional
+        ``K``; default ``max(y) + 1``.
+
+    Returns
+    -------
+    ndarray of shape (K, d, d)
+    """
+    X = check_points(X)
+    y = np.asarray(y)
+    if y.shape != (X.shape[0],):
+        raise ValueError(f"y must have shape ({X.shape[0]},), got {y.shape}")
+    y, _ = check_labels(y, y)
+    K = int(y.max()) + 1 if n_components is None else check_int(n_components, "n_components",
+                                                                   minimum=1)
+    counts = np.bincount(y, minlength=K)
+    if counts.size > K or np.any(counts < 2):
+        raise ValueError(f"every class 0..{K - 1} needs at least 2 points, got counts "
+                         f"{counts.tolist()}")
+    return np.asarray(m_step(X, one_hot(y, K), reg_covar=0.0).covariances)
+
+
+@dataclass(frozen=True)
+class NoiseEstimate:
+    """The isotropic noise variance that turns one scan's class covariances into the other's.
+
+    ``c`` is the least-squares fit of ``c I`` to the differences ``Sigma_2,k - Sigma_1,k`` over
+    all classes (Frobenius norm): the mean of their diagonal entries. ``se`` and ``interval``
+    (95 %, percentiles) come from ``n_boot`` bootstrap resamples, drawn within each class and
+    independently in each scan (no pairing of rows between the scans is assumed).
+    ``differences`` (K, d, d) holds the per-class differences and ``boot`` the resampled ``c``.
+    """
+
+    c: float
+    se: float
+    interval: tuple
+    differences: np.ndarray
+    boot: np.ndarray
+
+
+def _isotropic_fit(differences):
+    d = differences.shape[-1]
+    return float(np.trace(differences, axis1=1, axis2=2).sum() / (len(differences) * d))
+
+
+def added_noise(first, second, n_boot=1000, random_state=0):
+    """Estimate, from two scans alone, the variance ``c`` of noise added to the second.
+
+    If the second scan is the first plus independent noise ``N(0, c I)``, every class covariance
+    grows by ``c I``: ``Sigma_2,k - Sigma_1,k = c I``. The class covariances come from each
+    scan's own points and labels (``class_covariances``), so no generating parameter is used.
+
+    Parameters
+    ----------
+    first, second : tuple (X, y)
+        The two scans as returned by ``load_images`` (``NaN`` marks a missing cell), with the
+        same classes.
+    n_boot : int, default 1000
+        Bootstrap resamples for the standard error and the interval.
+    random_state : int, default 0
+
+    Returns
+    -------
+    NoiseEstimate
+    """
+    n_boot = check_int(n_boot, "n_boot", minimum=2)
+    scans = []
+    for name, scan in (("first", first), ("second", second)):
+        if not isinstance(scan, (tuple, list)) or len(scan) != 2:
+            raise ValueError(f"{name} must be a pair (X, y), got {type(scan).__name__}")
+        X, y = check_points(scan[0], f"{name} X"), np.asarray(scan[1])
+        scans.append((X, y))
+    K = max(int(np.max(y)) for _, y in scans) + 1
+    covs = [class_covariances(X, y, K) for X, y in scans]
+    if covs[0].shape != covs[1].shape:
+        raise ValueError(f"the scans have different dimensions: {covs[0].shape} and "
+                         f"{covs[1].shape}")
+    differences = covs[1] - covs[0]
+    rng = np.random.default_rng(random_state)
+    members = [[np.flatnonzero(y == k) for k in range(K)] for _, y in scans]
+    boot = np.empty(n_boot)
+    for b in range(n_boot):
+        resampled = []
+        for (X, y), groups in zip(scans, members):
+            rows = np.concatenate([rng.choice(g, size=g.size, replace=True) for g in groups])
+            resampled.append(class_covariances(X[rows], y[rows], K))
+        boot[b] = _isotropic_fit(resampled[1] - resampled[0])
+    low, high = np.percentile(boot, [2.5, 97.5])
+    return NoiseEstimate(_isotropic_fit(differences), float(boot.std(ddof=1)),
+                         (float(low), float(high)), differences, boot)

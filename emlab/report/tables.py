@@ -1,9 +1,10 @@
 """Tables for the simulation notebooks (questions 1-5): the scans, their truth, the fits.
 
-- ``missing_table``, ``parameter_table``, ``scores_table``, ``confusion_table``,
-  ``position_along``;
+- ``missing_table``, ``estimate_table`` (estimates as numbered by the fit), ``parameter_table``
+  (next to the truth), ``scores_table``, ``confusion_table``, ``position_along``;
 - the comparison of the two scans (question 5): ``image_comparison_table``,
-  ``total_variance_table``, ``covariance_shift_table``, ``accuracy_on_rows``.
+  ``total_variance_table``, ``covariance_shift_table``, ``accuracy_on_rows``;
+- reading many intervals together: ``interval_misses`` (how many miss zero, against chance).
 
 Loading the scans, their truth and the fits are ``emlab.models.course_scans``.
 """
@@ -59,6 +60,31 @@ def _flatten_parameters(params):
     return np.column_stack([params.means[:, 0], params.means[:, 1],
                             params.covariances[:, 0, 0], params.covariances[:, 1, 1],
                             params.covariances[:, 0, 1], params.weights])
+
+
+def estimate_table(results):
+    """The estimated parameters of each component, in the fit's own numbering.
+
+    Parameters
+    ----------
+    results : dict
+        ``name -> EMResult, MStepResult or Parameters`` (two-dimensional data).
+
+    Returns
+    -------
+    DataFrame
+        Index ``(name, component)``; columns ``mean x1``, ``mean x2``, ``var x1``, ``var x2``,
+        ``cov x1,x2``, ``weight``.
+    """
+    frames = {}
+    for name, result in results.items():
+        params = as_parameters(result, f"results[{name!r}]")
+        if params.means.shape[1] != 2:
+            raise ValueError(f"results[{name!r}]: two-dimensional data expected, got "
+                             f"d = {params.means.shape[1]}")
+        frames[name] = pd.DataFrame(_flatten_parameters(params), columns=list(PARAMETER_NAMES),
+                                    index=pd.RangeIndex(len(params.weights), name="component"))
+    return pd.concat(frames, names=["image"])
 
 
 def parameter_table(result, truth, image, se=None, names=None):
@@ -325,3 +351,41 @@ def accuracy_on_rows(y_true, y_pred, rows):
         raise ValueError(f"rows must be a boolean mask of shape {y_true.shape} selecting at "
                          "least one point")
     return float(np.mean(match_labels(y_true, y_pred)[rows] == y_true[rows]))
+
+
+def interval_misses(errors, ses, level=0.95):
+    """Count the normal intervals ``error +- z SE`` that miss zero, and what chance predicts.
+
+    With ``n`` intervals at coverage ``level``, about ``n (1 - level)`` miss zero by chance even
+    when every estimate is unbiased. The tail probability treats the intervals as independent,
+    which estimates of one fit are not (weights sum to one, for instance): read it as a rough
+    guide.
+
+    Parameters
+    ----------
+    errors, ses : array-like of the same shape
+        Estimate minus truth, and the standard errors (positive).
+    level : float, default 0.95
+
+    Returns
+    -------
+    dict
+        ``intervals`` (n), ``missing zero`` (count), ``expected by chance`` (``n (1 - level)``)
+        and ``P(at least as many)`` (binomial upper tail under independence).
+    """
+    from scipy.stats import binom, norm
+
+    errors = np.asarray(errors, dtype=float).ravel()
+    ses = np.asarray(ses, dtype=float).ravel()
+    if errors.shape != ses.shape or errors.size == 0:
+        raise ValueError(f"errors and ses must have the same non-empty shape, got "
+                         f"{np.shape(errors)} and {np.shape(ses)}")
+    if not (np.all(np.isfinite(errors)) and np.all(np.isfinite(ses)) and np.all(ses > 0)):
+        raise ValueError("errors must be finite and ses finite and positive")
+    if not 0 < level < 1:
+        raise ValueError(f"level must be between 0 and 1, got {level!r}")
+    z = norm.ppf(0.5 + level / 2)
+    misses = int(np.sum(np.abs(errors) > z * ses))
+    n = errors.size
+    return {"intervals": n, "missing zero": misses, "expected by chance": n * (1 - level),
+            "P(at least as many)": float(binom.sf(misses - 1, n, 1 - level))}
