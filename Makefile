@@ -67,6 +67,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_segmentation.py
 	$(PY) benchmarks/bench_scale.py --repeats 5
 	$(PY) benchmarks/bench_imputers.py
+	$(PY) benchmarks/bench_lesions.py
 
 data: $(STAMP)
 	$(PY) data/make_images.py
