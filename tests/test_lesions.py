@@ -240,3 +240,15 @@ def test_implant_and_find_searches_the_whole_image_when_a_lesion_reaches_the_cut
                                    SHAPE, np.full(3, 6.0))
     assert not lesions._near_cut_faces(other[:, :, 5:], (slice(0, 36), slice(0, 30),
                                                           slice(5, 30)), SHAPE, np.full(3, 2.0))
+
+
+def test_the_contrast_is_counted_from_the_nearest_mean_in_its_standard_deviation():
+    image, mask = tissue_volume(seed=10)
+    lesioned, _ = implant(image, mask, (25, 14, 15), 4.0, 1.1)
+    table, labels = lesions.find_lesions(lesioned, mask, min_volume_ml=0.05)
+    tissues = segmentation.segment_image(image, mask, 3, "soft")[1]  # as the lesion-free re-fit
+    mean = lesioned[labels == 1].mean()
+    # white matter (0.85, sd 0.03) is the nearest mean; about (1.1 - 0.85) / 0.03 sds above it
+    assert table.loc[1, "contrast"] == pytest.approx(
+        (mean - tissues.means[2, 0]) / np.sqrt(tissues.covariances[2, 0, 0]), rel=0.05)
+    assert 6 < table.loc[1, "contrast"] < 10

@@ -234,7 +234,7 @@ def find_lesions(image, mask=None, *, affine=None, n_tissues=3, min_volume_ml=0.
         One row per lesion, largest first, index ``lesion`` = 1..L; columns ``voxels``,
         ``volume_ml``, ``centroid_x_mm``, ``centroid_y_mm``, ``centroid_z_mm`` (world
         coordinates through ``affine``; voxel indices when it is None), ``mean_intensity``
-        and ``contrast`` (the lesion's mean minus the nearest tissue's mean, in that tissue's
+        and ``contrast`` (the lesion's mean minus the mean nearest to it, in that tissue's
         standard deviations: positive brighter, negative darker). Empty when there is none.
     lesion_labels : ndarray of int64, the image's shape
         0 for no lesion, ``i`` for lesion ``i``, -1 outside the mask.
@@ -302,7 +302,7 @@ def _lesion_table(img, inside, lesions, A, world, mu, sd):
                                         affine=A if world else None).loc[1]
         mean = float(img[voxels].mean())
         signed = (mean - mu) / sd
-        nearest = int(np.argmin(np.abs(signed)))
+        nearest = int(np.argmin(np.abs(mean - mu)))  # the tissue of the nearest mean
         centre = ([stats[f"centroid_{a}_mm"] for a in "xyz"] if world
                   else [stats[f"centroid_{a}"] for a in "ijk"])
         records.append([int(voxels.sum()), int(voxels.sum()) * voxel_volume_ml(A), *centre,
