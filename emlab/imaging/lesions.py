@@ -79,9 +79,8 @@ def _outlier_field(z, inside, kappa, beta, max_sweeps=100, tol=1e-3):
     (mean field with fixed data terms, coloured sweeps until no probability moves by ``tol``).
 
     Only the voxels within two voxels of one with ``z > kappa / 2`` are swept; every other
-    voxel is explained (its data term favours the tissues by ``3 kappa^2 / 8`` nats or more,
-    which its explained neighbours only reinforce), which keeps the cost far below a tissue
-    fit's."""
+    voxel is taken as explained (its data term favours the tissues by ``3 kappa^2 / 8`` nats
+    or more, and so do its neighbours'), which keeps the cost far below a tissue fit's."""
     start = (z > kappa).astype(float)
     if beta == 0 or not start.any():
         return start
@@ -194,9 +193,10 @@ def find_lesions(image, mask=None, *, affine=None, n_tissues=3, min_volume_ml=0.
     lesion class started from it, to decide its boundary.
 
     Both bright lesions (above the brightest tissue) and dark ones (below the darkest) are
-    found. **A lesion whose intensity lies within ``typicality`` standard deviations of some
-    tissue cannot be told from that tissue by intensity**: e.g. a dark lesion in white matter
-    at grey-matter intensity is missed.
+    found. **A lesion whose intensity lies between the darkest and the brightest tissue's
+    mean, or not far enough beyond them, cannot be told from the tissues by intensity**: e.g.
+    a dark lesion in white matter at grey-matter intensity is missed, and so is a faint bright
+    one inside the bright tail of healthy white matter (notebook 10).
 
     Parameters
     ----------
