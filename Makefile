@@ -67,6 +67,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_segmentation.py
 	$(PY) benchmarks/bench_scale.py --repeats 5
 	$(PY) benchmarks/bench_imputers.py
+	$(PY) benchmarks/bench_lesions.py
 	$(PY) -m pip install --quiet --no-deps -r benchmarks/requirements-bench.txt && $(PY) benchmarks/bench_real_scans.py
 
 data: $(STAMP)

@@ -18,6 +18,7 @@ module                             what it holds
 ``emlab.report.comparison``        several segmenters side by side, with wall times
 **imaging**
 ``emlab.imaging.segmentation``     tissue segmentation, optional Potts prior (``segment_image``)
+``emlab.imaging.lesions``          lesions as voxels no tissue explains (``find_lesions``)
 ``emlab.imaging.dask_volumes``     ``segment_image`` without a prior on a dask volume
 ``emlab.imaging.potts``            the Potts prior's neighbours, colour sets, sweeps, objectives
 ``emlab.imaging.bias_field``       a smooth multiplicative bias field estimated inside EM

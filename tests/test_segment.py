@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from emlab.imaging import label_maps, segmentation
+from emlab.imaging import label_maps, lesions, phantoms, segmentation
 from emlab.cli import segment
 
 AFFINE = np.array([[2.0, 0, 0, -30.0], [0, 1.0, 0, 12.0], [0, 0, 1.5, 7.0], [0, 0, 0, 1]])
@@ -201,3 +201,38 @@ def test_pve_with_hard_em_is_refused(scan_files, capsys):
                           scan_files / "fast")
     assert done.returncode == 2
     assert "--pve needs --method soft" in done.stderr
+def test_the_lesion_options_round_trip_a_scan_with_a_lesion(tmp_path):
+    """``--lesions`` and ``--lesion-labels``: the same table and labels as ``find_lesions``,
+    the labels with the scan's affine; the implanted lesion is the one row."""
+    data, mask, _ = three_tissue_volume()
+    data, truth = phantoms.implant_lesion(data, (7, 8, 6), (3.0, 3.0, 3.0), intensity=5.0,
+                                          texture_sd=0.2, mask=mask.astype(bool),
+                                          affine=AFFINE)
+    nib.save(nib.Nifti1Image(data.astype(np.float32), AFFINE), tmp_path / "scan.nii.gz")
+    nib.save(nib.Nifti1Image(mask, AFFINE), tmp_path / "mask.nii.gz")
+    csv, labels_path = tmp_path / "lesions.csv", tmp_path / "lesions.nii.gz"
+    done = run_command(tmp_path / "scan.nii.gz", "--mask", tmp_path / "mask.nii.gz",
+                       "--out", tmp_path / "labels.nii.gz", "--lesions", csv,
+                       "--lesion-labels", labels_path, "--min-lesion-ml", 0.01)
+    assert done.returncode == 0, done.stderr
+    assert "1 lesion(s) of at least 0.01 mL" in done.stderr and "[5/5] done" in done.stderr
+    written = nib.load(labels_path)
+    np.testing.assert_allclose(written.affine, AFFINE)
+    scan = np.asarray(nib.load(tmp_path / "scan.nii.gz").dataobj)
+    expected_table, expected_labels = lesions.find_lesions(
+        scan, mask.astype(bool), affine=AFFINE, min_volume_ml=0.01)
+    np.testing.assert_array_equal(np.asarray(written.dataobj), expected_labels)
+    table = pd.read_csv(csv, index_col="lesion")
+    pd.testing.assert_frame_equal(table, expected_table, check_index_type=False)
+    assert len(table) == 1
+    assert label_maps.dice(truth.astype(int), (expected_labels == 1).astype(int))[1] > 0.9
+
+
+def test_the_lesion_options_refuse_bad_values(scan_files, capsys):
+    scan, out = scan_files / "scan.nii.gz", scan_files / "labels.nii.gz"
+    for extra, message in ((("--lesion-labels", scan_files / "l.png"), "l.png: the lesion"),
+                           (("--lesions", scan_files / "l.csv", "--min-lesion-ml", "-1"),
+                            "--min-lesion-ml must be a finite number > 0")):
+        done = run_in_process(capsys, scan, "--out", out, *extra)
+        assert done.returncode == 2 and message in done.stderr.strip().splitlines()[-1]
+        assert not out.exists()

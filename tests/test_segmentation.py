@@ -468,3 +468,34 @@ def test_fixed_proportions_give_a_mean_field_fixed_point_with_ln_pi():
     assert np.abs(without.resp - res.resp).max() > 1e-3  # the option changes the fit
     with pytest.raises(ValueError, match="proportions must be True or False"):
         segmentation.segment_image(image, beta=beta, proportions=1)
+def small_distinct_class_volume():
+    """Three slabs (0.3, 0.6, 0.85, noise 0.05) and a bright ball (1.05) of 0.2 % of the voxels."""
+    rng = np.random.default_rng(0)
+    truth = np.zeros((40, 40, 40), dtype=int)
+    truth[12:24] = 1
+    truth[24:] = 2
+    image = np.array([0.3, 0.6, 0.85])[truth] + rng.normal(0.0, 0.05, truth.shape)
+    return phantoms.implant_lesion(image, (32, 20, 20), (3.0, 3.0, 3.0), intensity=1.05,
+                                   texture_sd=0.03)
+
+
+def test_soft_segmentation_gives_a_small_distinct_class_its_own_component():
+    image, ball = small_distinct_class_volume()
+    X = image.reshape(-1, 1)
+    # k-means (best of n_init by inertia) splits a tissue rather than isolating the ball
+    hard = em.run_em(X, 4, method="hard", init="kmeans++", n_init=4, max_iter=500)
+    assert np.abs(hard.means[:, 0] - 1.05).min() > 0.1
+    from_hard = em.run_em(X, 4, method="soft", max_iter=500, init={
+        "means": hard.means, "covariances": hard.covariances, "weights": hard.weights})
+    labels, fit = segmentation.segment_image(image, n_components=4, method="soft")
+    assert abs(fit.means[3, 0] - 1.05) < 0.01
+    assert abs((labels == 3).sum() - ball.sum()) <= 0.05 * ball.sum()
+    # the start kept is the one of higher likelihood
+    assert fit.objective > from_hard.objective
+    ours = em.log_likelihood(X, fit.means, fit.covariances, fit.weights)
+    assert ours == pytest.approx(fit.objective)
+    # scikit-learn from our optimum stays there (the same likelihood): it is a fixed point
+    gm = GaussianMixture(4, means_init=fit.means, precisions_init=1 / fit.covariances,
+                         weights_init=fit.weights, tol=1e-3).fit(X)
+    assert gm.converged_
+    assert gm.score(X) * X.shape[0] == pytest.approx(fit.objective, rel=1e-6)

@@ -2,17 +2,21 @@
 
     python -m emlab.cli.segment scan.nii.gz --mask mask.nii.gz --classes 3 --beta 1 \\
         --out labels.nii.gz [--csv stats.csv] [--method soft|hard] [--seed 0] \\
-        [--bias] [--pve PREFIX]
+        [--bias] [--pve PREFIX] \\
+        [--lesions lesions.csv] [--lesion-labels lesions.nii.gz] [--min-lesion-ml 0.5]
 
 Reads a 3-D NIfTI scan (and optionally a binary brain mask on the same grid; default: the
 non-zero voxels), fits ``segment_image`` (a ``--classes``-Gaussian mixture of the intensities,
 with a Potts prior of strength ``--beta``), and writes
 
 * the label volume (``-1`` outside the mask, classes ``0 .. K - 1`` by increasing mean
-  intensity) with the scan's affine and header, and
+  intensity) with the scan's affine and header;
 * a CSV with one row per class: voxels, volume in mL, centroid in world millimetres (the
   scan's affine: scanner or MNI coordinates), the class's mean intensity and, for soft EM, the
-  soft volume (summed responsibilities).
+  soft volume (summed responsibilities);
+* with ``--lesions`` and/or ``--lesion-labels``: ``find_lesions`` on the same scan and mask
+  (``--classes`` tissues, the same seed), its table (one row per lesion of at least
+  ``--min-lesion-ml`` mL) and its label volume (0 none, ``i`` lesion ``i``, -1 outside).
 
 With ``--bias`` a smooth multiplicative bias field is estimated inside EM and written as
 ``PREFIX_bias.nii.gz`` with the corrected scan ``PREFIX_restore.nii.gz``; with ``--pve PREFIX``
@@ -35,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
-from emlab.imaging import label_maps, nifti, segmentation
+from emlab.imaging import label_maps, lesions, nifti, segmentation
 from emlab.engine.validation import check_image
 
 
@@ -71,6 +75,16 @@ def build_parser():
                              "PREFIX_pve_0 .. PREFIX_pve_K-1 (.nii.gz), and with --bias the "
                              "field's maps under the same PREFIX (default PREFIX: OUT without "
                              "its .nii[.gz])")
+    lesions = parser.add_argument_group(
+        "lesions", "voxels that no tissue explains, as measured regions (find_lesions)")
+    lesions.add_argument("--lesions", metavar="CSV",
+                         help="write one row per lesion: voxels, volume (mL), centroid (mm), "
+                              "mean intensity, contrast (in the nearest tissue's SDs)")
+    lesions.add_argument("--lesion-labels", metavar="NIFTI",
+                         help="write the lesion volume (.nii or .nii.gz): 0 none, i lesion i, "
+                              "-1 outside the mask")
+    lesions.add_argument("--min-lesion-ml", type=float, default=0.5,
+                         help="smallest lesion reported, in mL (default 0.5)")
     parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                         help="progress bars of the iterations on stderr (default: when stderr "
                              "is a terminal)")
@@ -214,8 +228,33 @@ def run(args, progress):
         table.to_csv(csv_path)
     except OSError as exc:
         raise CommandError(f"{csv_path}: {exc}") from None
+    if args.lesions or args.lesion_labels:
+        write_lesions(args, data, mask, img, progress)
     progress("done")
     return table
+
+
+def write_lesions(args, data, mask, img, progress):
+    """``find_lesions`` on the scan (same mask and seed; ``--classes`` tissues), then its table
+    (``--lesions``) and its label volume (``--lesion-labels``)."""
+    try:
+        table, lesion_labels = lesions.find_lesions(
+            data, mask, affine=img.affine, n_tissues=args.classes,
+            min_volume_ml=args.min_lesion_ml, random_state=args.seed)
+    except ValueError as exc:
+        raise CommandError(f"{args.scan}: {exc}") from None
+    progress(f"{len(table)} lesion(s) of at least {args.min_lesion_ml:g} mL, "
+             f"{table['volume_ml'].sum():.2f} mL in total")
+    if args.lesion_labels:
+        try:
+            nifti.save_label_image(args.lesion_labels, lesion_labels, img)
+        except (ValueError, OSError) as exc:
+            raise CommandError(f"{args.lesion_labels}: {exc}") from None
+    if args.lesions:
+        try:
+            table.to_csv(args.lesions)
+        except OSError as exc:
+            raise CommandError(f"{args.lesions}: {exc}") from None
 
 
 def main(argv=None):
@@ -230,7 +269,13 @@ def main(argv=None):
             raise CommandError("--pve needs --method soft (fractions come from probabilities)")
         if not str(args.out).endswith(nifti.NIFTI_SUFFIXES):
             raise CommandError(f"{args.out}: the output name must end in .nii or .nii.gz")
-        run(args, Progress(5 if args.beta > 0 else 4))
+        if not (np.isfinite(args.min_lesion_ml) and args.min_lesion_ml > 0):
+            raise CommandError(f"--min-lesion-ml must be a finite number > 0, got "
+                               f"{args.min_lesion_ml}")
+        if args.lesion_labels and not str(args.lesion_labels).endswith(nifti.NIFTI_SUFFIXES):
+            raise CommandError(f"{args.lesion_labels}: the lesion labels' name must end in "
+                               ".nii or .nii.gz")
+        run(args, Progress(4 + (args.beta > 0) + bool(args.lesions or args.lesion_labels)))
     except CommandError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

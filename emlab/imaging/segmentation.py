@@ -231,14 +231,80 @@ class ScanResult(EMResult):
 
 def _plain_em(X, K, method, n_init, max_iter, random_state, reg_covar, progress=False):
     """Intensity-only EM. Hard: k-means++ starts, best of ``n_init``. Soft: started from that
-    hard solution (its means, covariances and weights), as scikit-learn starts from k-means."""
+    hard solution (its means, covariances and weights), as scikit-learn starts from k-means,
+    and, when that hard solution leaves intensities more than 3 standard deviations beyond
+    its extreme components, also from ``_tail_start`` (that tail in a component of its own,
+    kept only if it ends distinct: ``_distinct_last``); the start
+    whose soft EM reaches the higher log-likelihood wins. k-means inertia alone prefers
+    splitting a large tissue to isolating a small distinct class (a lesion of 0.5 % of the
+    voxels never gets a k-means start of its own); the likelihood is what soft EM maximises."""
     hard = run_em(X, K, method="hard", init="kmeans++", n_init=n_init, max_iter=max_iter,
                   random_state=random_state, reg_covar=reg_covar, progress=progress)
     if method == "hard":
         return hard
-    start = {"means": hard.means, "covariances": hard.covariances, "weights": hard.weights}
-    return run_em(X, K, method="soft", init=start, max_iter=max_iter, reg_covar=reg_covar,
-                  progress=progress)
+    starts = [{"means": hard.means, "covariances": hard.covariances, "weights": hard.weights}]
+    tail = _tail_start(X, K, n_init, max_iter, random_state, reg_covar) \
+        if _outlying_tail(X[:, 0], hard).sum() >= K else None
+    if tail is not None:
+        starts.append(tail)
+    best, best_warnings = None, []
+    for start in starts:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                fit = run_em(X, K, method="soft", init=start, max_iter=max_iter,
+                             reg_covar=reg_covar, progress=progress)
+            except ValueError:
+                if best is None:
+                    raise
+                continue  # the tail's component collapsed (reg_covar=0): drop that start
+        if best is not None and not _distinct_last(fit):
+            continue  # the tail merged back into a tissue: not a class of its own
+        # a later start must beat an earlier one by more than rounding (as in run_em)
+        if best is None or fit.objective > best.objective + 1e-12 * abs(best.objective):
+            best, best_warnings = fit, caught
+    for w in best_warnings:  # the warnings of the start kept, as if it had been the only one
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return best
+
+
+def _distinct_last(fit, typicality=3.0):
+    """Whether the last component (the tail's, in a fit from ``_tail_start``) ended more than
+    ``typicality`` standard deviations of every other component from that component's mean."""
+    mu, sd = fit.means[:, 0], np.sqrt(fit.covariances[:, 0, 0])
+    return bool(np.all(np.abs(mu[-1] - mu[:-1]) > typicality * sd[:-1]))
+
+
+def _outlying_tail(x, fit, typicality=3.0):
+    """The larger of the groups of ``x`` more than ``typicality`` standard deviations above the
+    brightest component of ``fit`` or below the darkest (bool, like ``x``)."""
+    mu, sd = fit.means[:, 0], np.sqrt(fit.covariances[:, 0, 0])
+    top, bottom = np.argmax(mu), np.argmin(mu)
+    bright = x > mu[top] + typicality * sd[top]
+    dark = x < mu[bottom] - typicality * sd[bottom]
+    return bright if bright.sum() >= dark.sum() else dark
+
+
+def _tail_start(X, K, n_init, max_iter, random_state, reg_covar, typicality=3.0):
+    """A soft-EM start with the most outlying tail in a component of its own, or ``None``.
+
+    Hard EM with ``K - 1`` components (k-means++, best of ``n_init``); the tail is
+    ``_outlying_tail`` of that fit (at least ``K`` intensities). The start: the ``K - 1``
+    components and the tail's mean, variance and share. ``_plain_em`` tries it only when the
+    ``K``-component hard fit itself leaves such a tail (a class it did not isolate)."""
+    if K < 2:
+        return None
+    fit = run_em(X, K - 1, method="hard", init="kmeans++", n_init=n_init, max_iter=max_iter,
+                 random_state=random_state, reg_covar=reg_covar)
+    x = X[:, 0]
+    tail = _outlying_tail(x, fit, typicality)
+    if tail.sum() < K or np.unique(x[tail]).size < 2:
+        return None
+    share = tail.mean()
+    return {"means": np.r_[fit.means[:, 0], x[tail].mean()][:, None],
+            "covariances": np.r_[fit.covariances[:, 0, 0], x[tail].var() + reg_covar][:, None,
+                                                                                       None],
+            "weights": np.r_[fit.weights * (1.0 - share), share]}
 
 
 _BLAS_CONTROLLER = []  # filled on first use
