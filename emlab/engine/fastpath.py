@@ -308,18 +308,18 @@ def hard_pass(data, means, update=True):
     stats : ndarray of shape (K, m)
         ``stats[k] = sum_{n in k} t(x_n)``.
     """
-    memory, stats = data.hard_memory, None
+    memory, updated = data.hard_memory, None
     if update and memory.member is not None and memory.updates < HardMemory.MAX_UPDATES:
         member, min_scores = _nearest_members(data, means)
-        stats = memory.updated_sums(data, member)
-        if stats is None:  # ties, or too many moved points: a fresh count
+        if np.count_nonzero(member) > member.shape[1]:  # exact ties: to the lowest component
             member = _first_true(member)
-            fresh = weighted_sums(data, member)
+        else:
+            updated = memory.updated_sums(data, member)  # None: too many points moved
+        stats = weighted_sums(data, member) if updated is None else updated
     else:
-        member, min_scores, fresh = _fresh_hard_pass(data, means)
+        member, min_scores, stats = _fresh_hard_pass(data, means)
     if update:
-        memory.remember(member, fresh if stats is None else stats, updated=stats is not None)
-    stats = fresh if stats is None else stats
+        memory.remember(member, stats, updated=updated is not None)
     return member, _hard_objective(data, min_scores, stats), stats
 
 
@@ -364,9 +364,9 @@ class HardMemory:
         self.updates = 0
 
     def updated_sums(self, data, member):
-        """The sums of ``member`` (K, N) from the remembered ones; None if it has ties or
-        too many points moved (the caller counts afresh)."""
-        if np.count_nonzero(member) > member.shape[1] or member.shape != self.member.shape:
+        """The sums of ``member`` (K, N, no ties) from the remembered ones; None if too many
+        points moved (the caller counts afresh)."""
+        if member.shape != self.member.shape:
             return None
         moved = np.flatnonzero(np.logical_or.reduce(member != self.member, axis=0))
         if moved.size * self.MOVED_FRACTION > self.stats[:, 0].min():
