@@ -510,7 +510,9 @@ def limits_notes(rows, peaks, memory_n):
             f"per block of {fastpath.BLOCK_ROWS:,} points: building t(x) (a copy and d "
             "products), the scores (K, 1 + d) @ (1 + d, b), their minimum, the one-hot, and "
             "the sums (K, b) @ (b, m); each call reads or writes the block again and pays its "
-            "own overhead (the profile below splits the iteration). Fusing them into one loop "
+            "own overhead (the profile below splits the iteration). Once few points change "
+            "component, an iteration builds t(x) and sums it only for the points that moved "
+            "(`fastpath.HardMemory`), but it still scores every point. Fusing them into one loop "
             "over the points, as the Cython of KMeans does, is out of reach of pure "
             "numpy/scipy; the iteration is still "
             f"{row['ratios']['ours hard / KMeans'][0]:.2f} x KMeans' (Lloyd).")

@@ -163,3 +163,27 @@ def test_argmax_rows_is_numpys_argmax_over_components_ties_to_the_lowest():
     for A in (rng.random((4, 999)), rng.integers(0, 3, (3, 500)).astype(float),
               rng.random((3, 400)) < 0.4, np.zeros((2, 7), dtype=bool)):
         np.testing.assert_array_equal(fastpath.argmax_rows(A), np.argmax(A, axis=0))
+
+
+@pytest.mark.parametrize("integer", [False, True])
+def test_hard_passes_update_the_sums_to_those_of_a_fresh_count(small_blocks, integer):
+    # means that drift slowly (few points move: the sums are updated), jump (many move: a
+    # fresh count) and, on integer points, fall halfway between points (exact ties)
+    rng = np.random.default_rng(5)
+    X = rng.integers(-4, 5, (600, 2)).astype(float) if integer else mixture(11, n=900)
+    data = fastpath.CompleteData.of(X)
+    start = X[rng.choice(len(X), 3, replace=False)] + 0.01
+    path = [start + 0.02 * i for i in range(24)] + [start[::-1]]
+    path += [start[::-1] + 0.5 * np.array([[1, 0], [0, 1], [1, 1]])] if integer else []
+    updated = 0
+    for means in path:
+        member, objective, stats = fastpath.hard_pass(data, means)
+        fresh = fastpath.hard_pass(data, means, update=False)
+        np.testing.assert_array_equal(member, fresh[0])
+        np.testing.assert_allclose(stats, fresh[2], rtol=1e-12,
+                                   atol=1e-12 * np.abs(fresh[2]).max())
+        np.testing.assert_allclose(objective, fresh[1], rtol=1e-12)
+        assert data.hard_memory.updates <= fastpath.HardMemory.MAX_UPDATES
+        updated += data.hard_memory.updates > 0
+    assert data.hard_memory.updates == 0  # the last jump moved many points: counted afresh
+    assert updated > fastpath.HardMemory.MAX_UPDATES  # and the updates were exercised

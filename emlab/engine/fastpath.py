@@ -13,7 +13,8 @@ tests (``tests/test_fastpath.py``) check that both paths agree to rounding.
 - ``standardise_complete``: the set-up of ``run_em`` on complete data in one pass over X (its
   ``DataUnits`` and ``CompleteData``, without a standardised copy of X);
 - ``CompleteData``: the centred points and the blocks of t(x); ``round_centre``, its shift;
-- ``hard_pass`` and ``soft_pass``: one E-step with the sums that the M-step needs;
+- ``hard_pass`` and ``soft_pass``: one E-step with the sums that the M-step needs
+  (``HardMemory``: hard passes update the previous pass's sums by the points that moved);
 - ``weighted_sums``, ``gaussians_from_statistics``: from weights to sums to parameters;
 - ``empty_threshold``, ``has_empty_component``: when a component counts as empty;
   ``argmax_rows``: the labels of a (K, N) assignment.
@@ -21,7 +22,7 @@ tests (``tests/test_fastpath.py``) check that both paths agree to rounding.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 import numpy as np
@@ -110,11 +111,15 @@ class CompleteData:
         then relative to the spread of the data, not to its distance from the origin.
     centred_t : ndarray of shape (d, N)
         ``(X - shift).T``, contiguous, so that a block of coordinates is a plain copy.
+    hard_memory : HardMemory
+        The last ``hard_pass`` over these points, which the next one updates.
     """
 
     X: np.ndarray
     shift: np.ndarray
     centred_t: np.ndarray
+    hard_memory: HardMemory = field(default_factory=lambda: HardMemory(), compare=False,
+                                    repr=False)
 
     @classmethod
     def of(cls, X):
@@ -134,33 +139,49 @@ class CompleteData:
         d = self.shift.shape[0]
         return 1 + d + d * (d + 1) // 2
 
-    def feature_blocks(self):
+    def feature_blocks(self, linear=False):
         """Yield ``(rows, t)`` for consecutive blocks of points.
 
         ``rows`` is the block's slice of ``range(N)`` and ``t`` (m, b) holds t(x) of its
         centred points: row 0 is 1, rows ``1..d`` the coordinates, then the products
         ``x_i x_j`` for ``i <= j`` in ``np.triu_indices(d)`` order. ``t`` is a buffer that
-        the next block overwrites.
+        the next block overwrites. ``linear=True``: only the rows ``0..d`` (the E-step of
+        hard EM needs no more).
         """
         d, N = self.centred_t.shape
-        buffer = np.empty((self.n_features, min(N, BLOCK_ROWS)))
+        buffer = np.empty((1 + d if linear else self.n_features, min(N, BLOCK_ROWS)))
         buffer[0] = 1.0
         for start in range(0, N, BLOCK_ROWS):
             rows = slice(start, min(start + BLOCK_ROWS, N))
             t = buffer[:, : rows.stop - start]
-            coords = t[1: 1 + d]
-            coords[...] = self.centred_t[:, rows]
-            row = 1 + d
-            for i in range(d):  # x_i x_j for j = i..d-1: the next d - i rows
-                np.multiply(coords[i], coords[i:], out=t[row: row + d - i])
-                row += d - i
+            t[1: 1 + d] = self.centred_t[:, rows]
+            if not linear:
+                _fill_products(t, d)
             yield rows, t
+
+    def features_of(self, points):
+        """t(x) (m, n) of the points of index ``points`` (n,), as in ``feature_blocks``."""
+        d = self.shift.shape[0]
+        t = np.empty((self.n_features, points.size))
+        t[0] = 1.0
+        np.take(self.centred_t, points, axis=1, out=t[1: 1 + d])
+        _fill_products(t, d)
+        return t
 
     def square_rows(self):
         """Indices of the rows ``x_i^2`` in t(x)."""
         d = self.shift.shape[0]
         first, second = _upper_pairs(d)
         return 1 + d + np.flatnonzero(first == second)
+
+
+def _fill_products(t, d):
+    """Write the rows ``x_i x_j`` (``i <= j``) of t(x) (m, b) from its rows ``1..d``."""
+    coords = t[1: 1 + d]
+    row = 1 + d
+    for i in range(d):  # x_i x_j for j = i..d-1: the next d - i rows
+        np.multiply(coords[i], coords[i:], out=t[row: row + d - i])
+        row += d - i
 
 
 def round_centre(mean, spread):
@@ -252,16 +273,31 @@ def _block_sums(R, t):
     return np.matmul(R, t.T, dtype=float)
 
 
-def hard_pass(data, means):
+def _score_coefficients(data, means):
+    """(K, 1 + d) such that ``coef @ t(x)[:1 + d] = ||mu_k||^2 - 2 x.mu_k`` (centred)."""
+    centred = means - data.shift
+    return np.column_stack([np.einsum("kd,kd->k", centred, centred), -2.0 * centred])
+
+
+def hard_pass(data, means, update=True):
     """Hard E-step on complete data, with the sums that the M-step needs.
 
     ``||x - mu||^2 = ||x||^2 - 2 x.mu + ||mu||^2``: the first term does not depend on the
     component, so the nearest mean minimises ``||mu||^2 - 2 x.mu`` (one product per block).
 
+    Late in a hard-EM fit few points change component, so the sums of t(x) per component are
+    the previous pass's sums plus t(x) of the points that moved (added to their new component,
+    subtracted from their old one): with ``update`` (the default), a pass after another one
+    over the same ``data`` (see ``HardMemory``) scores every point but builds t(x) and sums it
+    only for the moved points. The labels are the same; the sums agree with a fresh count to
+    rounding.
+
     Parameters
     ----------
     data : CompleteData
     means : ndarray of shape (K, d)
+    update : bool
+        False: count the sums afresh (the memory of ``data`` is neither used nor changed).
 
     Returns
     -------
@@ -272,9 +308,25 @@ def hard_pass(data, means):
     stats : ndarray of shape (K, m)
         ``stats[k] = sum_{n in k} t(x_n)``.
     """
+    memory, updated = data.hard_memory, None
+    if update and memory.member is not None and memory.updates < HardMemory.MAX_UPDATES:
+        member, min_scores = _nearest_members(data, means)
+        if np.count_nonzero(member) > member.shape[1]:  # exact ties: to the lowest component
+            member = _first_true(member)
+        else:
+            updated = memory.updated_sums(data, member)  # None: too many points moved
+        stats = weighted_sums(data, member) if updated is None else updated
+    else:
+        member, min_scores, stats = _fresh_hard_pass(data, means)
+    if update:
+        memory.remember(member, stats, updated=updated is not None)
+    return member, _hard_objective(data, min_scores, stats), stats
+
+
+def _fresh_hard_pass(data, means):
+    """``(member, min_scores, stats)`` of ``hard_pass``, the sums counted block by block."""
     K, d = means.shape
-    centred = means - data.shift
-    coef = np.column_stack([np.einsum("kd,kd->k", centred, centred), -2.0 * centred])
+    coef = _score_coefficients(data, means)
     member = np.empty((K, data.n_points), dtype=bool)
     stats = np.zeros((K, data.n_features))
     min_scores = 0.0
@@ -284,8 +336,64 @@ def hard_pass(data, means):
     if np.count_nonzero(member) > member.shape[1]:  # exact ties: recount without them
         member = _first_true(member)
         stats = weighted_sums(data, member)
-    objective = min_scores + float(stats[:, data.square_rows()].sum())  # + sum_n ||x_n||^2
-    return member, max(objective, 0.0), stats
+    return member, min_scores, stats
+
+
+class HardMemory:
+    """The last ``hard_pass`` over a ``CompleteData``, which the next one updates.
+
+    Attributes
+    ----------
+    member, stats : ndarrays (K, N) bool and (K, m), or None
+        The last pass's assignment (no ties) and its sums.
+    updates : int
+        Passes since the last fresh count (0: the last pass counted afresh).
+
+    Rounding accumulates over the updates, relative to the sums they update, so a pass counts
+    afresh after ``MAX_UPDATES`` updates in a row, and whenever the moved points are more
+    than ``1 / MOVED_FRACTION`` of the smallest component: no component then shrinks by much
+    within a run of updates, and the sums stay within ~``MAX_UPDATES`` roundings of a fresh
+    count. Not for sharing between threads: each dask chunk makes its own ``CompleteData``.
+    """
+
+    MAX_UPDATES = 16
+    MOVED_FRACTION = 16
+
+    def __init__(self):
+        self.member = self.stats = None
+        self.updates = 0
+
+    def updated_sums(self, data, member):
+        """The sums of ``member`` (K, N, no ties) from the remembered ones; None if too many
+        points moved (the caller counts afresh)."""
+        if member.shape != self.member.shape:
+            return None
+        moved = np.flatnonzero(np.logical_or.reduce(member != self.member, axis=0))
+        if moved.size * self.MOVED_FRACTION > self.stats[:, 0].min():
+            return None
+        change = np.subtract(member[:, moved], self.member[:, moved], dtype=float)
+        return self.stats + change @ data.features_of(moved).T
+
+    def remember(self, member, stats, updated):
+        """Keep a pass's assignment and sums; ``updated``: the sums came from ``updated_sums``."""
+        self.updates = self.updates + 1 if updated else 0
+        self.member, self.stats = member, stats
+
+
+def _nearest_members(data, means):
+    """The E-step of ``hard_pass`` alone: ``member`` (K, N), ties marked in every tied
+    component, and ``sum_n min_k (||mu_k||^2 - 2 x_n.mu_k)``."""
+    coef = _score_coefficients(data, means)
+    member = np.empty((means.shape[0], data.n_points), dtype=bool)
+    min_scores = 0.0
+    for rows, t in data.feature_blocks(linear=True):
+        min_scores += _nearest_in_block(coef, t, member[:, rows])
+    return member, min_scores
+
+
+def _hard_objective(data, min_scores, stats):
+    """``sum_n min_k ||x_n - mu_k||^2`` from the minimal scores and the sums of ``x_i^2``."""
+    return max(min_scores + float(stats[:, data.square_rows()].sum()), 0.0)
 
 
 def _log_density_coefficients(shift, means, covariances, weights):
