@@ -22,9 +22,9 @@ intensities in a plain mixture fit is mostly partial volume). EM for this tied m
   ``S1_c = sum_n gamma_nc y_n``); ``sigma^2 = sum_nc gamma_nc (y_n - m_c . mu)^2 / N``.
 
 A voxel's fractions are its posterior expected fractions, ``f_nk = sum_c gamma_nc m_ck``:
-each in [0, 1], summing to 1. The passes go over the voxels in blocks (sufficient statistics
-only). Started from the tissue means and
-the smallest variance of a plain mixture fit (``segment_image(..., partial_volume=True)``).
+each in [0, 1], summing to 1. Started from the tissue means and the smallest variance of a
+plain mixture fit (``segment_image(..., partial_volume=True)``). The iterations are driven by
+the one EM loop of ``emlab.engine.loop`` (convergence, history), through ``_MixelPass``.
 The EM runs on a fine histogram of the intensities (bins of 1/50 of the starting noise's
 standard deviation): the model is 1-D and the voxels independent, so this is the voxels' EM up
 to the rounding of each intensity to its bin, and its cost does not grow with the volume.
@@ -37,7 +37,9 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import logsumexp
 
+from emlab.engine.loop import Step, iterate
 from emlab.engine.validation import check_int
+
 
 @dataclass(frozen=True)
 class PartialVolumeFit:
@@ -100,6 +102,38 @@ def _pass(y, counts, M, log_w, means, variance):
             float(norm @ counts))
 
 
+class _MixelPass:
+    """The mixel model's EM on a histogram, as a pass of ``emlab.engine.loop.iterate``: the
+    parameters are ``(means (K,), [variance], weights (2K - 1,))`` and the objective is the
+    total log-likelihood of the voxels."""
+
+    def __init__(self, levels, counts, M, owner, K, grid, n_points, floor):
+        self.levels, self.counts, self.M, self.owner = levels, counts, M, owner
+        self.K, self.grid, self.n_points, self.floor = K, grid, n_points, floor
+
+    def _e_step(self, means, variance, weights):
+        return _pass(self.levels, self.counts, self.M,
+                     _log_weights(weights, self.owner, self.K, self.grid), means, variance)
+
+    def start_objective(self, means, variances, weights):
+        return np.nan  # the first step's E-step measures it
+
+    def step(self, means, variances, weights, iteration):
+        _, S0, S1, S2, loglik = self._e_step(means, variances[0], weights)
+        weights = np.bincount(self.owner, weights=S0, minlength=weights.size) / self.n_points
+        new_means = np.linalg.lstsq((self.M * S0[:, None]).T @ self.M, self.M.T @ S1,
+                                    rcond=None)[0]
+        if np.all(np.diff(new_means) > 0):  # keep the tissues' order: no swapped update
+            means = new_means
+        centres = self.M @ means
+        variance = max(float((S2 - 2 * centres * S1 + centres ** 2 * S0).sum()
+                             / self.n_points), self.floor)
+        return Step((means, np.array([variance]), weights), objective=loglik)
+
+    def finish(self, means, variances, weights):
+        return self._e_step(means, variances[0], weights)[-1]
+
+
 def _histogram(y, spread):
     """Bin centres and counts of ``y`` at a width of ``spread / 50`` (at most 20 000 bins):
     the mixture is 1-D and the voxels independent given the parameters, so EM on the
@@ -156,24 +190,11 @@ def fit_partial_volume(y, means, variance, weights=None, grid=20, max_iter=200, 
     weights = np.asarray(weights, dtype=float)
     if weights.shape != (n_classes,) or (weights < 0).any() or not np.isclose(weights.sum(), 1):
         raise ValueError(f"weights must be {n_classes} non-negative numbers summing to 1")
-    floor = 1e-6 * float(np.var(y)) + np.finfo(float).tiny
     levels, counts = _histogram(y, np.sqrt(variance))
-    previous, converged, n_iter = -np.inf, False, 0
-    for n_iter in range(1, max_iter + 1):
-        _, S0, S1, S2, loglik = _pass(levels, counts, M, _log_weights(weights, owner, K, grid),
-                                      means, variance)
-        loglik /= y.size
-        if loglik - previous < tol * max(1.0, abs(loglik)):
-            converged = True
-            break
-        previous = loglik
-        weights = np.bincount(owner, weights=S0, minlength=n_classes) / y.size
-        A = (M * S0[:, None]).T @ M
-        new_means = np.linalg.lstsq(A, M.T @ S1, rcond=None)[0]
-        if np.all(np.diff(new_means) > 0):  # keep the tissues' order (a swap ends the fit)
-            means = new_means
-        centres = M @ means
-        variance = max(float((S2 - 2 * centres * S1 + centres ** 2 * S0).sum() / y.size), floor)
+    mixel = _MixelPass(levels, counts, M, owner, K, grid, y.size,
+                       floor=1e-6 * float(np.var(y)) + np.finfo(float).tiny)
+    fit = iterate(mixel, means, np.array([float(variance)]), weights, "soft", max_iter, tol)
+    means, variance, weights = fit.means, float(fit.covariances[0]), fit.weights
     # each voxel's fractions: the posterior expected fractions on a fine grid of intensities
     # (a smooth function of y), interpolated linearly
     points = np.linspace(y.min(), y.max(), 8192)
@@ -184,5 +205,5 @@ def fit_partial_volume(y, means, variance, weights=None, grid=20, max_iter=200, 
     fractions = np.clip(fractions, 0.0, 1.0)
     fractions /= fractions.sum(axis=0)
     return PartialVolumeFit(fractions=fractions, means=means, variance=float(variance),
-                            weights=weights, n_iter=n_iter, converged=converged,
-                            log_likelihood=previous if converged else loglik)
+                            weights=weights, n_iter=fit.n_iter, converged=fit.converged,
+                            log_likelihood=fit.objective / y.size)
