@@ -61,10 +61,10 @@ from em_helpers import (
     permute_components,
     run_em,
 )
-from emlab.engine.fastpath import has_empty_component
-from emlab.engine.loop import Step, iterate, progress_bar
-from emlab.imaging import bias_field as bias, dask_volumes, partial_volume as pve
 from emlab.engine import chunked
+from emlab.engine.fastpath import has_empty_component
+from emlab.engine.loop import Step, improves, iterate, progress_bar
+from emlab.imaging import bias_field as bias, dask_volumes, partial_volume as pve
 from emlab.imaging.potts import (
     NEIGHBOURHOODS,
     ColouredNeighbours,
@@ -261,7 +261,7 @@ def _plain_em(X, K, method, n_init, max_iter, random_state, reg_covar, progress=
         if best is not None and not _distinct_last(fit):
             continue  # the tail merged back into a tissue: not a class of its own
         # a later start must beat an earlier one by more than rounding (as in run_em)
-        if best is None or fit.objective > best.objective + 1e-12 * abs(best.objective):
+        if best is None or improves(fit.objective, best.objective, "soft"):
             best, best_warnings = fit, caught
     for w in best_warnings:  # the warnings of the start kept, as if it had been the only one
         warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
