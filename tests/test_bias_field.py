@@ -96,25 +96,57 @@ def test_a_mask_too_small_for_the_basis_and_non_positive_intensities_are_refused
         segmentation.segment_image(shifted, bias_field=True)
 
 
-def test_a_field_update_that_lowers_the_objective_is_undone():
-    """The safeguard: slabs (a smooth trend the field could take up) keep their labels, and a
-    refit whose objective drops after the first update leaves no field at all."""
-    from dataclasses import replace
-
+def test_slabs_keep_their_labels_the_field_cannot_take_up_their_trend():
+    """Slabs (a smooth trend across the image the field could take up): the labels stay, and
+    the field stays far flatter than the slabs' own span (it takes up a little of the trend:
+    only its smoothness penalty holds it)."""
     rng = np.random.default_rng(0)
     truth = (np.indices((40, 44))[1] * 3 // 44).astype(int)
     image = np.array([0.3, 0.6, 0.9])[truth] + rng.normal(0, 0.05, truth.shape)
-    _, plain = segmentation.segment_image(image, n_components=3)
     labels, fit = segmentation.segment_image(image, n_components=3, bias_field=True)
-    assert (labels == truth).mean() > 0.99 and fit.objective >= plain.objective
-    calls = []
+    assert (labels == truth).mean() > 0.99
+    assert np.ptp(np.log(fit.bias_field)) < 0.15 * np.log(3)
 
-    def worse(corrected, start, iterations):
-        calls.append(iterations)
-        return replace(start, objective=start.objective - 1.0)
 
-    mask = np.ones(image.shape, dtype=bool)
-    result, log_field, n_updates, converged = bias_field.fit_with_field(
-        image[mask], mask, 3, plain, worse, max_iter=7)
-    assert n_updates == 0 and not converged and (log_field == 0).all()
-    assert calls == [bias_field.INNER_ITERATIONS, 7]
+def test_the_penalty_shrinks_only_the_non_constant_functions():
+    """A known linear log field on pure voxels: without the penalty the update recovers it
+    exactly; with it the shape stays (correlation 1) and the amplitude shrinks, and a huge
+    penalty leaves a flat field."""
+    mask = np.ones((30, 34), dtype=bool)
+    basis = bias_field.PolynomialBasis.of(mask, 3)
+    u = np.repeat(np.linspace(-1, 1, 30), 34)
+    true = 0.2 * u
+    levels = np.array([0.3, 0.6, 0.9])
+    k = np.arange(u.size) % 3
+    log_x = np.log(levels[k]) + true
+    resp = np.eye(3)[:, k]
+    variances = np.full(3, 0.01 ** 2)
+    exact = bias_field.field_update(log_x, resp, levels, variances, basis, smoothing=0.0)
+    np.testing.assert_allclose(exact, true, atol=1e-10)
+    shrunk = bias_field.field_update(log_x, resp, levels, variances, basis, smoothing=0.5)
+    assert np.corrcoef(shrunk, true)[0, 1] > 0.999 and 0 < np.ptp(shrunk) < np.ptp(true)
+    flat = bias_field.field_update(log_x, resp, levels, variances, basis, smoothing=1e9)
+    assert np.abs(flat).max() < 1e-6
+
+
+@pytest.mark.filterwarnings("ignore::emlab.engine.loop.EMConvergenceWarning")
+def test_the_field_of_a_brainweb_slice_is_found_without_taking_up_its_partial_volume():
+    """A 2-D slice of the BrainWeb-style phantom (partial volume everywhere along the cortex):
+    at 40 % INU the log field correlates with the truth at >= 0.9 (the issue's target), and
+    without any field the estimate stays nearly flat (the partial-volume voxels do not pull it
+    towards the anatomy)."""
+    from emlab.imaging import mni152, phantoms
+
+    template = mni152.load_mni152(2)
+    z = 50
+    for inu in (0.4, 0.0):
+        phantom = phantoms.brainweb_phantom(template.probabilities[:, :, :, z],
+                                            template.mask[:, :, z], inu=inu, noise=0.03,
+                                            random_state=1)
+        _, fit = segmentation.segment_image(phantom.image, phantom.mask, 3, bias_field=True)
+        estimated = np.log(fit.bias_field[phantom.mask])
+        if inu:
+            true = np.log(phantom.field[phantom.mask])
+            assert np.corrcoef(estimated, true)[0, 1] >= 0.9
+        else:
+            assert np.abs(estimated).max() < 0.05

@@ -207,3 +207,38 @@ def fit_partial_volume(y, means, variance, weights=None, grid=20, max_iter=200, 
     return PartialVolumeFit(fractions=fractions, means=means, variance=float(variance),
                             weights=weights, n_iter=fit.n_iter, converged=fit.converged,
                             log_likelihood=fit.objective / y.size)
+
+
+def class_posteriors(y, fit, grid=20):
+    """Each voxel's posterior probability of each class of a fitted mixel model.
+
+    Parameters
+    ----------
+    y : array-like (N,)
+        Intensities (on the scale the model was fitted to).
+    fit : PartialVolumeFit
+    grid : int, default 20
+        The grid the model was fitted with (``fit_partial_volume``'s ``grid``).
+
+    Returns
+    -------
+    ndarray (2K - 1, N)
+        Rows 0..K-1: the pure classes; row ``K + k``: the mixed class of tissues ``k, k+1``
+        (summed over its grid points). Columns sum to 1. Computed, like the fractions, on a
+        fine grid of intensities and interpolated linearly.
+    """
+    y = np.asarray(y, dtype=float).ravel()
+    if y.size == 0 or not np.isfinite(y).all():
+        raise ValueError("y must be a non-empty array of finite intensities")
+    K = fit.means.size
+    grid = check_int(grid, "grid", minimum=2)
+    if fit.weights.shape != (2 * K - 1,):
+        raise ValueError(f"fit has {fit.weights.size} class weights; expected {2 * K - 1}")
+    M, owner = mixing_matrix(K, grid)
+    points = np.linspace(y.min(), y.max(), 8192)
+    gamma, *_ = _pass(points, np.ones(points.size), M, _log_weights(fit.weights, owner, K, grid),
+                      fit.means, fit.variance)
+    by_class = np.zeros((2 * K - 1, points.size))
+    np.add.at(by_class, owner, gamma)
+    posteriors = np.clip(np.stack([np.interp(y, points, row) for row in by_class]), 0.0, 1.0)
+    return posteriors / posteriors.sum(axis=0)

@@ -336,23 +336,24 @@ def _check_start(start, X, K, method, beta):
 
 def _fit_with_field(X, inside, plain, degree, method, beta, connectivity, spacing, max_iter, tol,
                     reg_covar, proportions):
-    """``bias_field.fit_with_field`` with this module's fits as the mixture's EM: ``run_em``
-    warm-started (``beta = 0``) or the prior's loop (``beta > 0``; its fixed class proportions
-    stay the plain fit's). Returns the last fit, ``ln b`` and the number of field updates."""
-    def refit(corrected, previous, iterations):
+    """``bias_field.fit_with_field`` started from the plain fit, then this module's mixture
+    refitted to the corrected intensities: ``run_em`` warm-started, and with ``beta > 0`` the
+    prior's loop after it (its fixed class proportions the plain fit's). Returns the fit, ``ln
+    b`` and the number of field updates."""
+    log_field, _, n_updates, _ = bias.fit_with_field(
+        X[:, 0], inside, degree, plain.means[:, 0], float(plain.covariances[:, 0, 0].min()),
+        tol=1e-3)
+    corrected = X * np.exp(-log_field)[:, None]
+    begin = {"means": plain.means, "covariances": plain.covariances, "weights": plain.weights}
+    with warnings.catch_warnings():  # the prior's loop below decides convergence
         if beta > 0:
-            begin = replace(previous, weights=plain.weights)
-            return _potts_em(corrected, inside, begin, method, beta, connectivity, spacing,
-                             iterations, tol, reg_covar, False, proportions)
-        begin = {"means": previous.means, "covariances": previous.covariances,
-                 "weights": previous.weights}
-        return run_em(corrected, plain.means.shape[0], method=method, init=begin,
-                      max_iter=iterations, reg_covar=reg_covar)
-
-    with warnings.catch_warnings():  # the fits between two field updates stop early on purpose
-        warnings.simplefilter("ignore", EMConvergenceWarning)
-        result, log_field, n_updates, _ = bias.fit_with_field(X[:, 0], inside, degree, plain,
-                                                              refit, max_iter, method == "soft")
+            warnings.simplefilter("ignore", EMConvergenceWarning)
+        result = run_em(corrected, plain.means.shape[0], method=method, init=begin,
+                        max_iter=max_iter, reg_covar=reg_covar)
+    if beta > 0:
+        result = _potts_em(corrected, inside, replace(result, weights=plain.weights), method,
+                           beta, connectivity, spacing, max_iter, tol, reg_covar, False,
+                           proportions)
     return result, log_field, n_updates
 
 
