@@ -67,3 +67,37 @@ def test_the_mixing_matrix_rows_are_fractions():
     np.testing.assert_allclose(M.sum(axis=1), 1.0)
     np.testing.assert_array_equal(owner, [0, 1, 2] + [3] * 4 + [4] * 4)
     np.testing.assert_allclose(M[3:7, 0], [0.125, 0.375, 0.625, 0.875])
+
+
+def test_class_posteriors_are_those_of_the_fitted_mixel_components():
+    """Summed over each class's grid points, the posteriors of a direct evaluation of the
+    mixel density at every voxel (no interpolation) match, and pure-looking voxels are pure."""
+    from scipy.stats import norm
+
+    rng = np.random.default_rng(3)
+    y = np.r_[rng.normal(0.3, 0.02, 400), rng.normal(0.9, 0.02, 400),
+              0.3 + 0.6 * rng.uniform(size=200) + rng.normal(0, 0.02, 200)]
+    fit = partial_volume.fit_partial_volume(y, [0.3, 0.9], 0.02 ** 2, grid=10)
+    post = partial_volume.class_posteriors(y, fit, grid=10)
+    M, owner = partial_volume.mixing_matrix(2, 10)
+    w = np.where(owner < 2, fit.weights[owner], fit.weights[owner] / 10)
+    dens = w[:, None] * norm.pdf(y[None, :], (M @ fit.means)[:, None], np.sqrt(fit.variance))
+    direct = np.stack([dens[owner == c].sum(axis=0) for c in range(3)]) / dens.sum(axis=0)
+    np.testing.assert_allclose(post, direct, atol=2e-3)
+    np.testing.assert_allclose(post.sum(axis=0), 1.0)
+    assert (post[0, :400].mean() > 0.8) and (post[1, 400:800].mean() > 0.8)
+    from dataclasses import replace
+
+    with pytest.raises(ValueError, match="class weights"):
+        partial_volume.class_posteriors(y, replace(fit, weights=fit.weights[:2]))
+    with pytest.raises(ValueError, match="finite intensities"):
+        partial_volume.class_posteriors(np.r_[y, np.nan], fit, grid=10)
+
+
+def test_fraction_labels_are_the_largest_fraction_and_absent_without_fractions():
+    rng = np.random.default_rng(5)
+    image = np.where(np.indices((24, 26))[1] < 13, 0.3, 0.9) + rng.normal(0, 0.02, (24, 26))
+    _, fit = segmentation.segment_image(image, n_components=2, partial_volume=True)
+    np.testing.assert_array_equal(fit.fraction_labels, fit.fractions.argmax(axis=0))
+    _, plain = segmentation.segment_image(image, n_components=2, bias_field=True)
+    assert plain.fractions is None and plain.fraction_labels is None

@@ -191,6 +191,11 @@ def test_bias_and_pve_write_fast_style_maps_with_the_scan_affine(tmp_path):
     fractions = np.stack([maps[f"pve_{k}"].get_fdata()[inside] for k in range(3)])
     np.testing.assert_allclose(fractions.sum(axis=0), 1.0, atol=1e-6)
     assert (fractions.argmax(axis=0) == truth[inside]).mean() > 0.95
+    pveseg = nib.load(f"{prefix}_pveseg.nii.gz")
+    np.testing.assert_allclose(pveseg.affine, AFFINE)
+    pveseg = np.asarray(pveseg.dataobj)
+    np.testing.assert_array_equal(pveseg[inside], fit.fractions.argmax(axis=0))
+    assert (pveseg[~inside] == -1).all()
     table = pd.read_csv(tmp_path / "labels.csv", index_col="class")
     assert table["pve_volume_ml"].sum() == pytest.approx(inside.sum() * 3.0 / 1000)
 

@@ -20,8 +20,9 @@ with a Potts prior of strength ``--beta``), and writes
 
 With ``--bias`` a smooth multiplicative bias field is estimated inside EM and written as
 ``PREFIX_bias.nii.gz`` with the corrected scan ``PREFIX_restore.nii.gz``; with ``--pve PREFIX``
-each class's partial-volume fractions go to ``PREFIX_pve_k.nii.gz`` (FSL FAST's names; float32,
-the scan's affine and header; without ``--pve`` the prefix is OUT without its suffix).
+each class's partial-volume fractions go to ``PREFIX_pve_k.nii.gz`` and the tissue holding most
+of each voxel to ``PREFIX_pveseg.nii.gz`` (coded like OUT) (FSL FAST's names; float32 maps, the
+scan's affine and header; without ``--pve`` the prefix is OUT without its suffix).
 
 Each stage (reading, the plain fit, the fit under the prior, writing) is reported on stderr
 with the time elapsed since the start, and on a terminal (or with ``--progress``) tqdm bars
@@ -165,6 +166,15 @@ def write_real_scan_maps(args, result, mask, img):
         path = Path(f"{prefix}_{name}.nii.gz")
         try:
             save_map(path, values, img)
+        except (ValueError, OSError) as exc:
+            raise CommandError(f"{path}: {exc}") from None
+        written.append(path)
+    if args.pve:  # the tissue holding most of each voxel, coded like --out
+        path = Path(f"{prefix}_pveseg.nii.gz")
+        pveseg = np.full(mask.shape, -1, dtype=np.int64)
+        pveseg[mask] = result.fraction_labels
+        try:
+            nifti.save_label_image(path, pveseg, img)
         except (ValueError, OSError) as exc:
             raise CommandError(f"{path}: {exc}") from None
         written.append(path)

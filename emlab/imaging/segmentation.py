@@ -228,6 +228,13 @@ class ScanResult(EMResult):
     fractions: np.ndarray | None = None
     n_field_updates: int = 0
 
+    @property
+    def fraction_labels(self):
+        """(N,) the tissue holding the largest fraction of each masked voxel (FSL FAST's
+        ``pveseg``), or ``None`` without fractions. Against a truth defined the same way (the
+        argmax of true fractions) it is the natural hard label; ``labels`` stays the EM's."""
+        return None if self.fractions is None else self.fractions.argmax(axis=0)
+
 
 def _plain_em(X, K, method, n_init, max_iter, random_state, reg_covar, progress=False):
     """Intensity-only EM. Hard: k-means++ starts, best of ``n_init``. Soft: started from that
