@@ -72,6 +72,7 @@ from emlab.imaging import partial_volume as pve
 
 DEFAULT_DEGREE = 3
 SMOOTHING = 0.01  # the ridge penalty's weight (the module docstring), chosen on seed 1
+WARM_ITERATIONS = 50  # of each stage of the mixel fit, warm-started, between two field updates
 _CHUNK = 1 << 17  # voxels per block of the design matrix (memory: block x n_functions floats)
 
 
@@ -205,7 +206,7 @@ def field_update(log_x, resp, means, variances, basis, smoothing=SMOOTHING):
     return log_field - log_field.mean()
 
 
-def fit_with_field(x, mask, degree, means, variance, max_outer=50, tol=1e-3):
+def fit_with_field(x, mask, degree, means, variance, max_outer=50, tol=1e-3, three_tissue=0.0):
     """Alternate the field's update and the mixel model's EM until the field stops moving.
 
     Parameters
@@ -223,12 +224,17 @@ def fit_with_field(x, mask, degree, means, variance, max_outer=50, tol=1e-3):
         At most this many field updates.
     tol : float
         Stop when no voxel's ``ln b`` moves by more than ``tol`` in an update.
+    three_tissue : float in [0, 1), default 0
+        The mixel model's prior weight of three-tissue voxels (``partial_volume``). The
+        field needs only the pure voxels' posteriors, which hardly depend on it, and the
+        three-tissue components multiply the cost of each fit; so 0 (adjacent pairs only).
 
     Returns
     -------
     log_field : ndarray (N,)
     mixel : partial_volume.PartialVolumeFit
-        The mixel model fitted to the corrected intensities ``x * exp(-log_field)``.
+        The mixel model fitted to the corrected intensities ``x * exp(-log_field)`` (at most
+        ``WARM_ITERATIONS`` iterations per stage after the first fit; without fractions).
     n_outer : int
         The number of field updates.
     converged : bool
@@ -237,7 +243,8 @@ def fit_with_field(x, mask, degree, means, variance, max_outer=50, tol=1e-3):
     basis = PolynomialBasis.of(mask, degree)
     log_x = np.log(x)
     log_field = np.zeros(x.size)
-    mixel = pve.fit_partial_volume(x, np.sort(np.asarray(means, dtype=float).ravel()), variance)
+    mixel = pve.fit_partial_volume(x, np.sort(np.asarray(means, dtype=float).ravel()), variance,
+                                   three_tissue=three_tissue, fractions=False)
     K = mixel.means.size
     converged, n_outer = False, 0
     for n_outer in range(1, max_outer + 1):
@@ -245,8 +252,10 @@ def fit_with_field(x, mask, degree, means, variance, max_outer=50, tol=1e-3):
         new = field_update(log_x, pure, mixel.means, np.full(K, mixel.variance), basis)
         change = float(np.abs(new - log_field).max())
         log_field = new
+        pairs = mixel.weights[:2 * K - 1]  # warm start: the pure and two-tissue classes
         mixel = pve.fit_partial_volume(x * np.exp(-log_field), mixel.means, mixel.variance,
-                                       weights=mixel.weights)
+                                       weights=pairs / pairs.sum(), max_iter=WARM_ITERATIONS,
+                                       three_tissue=three_tissue, fractions=False)
         if change < tol:
             converged = True
             break
