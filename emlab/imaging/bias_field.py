@@ -130,12 +130,17 @@ class PolynomialBasis:
     def n_functions(self):
         return self.powers.shape[0]
 
+    def _columns(self, start, stop):
+        """The design matrix's rows ``start:stop`` transposed, shape (M, stop - start),
+        C-contiguous: each basis function's values as one contiguous row."""
+        out = np.ones((self.n_functions, stop - start))
+        for a, table in enumerate(self.tables):
+            out *= table[self.powers[:, a], start:stop]
+        return out
+
     def block(self, start, stop):
         """Rows ``start:stop`` of the design matrix, shape (stop - start, M)."""
-        out = np.ones((stop - start, self.n_functions))
-        for a, table in enumerate(self.tables):
-            out *= table[self.powers[:, a], start:stop].T
-        return out
+        return self._columns(start, stop).T
 
     def normal_equations(self, weights, target):
         """``(Phi^T W Phi, Phi^T W t)`` accumulated block by block."""
@@ -143,10 +148,10 @@ class PolynomialBasis:
         A, b = np.zeros((M, M)), np.zeros(M)
         for start in range(0, self.size, _CHUNK):
             stop = min(start + _CHUNK, self.size)
-            phi = self.block(start, stop)
-            weighted = phi * weights[start:stop, None]
-            A += phi.T @ weighted
-            b += weighted.T @ target[start:stop]
+            phi_t = self._columns(start, stop)
+            weighted = phi_t * weights[start:stop]
+            A += weighted @ phi_t.T
+            b += weighted @ target[start:stop]
         return A, b
 
     def evaluate(self, coefficients):
@@ -154,7 +159,7 @@ class PolynomialBasis:
         out = np.empty(self.size)
         for start in range(0, self.size, _CHUNK):
             stop = min(start + _CHUNK, self.size)
-            out[start:stop] = self.block(start, stop) @ coefficients
+            out[start:stop] = coefficients @ self._columns(start, stop)
         return out
 
 

@@ -132,6 +132,20 @@ def mixing_matrix(K, grid, three_tissue=False):
     return np.vstack(rows), np.concatenate(owner)
 
 
+_FINE = 8192  # points of the fine intensity grid on which fractions and posteriors are evaluated
+
+
+def _interpolate(y, points, rows):
+    """``np.interp(y, points, row)`` for every row of ``rows`` (R, P) at once, ``points``
+    evenly spaced and spanning ``y``: one bracketing pass shared by all rows."""
+    if points.size < 2 or points[-1] == points[0]:
+        return np.repeat(rows[:, :1], y.size, axis=1)
+    t = (y - points[0]) / (points[1] - points[0])
+    left = np.clip(np.floor(t).astype(np.intp), 0, points.size - 2)
+    w = np.clip(t - left, 0.0, 1.0)
+    return rows[:, left] * (1.0 - w) + rows[:, left + 1] * w
+
+
 def _pass(y, counts, M, log_w, means, variance):
     """One pass over the intensity levels ``y`` (with multiplicities ``counts``): the
     posteriors ``gamma`` (C, L), per-component ``S0, S1, S2`` and the total log-likelihood."""
@@ -282,12 +296,10 @@ def fit_partial_volume(y, means, variance, weights=None, grid=20, max_iter=1000,
     if fractions:
         # each voxel's fractions: the posterior expected fractions on a fine grid of intensities
         # (a smooth function of y), interpolated linearly
-        points = np.linspace(y.min(), y.max(), 8192)
+        points = np.linspace(y.min(), y.max(), _FINE)
         gamma, *_ = _pass(points, np.ones(points.size), M, _log(component_weights), means,
                           variance)
-        on_grid = M.T @ gamma
-        voxel_fractions = np.stack([np.interp(y, points, row) for row in on_grid])
-        voxel_fractions = np.clip(voxel_fractions, 0.0, 1.0)
+        voxel_fractions = np.clip(_interpolate(y, points, M.T @ gamma), 0.0, 1.0)
         voxel_fractions /= voxel_fractions.sum(axis=0)
     return PartialVolumeFit(fractions=voxel_fractions, means=means, variance=float(variance),
                             weights=np.bincount(owner, weights=component_weights),
@@ -327,10 +339,10 @@ def class_posteriors(y, fit, grid=20):
         raise ValueError(f"fit has {fit.component_weights.size} components; a model of {K} "
                          f"tissues on a grid of {grid} has {mixing_matrix(K, grid)[0].shape[0]} "
                          f"or {M.shape[0]}")
-    points = np.linspace(y.min(), y.max(), 8192)
+    points = np.linspace(y.min(), y.max(), _FINE)
     gamma, *_ = _pass(points, np.ones(points.size), M, _log(fit.component_weights),
                       fit.means, fit.variance)
     by_class = np.zeros((owner.max() + 1, points.size))
     np.add.at(by_class, owner, gamma)
-    posteriors = np.clip(np.stack([np.interp(y, points, row) for row in by_class]), 0.0, 1.0)
+    posteriors = np.clip(_interpolate(y, points, by_class), 0.0, 1.0)
     return posteriors / posteriors.sum(axis=0)
