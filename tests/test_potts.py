@@ -210,3 +210,57 @@ def test_coloured_icm_sweep_gives_the_same_labels_as_the_plain_one(connectivity)
         np.testing.assert_allclose(
             potts.coloured_icm_objective(inner, layout.to_inner(cost), 1.0, 0.7, layout, pairs),
             potts_reference.icm_objective(Q, cost, 1.0, 0.7, table), rtol=1e-12)
+
+
+@pytest.mark.parametrize("connectivity, spacing", [(4, None), (8, None), (6, None),
+                                                    (26, (0.5, 1.0, 2.0))])
+def test_mean_neighbours_is_the_mean_of_the_convolved_mask(connectivity, spacing):
+    """``z``: each pixel's summed neighbour weights inside the mask, averaged over the mask
+    (scipy's convolution of the mask with the weighted kernel)."""
+    mask = random_mask(5, SHAPES[connectivity])
+    weights = None if spacing is None else potts.neighbour_weights(connectivity, spacing)
+    k = kernel(connectivity)
+    if weights is not None:
+        for offset, w in zip(potts.neighbour_offsets(mask.ndim, connectivity), weights):
+            k[tuple(1 - offset)] = w  # convolution flips the kernel (symmetric weights anyway)
+    expected = ndimage.convolve(mask.astype(float), k, mode="constant", cval=0.0)[mask].mean()
+    layout = potts.ColouredNeighbours.of(mask, connectivity, spacing)
+    assert layout.mean_neighbours() == pytest.approx(expected, rel=1e-12)
+
+
+@pytest.mark.parametrize("pi", [(0.1, 0.6, 0.3), (0.05, 0.15, 0.8), (0.2, 0.3, 0.5)])
+def test_homogeneous_field_gives_the_prior_its_proportions(pi):
+    """Mean-field sweeps of the prior alone (no data) on a 3-D lattice: in the interior (6
+    neighbours each) the marginals settle at ``pi`` with ``homogeneous_field(pi, 6 beta)``;
+    with the field ``ln pi`` the largest class gets more than its share, with no field every
+    class gets ``1 / K``."""
+    beta, shape = 0.3, (16, 16, 16)
+    mask = np.ones(shape, dtype=bool)
+    layout = potts.ColouredNeighbours.of(mask, 6)
+    inner = np.zeros(shape, dtype=bool)
+    inner[5:-5, 5:-5, 5:-5] = True  # far from the faces, where voxels have fewer neighbours
+    inner = layout.to_inner(inner[mask][None, :].astype(float))[0] > 0
+    pi = np.array(pi)
+
+    def settled(alpha):
+        Q = padded(np.full((3, mask.sum()), 1 / 3))
+        log_data = np.repeat(np.asarray(alpha, dtype=float)[:, None], mask.sum(), axis=1)
+        for _ in range(300):
+            if potts.coloured_mean_field_sweep(Q, log_data, beta, layout).change < 1e-12:
+                break
+        return Q[:, :-1][:, inner].mean(axis=1)
+
+    field = potts.homogeneous_field(pi, 6 * beta)
+    np.testing.assert_allclose(settled(field), pi, atol=2e-3)  # the faces' pull fades inwards
+    np.testing.assert_allclose(potts.homogeneous_marginals(field, 6 * beta), pi, atol=1e-10)
+    np.testing.assert_allclose(settled(np.zeros(3)), 1 / 3, atol=1e-9)  # no field: 1 / K
+    naive = settled(np.log(pi))
+    assert naive[np.argmax(pi)] > pi.max() + 0.02
+    np.testing.assert_allclose(potts.homogeneous_marginals(np.log(pi), 6 * beta), naive,
+                               atol=2e-3)
+
+
+def test_homogeneous_marginals_checks_its_inputs():
+    for field, coupling in (([0.0, np.nan], 1.0), ([0.0, 1.0], 2.0), ([0.0, 1.0], -0.1)):
+        with pytest.raises(ValueError, match="field must be finite and coupling in"):
+            potts.homogeneous_marginals(field, coupling)

@@ -7,6 +7,9 @@ updating its pixels one by one (Gauss-Seidel).
 - ``NEIGHBOURHOODS`` (the connectivities of each dimension), ``check_connectivity``,
   ``neighbour_offsets``, ``neighbour_table`` (each pixel's neighbours inside the mask),
   ``neighbour_weights`` (optional weights for anisotropic voxels), ``colour_sets``;
+- ``homogeneous_field``: the external field that gives a Potts prior given class
+  proportions (at the homogeneous mean-field fixed point), and ``homogeneous_marginals``, the
+  proportions that a field gives;
 - ``ColouredNeighbours`` and the ``coloured_*`` functions: the mean-field (soft) and ICM (hard)
   sweeps, and the objectives every sweep improves (free energy, energy), on the pixels
   renumbered colour by colour (a colour is then a slice, and the neighbour sums are 1-D
@@ -185,6 +188,15 @@ class ColouredNeighbours:
         bipartite = connectivity == NEIGHBOURHOODS[mask.ndim][0] and len(colours) == 2
         return cls(order, inverse[:N], tuple(bounds), tuple(tables), weights, bipartite)
 
+    def mean_neighbours(self):
+        """``z``: the mean over the pixels of their neighbours' summed weights inside the mask
+        (the mean number of neighbours in the mask when unweighted): twice the pair weights
+        per pixel."""
+        n_pixels = self.order.size
+        weights = np.ones(self.tables[0].shape[0]) if self.weights is None else self.weights
+        return float(sum(float(weights @ (table < n_pixels).sum(axis=1)) for table in self.tables)
+                     / n_pixels)
+
     def to_inner(self, R, out=None):
         """``R`` (K, N) in the order of ``image[mask]`` -> the internal order (one 1-D gather
         per row)."""
@@ -293,6 +305,44 @@ def coloured_mean_field_sweep(Q, log_data, beta, layout, work=None):
     pairs = _row_dots(block, sums) if layout.bipartite else None  # the last colour's
     # neighbours (the first colour) are final, so are its sums
     return SweepResult(change, pairs, entropy if np.isfinite(entropy) else None)
+
+
+def homogeneous_field(proportions, coupling):
+    """The external field ``alpha_k = ln pi_k - coupling * pi_k`` (K,) whose homogeneous
+    mean-field Potts prior has the class proportions ``pi``.
+
+    A Potts prior with external field ``alpha`` and ``z`` neighbours of weight ``beta`` has,
+    on a homogeneous lattice, the mean-field marginals ``r`` that solve
+    ``r_k = exp(alpha_k + beta z r_k) / sum_j exp(alpha_j + beta z r_j)``; this ``alpha``
+    (``coupling = beta z``) makes ``r = pi`` that solution, the only one when
+    ``coupling < 2`` (the mean-field free energy ``sum r ln r - coupling / 2 sum r^2 -
+    alpha . r`` is then strictly convex on the simplex). ``alpha = 0`` (no external field)
+    gives ``r = 1 / K``; ``alpha = ln pi`` gives the large classes more than ``pi``.
+    Proportions are floored at ``1e-300`` so that the logarithm stays finite.
+    """
+    pi = np.maximum(np.asarray(proportions, dtype=float), 1e-300)
+    return np.log(pi) - coupling * pi
+
+
+def homogeneous_marginals(field, coupling, tol=1e-12, max_iter=10000):
+    """The class proportions ``r`` (K,) of a Potts prior with external field ``field`` (K,)
+    at its homogeneous mean-field fixed point, ``r_k ∝ exp(field_k + coupling * r_k)``
+    (``coupling = beta z``), by damped fixed-point iteration from ``1 / K``; unique for
+    ``coupling < 2`` (see ``homogeneous_field``, its inverse)."""
+    field = np.asarray(field, dtype=float)
+    if not np.all(np.isfinite(field)) or not (np.isfinite(coupling) and 0 <= coupling < 2):
+        raise ValueError(f"field must be finite and coupling in [0, 2), got {field!r}, "
+                         f"{coupling!r}")
+    r = np.full(field.size, 1.0 / field.size)
+    for _ in range(max_iter):
+        logits = field + coupling * r
+        new = np.exp(logits - logits.max())
+        new = 0.5 * (r + new / new.sum())
+        if np.abs(new - r).max() < tol:
+            return new
+        r = new
+    raise ValueError(f"the homogeneous mean-field iteration did not settle in {max_iter} "
+                     "steps")
 
 
 def coloured_icm_sweep(Q, cost, beta, layout, work=None):
