@@ -4,7 +4,8 @@ objectives."""
 
 import numpy as np
 import pytest
-from scipy import ndimage
+from scipy import ndimage, optimize
+from scipy.special import logsumexp
 
 import potts_reference
 from emlab.imaging import potts
@@ -264,3 +265,39 @@ def test_homogeneous_marginals_checks_its_inputs():
     for field, coupling in (([0.0, np.nan], 1.0), ([0.0, 1.0], 2.0), ([0.0, 1.0], -0.1)):
         with pytest.raises(ValueError, match="field must be finite and coupling in"):
             potts.homogeneous_marginals(field, coupling)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_pseudo_likelihood_field_matches_scipy_and_gives_its_shares(seed):
+    """The field whose conditionals ``softmax(alpha + beta s_n)`` average to ``shares``: the same
+    maximiser as scipy's BFGS on the pseudo-likelihood, and the summed log normalisers."""
+    rng = np.random.default_rng(seed)
+    beta, shares = 0.4, np.array([0.15, 0.55, 0.3])
+    sums = rng.dirichlet(np.ones(3), size=2000).T * rng.integers(0, 7, size=2000)
+    alpha, log_normalisers = potts.pseudo_likelihood_field(sums, beta, shares)
+    logits = alpha[:, None] + beta * sums
+    conditionals = np.exp(logits - logsumexp(logits, axis=0))
+    np.testing.assert_allclose(conditionals.mean(axis=1), shares, atol=1e-9)
+    assert log_normalisers == pytest.approx(logsumexp(logits, axis=0).sum(), rel=1e-12)
+
+    def minus(free):
+        a = np.r_[0.0, free]
+        return -(sums.shape[1] * shares @ a - logsumexp(a[:, None] + beta * sums, axis=0).sum())
+
+    found = optimize.minimize(minus, np.zeros(2), method="BFGS", options={"gtol": 1e-10}).x
+    np.testing.assert_allclose(alpha, np.r_[0.0, found], atol=1e-5)
+    one_step, _ = potts.pseudo_likelihood_field(sums, beta, shares, field=alpha, max_iter=1)
+    np.testing.assert_allclose(one_step, alpha, atol=1e-12)  # the solution is its fixed point
+
+
+def test_coloured_neighbour_sums_equal_a_convolution():
+    mask = random_mask(7, SHAPES[6])
+    layout = potts.ColouredNeighbours.of(mask, 6)
+    R = np.random.default_rng(7).dirichlet(np.ones(3), size=mask.sum()).T
+    Q = padded(layout.to_inner(R))
+    sums = layout.to_mask_order(padded(potts.coloured_neighbour_sums(Q, layout)))
+    for k in range(3):
+        grid = np.zeros(mask.shape)
+        grid[mask] = R[k]
+        expected = ndimage.convolve(grid, kernel(6), mode="constant", cval=0.0)[mask]
+        np.testing.assert_allclose(sums[k], expected, atol=1e-12)

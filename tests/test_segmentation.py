@@ -6,7 +6,8 @@ import warnings
 
 import numpy as np
 import pytest
-from scipy import ndimage
+from scipy import ndimage, optimize
+from scipy.special import logsumexp
 from sklearn.cluster import KMeans
 from sklearn.mixture import GaussianMixture
 import potts_reference
@@ -534,40 +535,52 @@ def test_estimated_proportions_remove_the_mean_fields_bias_toward_a_rare_class()
     assert accuracy["none"] < (plain.labels == truth.ravel()).mean()
 
 
-def test_estimated_proportions_give_a_mean_field_fixed_point_and_a_monotone_objective():
-    """``proportions="estimated"``: the mean-field equations gain the external field
-    ``ln pi_k - beta z pi_k`` of the final weights ``pi = mean responsibilities``, ``z`` the mean
-    number of neighbours in the mask (4-neighbourhood of a full H x W grid: 2 (H - 1) W + 2
-    H (W - 1) ordered pairs over H W pixels); with ``covariance_type="tied"`` every variance is
-    the pooled one. The objective rises at every step."""
+def test_estimated_proportions_give_a_mean_field_fixed_point():
+    """``proportions="estimated"``: the mean-field equations gain an external field ``alpha``
+    that makes the mean of the prior's conditionals ``softmax(alpha + beta s_n)`` (``s_n`` the
+    neighbours' summed responsibilities) equal to the mean responsibilities (``weights``).
+    ``alpha`` is recomputed here with scipy's optimiser from the result alone; with
+    ``covariance_type="tied"`` every variance is the pooled one."""
     image, truth = piecewise_image(noise_sd=0.4, seed=3, shape=(30, 34))
-    beta, (H, W) = 0.45, image.shape
-    z = (2 * (H - 1) * W + 2 * H * (W - 1)) / (H * W)
+    beta, x = 0.45, image.ravel()
     for covariance_type in ("full", "tied"):
         _, res = segmentation.segment_image(image, beta=beta, tol=1e-10, max_iter=5000,
                                             proportions="estimated", reg_covar=0.0,
                                             covariance_type=covariance_type)
         assert res.converged
-        trace = res.objective_trace
-        assert (np.diff(trace) >= -1e-9 * np.abs(trace).max()).all()
         pi = res.resp.mean(axis=1)
         np.testing.assert_allclose(res.weights, pi, atol=1e-9)
         np.testing.assert_allclose(pi, np.bincount(truth.ravel()) / truth.size, atol=0.03)
-        x = image.ravel()
         if covariance_type == "tied":
             pooled = sum((res.resp[k] * (x - res.means[k, 0]) ** 2).sum()
                          for k in range(3)) / x.size
             np.testing.assert_allclose(res.covariances[:, 0, 0], pooled, rtol=1e-6)
+        sums = np.stack([ndimage.convolve(res.resp[k].reshape(image.shape), KERNELS[4],
+                                          mode="constant", cval=0.0).ravel() for k in range(3)])
+
+        def minus_pseudo_likelihood(free):
+            alpha = np.r_[0.0, free]
+            return -(x.size * pi @ alpha - logsumexp(alpha[:, None] + beta * sums, axis=0).sum())
+
+        alpha = np.r_[0.0, optimize.minimize(minus_pseudo_likelihood, np.zeros(2),
+                                             method="BFGS", options={"gtol": 1e-9}).x]
         logits = np.empty((3, x.size))
         for k in range(3):
             var = res.covariances[k, 0, 0]
-            neighbours = ndimage.convolve(res.resp[k].reshape(image.shape), KERNELS[4],
-                                          mode="constant", cval=0.0).ravel()
             logits[k] = (-0.5 * np.log(2 * np.pi * var) - (x - res.means[k, 0]) ** 2 / (2 * var)
-                         + beta * neighbours + np.log(pi[k]) - beta * z * pi[k])
+                         + beta * sums[k] + alpha[k])
         expected = np.exp(logits - logits.max(axis=0))
         expected /= expected.sum(axis=0)
-        np.testing.assert_allclose(res.resp, expected, atol=1e-6)
+        np.testing.assert_allclose(res.resp, expected, atol=1e-5)
+
+
+def test_a_tied_variance_keeps_the_objective_monotone():
+    image, _ = piecewise_image(noise_sd=0.8, seed=2)
+    _, res = segmentation.segment_image(image, beta=0.7, reg_covar=0.0, covariance_type="tied")
+    trace = res.objective_trace
+    assert res.n_iter >= 2 and (np.diff(trace) >= -1e-9 * np.abs(trace).max()).all()
+    np.testing.assert_allclose(res.history[0]["covariances"][:, 0, 0],
+                               res.history[0]["covariances"][0, 0, 0])  # tied from the start
 
 
 def test_proportions_and_covariance_type_are_checked():
@@ -581,9 +594,6 @@ def test_proportions_and_covariance_type_are_checked():
     for method, beta in (("hard", 0.3), ("soft", 0.0)):
         with pytest.raises(ValueError, match="covariance_type='tied' applies to the mean-field"):
             segmentation.segment_image(image, method=method, beta=beta, covariance_type="tied")
-    # beta * z >= 2: the mean-field prior of given proportions is no longer unique
-    with pytest.raises(ValueError, match=r"proportions='estimated' needs beta \* z < 2"):
-        segmentation.segment_image(image, beta=0.5, connectivity=8, proportions="estimated")
     _, fixed = segmentation.segment_image(image, beta=0.3, proportions=True)
     _, named = segmentation.segment_image(image, beta=0.3, proportions="fixed")
     np.testing.assert_array_equal(fixed.resp, named.resp)  # True is "fixed"

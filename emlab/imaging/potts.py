@@ -9,7 +9,8 @@ updating its pixels one by one (Gauss-Seidel).
   ``neighbour_weights`` (optional weights for anisotropic voxels), ``colour_sets``;
 - ``homogeneous_field``: the external field that gives a Potts prior given class
   proportions (at the homogeneous mean-field fixed point), and ``homogeneous_marginals``, the
-  proportions that a field gives;
+  proportions that a field gives; ``pseudo_likelihood_field``, the field of given proportions
+  for the neighbours' current votes (``coloured_neighbour_sums``);
 - ``ColouredNeighbours`` and the ``coloured_*`` functions: the mean-field (soft) and ICM (hard)
   sweeps, and the objectives every sweep improves (free energy, energy), on the pixels
   renumbered colour by colour (a colour is then a slice, and the neighbour sums are 1-D
@@ -362,6 +363,70 @@ def coloured_icm_sweep(Q, cost, beta, layout, work=None):
             changed = 1.0
         block[...] = new
     return SweepResult(changed, _row_dots(block, sums) if layout.bipartite else None)
+
+
+def coloured_neighbour_sums(Q, layout, out=None):
+    """Every pixel's neighbour sums ``s_nk = sum_{m ~ n} w_nm q_mk`` (K, N), in the internal
+    order, of ``Q`` (K, N + 1) as it stands."""
+    K, N = Q.shape[0], Q.shape[1] - 1
+    out = np.empty((K, N)) if out is None else out
+    term = np.empty(max(stop - start for start, stop in layout.bounds))
+    for (start, stop), table in zip(layout.bounds, layout.tables):
+        _coloured_sums(Q, table, layout.weights, out[:, start:stop], term[:stop - start])
+    return out
+
+
+def pseudo_likelihood_field(sums, beta, shares, field=None, tol=1e-10, max_iter=100):
+    """The external field ``alpha`` (K,) of the Potts prior's conditionals
+    ``p_nk = exp(alpha_k + beta s_nk) / sum_j exp(alpha_j + beta s_nj)`` whose mean over the
+    pixels is ``shares`` (K,): the maximiser of the concave
+    ``N sum_k shares_k alpha_k - sum_n ln sum_j exp(alpha_j + beta s_nj)``, i.e. of
+    ``sum_nk q_nk ln p_nk`` for responsibilities ``q`` of those means (the M-step of the
+    mixture weights with the neighbours' votes held, Celeux, Forbes & Peyrard 2003).
+
+    Newton's method from ``field`` (default: ``ln shares``), with ``alpha_0 = 0`` fixed (only
+    differences matter) and step halving, until the largest gap between a mean conditional and
+    its share is below ``tol``. ``sums`` (K, N); ``shares`` positive, summing to 1. Returns
+    ``alpha`` and ``sum_n ln sum_j exp(alpha_j + beta s_nj)`` (the conditionals' log
+    normalisers, summed).
+    """
+    K, N = sums.shape
+    shares = np.asarray(shares, dtype=float)
+    alpha = np.log(shares) if field is None else np.array(field, dtype=float)
+    alpha = alpha - alpha[0]
+    base = beta * sums
+    buffers = [np.empty((K, N)), np.empty((K, N))]  # the current and the tried conditionals
+    top, total = np.empty(N), np.empty(N)
+
+    def conditionals(a):
+        p = buffers.pop()
+        np.add(base, a[:, None], out=p)
+        p.max(axis=0, out=top)
+        np.subtract(p, top, out=p)
+        np.exp(p, out=p)
+        p.sum(axis=0, out=total)
+        p /= total
+        value = float(N * shares @ a - np.log(total, out=total).sum() - top.sum())
+        return p, value
+
+    p, value = conditionals(alpha)
+    for _ in range(max_iter):
+        means = p.mean(axis=1)
+        gap = shares - means
+        if np.abs(gap).max() < tol:
+            break
+        hessian = (p @ p.T) / N - np.diag(means)  # of the objective / N, negative definite
+        step = np.zeros(K)
+        step[1:] = np.linalg.solve(hessian[1:, 1:], -gap[1:])
+        for _ in range(30):  # step halving: the objective must rise (up to its rounding)
+            p_new, value_new = conditionals(alpha + step)
+            if value_new >= value - 1e-12 * abs(value):
+                break
+            buffers.append(p_new)
+            step *= 0.5
+        buffers.append(p)
+        alpha, p, value = alpha + step, p_new, value_new
+    return alpha, float(N * shares @ alpha) - value
 
 
 def coloured_pairs(Q, layout):
