@@ -35,9 +35,11 @@ class shares ``r`` that solve ``r_k ∝ exp(alpha_k + beta z r_k)``
   ``history`` holds ``sum_nk q_nk (ln N(x_n; ..) + ln p_nk) - sum q ln q``, which need not rise
   at every step (the E-step does not see ``p``'s normaliser). The homogeneous field ``ln pi_k -
   beta z pi_k`` (``potts.homogeneous_field``, whose mean-field prior has the shares ``pi``) was
-  tried first: on the template without noise it did as well, but under noise 0.15 (notebook
-  09's sweep) it let CSF fall to 28.5 mL, because in the posterior's clustered configuration a
-  shrinking class keeps losing prior; the conditionals above see those configurations.
+  tried first (with the tied variance): on the template without noise it did about as well
+  (CSF 206.4 mL), but on the template with noise 0.15 (as in notebook 09's sweep) it let CSF
+  fall to 28.5 mL (Dice 0.193), and on noisy slices the middle class vanished: in the
+  posterior's clustered configurations a shrinking class keeps losing prior. The conditionals
+  above see those configurations; with them CSF was 131.5 mL there.
 
 ``covariance_type="tied"`` (soft EM with the prior) gives every class one variance, the
 pooled one (the start's pooled with the plain fit's weights, then the M-step's): a scanner's
