@@ -4,7 +4,8 @@ objectives."""
 
 import numpy as np
 import pytest
-from scipy import ndimage
+from scipy import ndimage, optimize
+from scipy.special import logsumexp
 
 import potts_reference
 from emlab.imaging import potts
@@ -210,3 +211,93 @@ def test_coloured_icm_sweep_gives_the_same_labels_as_the_plain_one(connectivity)
         np.testing.assert_allclose(
             potts.coloured_icm_objective(inner, layout.to_inner(cost), 1.0, 0.7, layout, pairs),
             potts_reference.icm_objective(Q, cost, 1.0, 0.7, table), rtol=1e-12)
+
+
+@pytest.mark.parametrize("connectivity, spacing", [(4, None), (8, None), (6, None),
+                                                    (26, (0.5, 1.0, 2.0))])
+def test_mean_neighbours_is_the_mean_of_the_convolved_mask(connectivity, spacing):
+    """``z``: each pixel's summed neighbour weights inside the mask, averaged over the mask
+    (scipy's convolution of the mask with the weighted kernel)."""
+    mask = random_mask(5, SHAPES[connectivity])
+    weights = None if spacing is None else potts.neighbour_weights(connectivity, spacing)
+    k = kernel(connectivity)
+    if weights is not None:
+        for offset, w in zip(potts.neighbour_offsets(mask.ndim, connectivity), weights):
+            k[tuple(1 - offset)] = w  # convolution flips the kernel (symmetric weights anyway)
+    expected = ndimage.convolve(mask.astype(float), k, mode="constant", cval=0.0)[mask].mean()
+    layout = potts.ColouredNeighbours.of(mask, connectivity, spacing)
+    assert layout.mean_neighbours() == pytest.approx(expected, rel=1e-12)
+
+
+@pytest.mark.parametrize("pi", [(0.1, 0.6, 0.3), (0.05, 0.15, 0.8), (0.2, 0.3, 0.5)])
+def test_homogeneous_field_gives_the_prior_its_proportions(pi):
+    """Mean-field sweeps of the prior alone (no data) on a 3-D lattice: in the interior (6
+    neighbours each) the marginals settle at ``pi`` with ``homogeneous_field(pi, 6 beta)``;
+    with the field ``ln pi`` the largest class gets more than its share, with no field every
+    class gets ``1 / K``."""
+    beta, shape = 0.3, (16, 16, 16)
+    mask = np.ones(shape, dtype=bool)
+    layout = potts.ColouredNeighbours.of(mask, 6)
+    inner = np.zeros(shape, dtype=bool)
+    inner[5:-5, 5:-5, 5:-5] = True  # far from the faces, where voxels have fewer neighbours
+    inner = layout.to_inner(inner[mask][None, :].astype(float))[0] > 0
+    pi = np.array(pi)
+
+    def settled(alpha):
+        Q = padded(np.full((3, mask.sum()), 1 / 3))
+        log_data = np.repeat(np.asarray(alpha, dtype=float)[:, None], mask.sum(), axis=1)
+        for _ in range(300):
+            if potts.coloured_mean_field_sweep(Q, log_data, beta, layout).change < 1e-12:
+                break
+        return Q[:, :-1][:, inner].mean(axis=1)
+
+    field = potts.homogeneous_field(pi, 6 * beta)
+    np.testing.assert_allclose(settled(field), pi, atol=2e-3)  # the faces' pull fades inwards
+    np.testing.assert_allclose(potts.homogeneous_marginals(field, 6 * beta), pi, atol=1e-10)
+    np.testing.assert_allclose(settled(np.zeros(3)), 1 / 3, atol=1e-9)  # no field: 1 / K
+    naive = settled(np.log(pi))
+    assert naive[np.argmax(pi)] > pi.max() + 0.02
+    np.testing.assert_allclose(potts.homogeneous_marginals(np.log(pi), 6 * beta), naive,
+                               atol=2e-3)
+
+
+def test_homogeneous_marginals_checks_its_inputs():
+    for field, coupling in (([0.0, np.nan], 1.0), ([0.0, 1.0], 2.0), ([0.0, 1.0], -0.1)):
+        with pytest.raises(ValueError, match="field must be finite and coupling in"):
+            potts.homogeneous_marginals(field, coupling)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_pseudo_likelihood_field_matches_scipy_and_gives_its_shares(seed):
+    """The field whose conditionals ``softmax(alpha + beta s_n)`` average to ``shares``: the same
+    maximiser as scipy's BFGS on the pseudo-likelihood, and the summed log normalisers."""
+    rng = np.random.default_rng(seed)
+    beta, shares = 0.4, np.array([0.15, 0.55, 0.3])
+    sums = rng.dirichlet(np.ones(3), size=2000).T * rng.integers(0, 7, size=2000)
+    alpha, log_normalisers = potts.pseudo_likelihood_field(sums, beta, shares)
+    logits = alpha[:, None] + beta * sums
+    conditionals = np.exp(logits - logsumexp(logits, axis=0))
+    np.testing.assert_allclose(conditionals.mean(axis=1), shares, atol=1e-9)
+    assert log_normalisers == pytest.approx(logsumexp(logits, axis=0).sum(), rel=1e-12)
+
+    def minus(free):
+        a = np.r_[0.0, free]
+        return -(sums.shape[1] * shares @ a - logsumexp(a[:, None] + beta * sums, axis=0).sum())
+
+    found = optimize.minimize(minus, np.zeros(2), method="BFGS", options={"gtol": 1e-10}).x
+    np.testing.assert_allclose(alpha, np.r_[0.0, found], atol=1e-5)
+    one_step, _ = potts.pseudo_likelihood_field(sums, beta, shares, field=alpha, max_iter=1)
+    np.testing.assert_allclose(one_step, alpha, atol=1e-12)  # the solution is its fixed point
+
+
+def test_coloured_neighbour_sums_equal_a_convolution():
+    mask = random_mask(7, SHAPES[6])
+    layout = potts.ColouredNeighbours.of(mask, 6)
+    R = np.random.default_rng(7).dirichlet(np.ones(3), size=mask.sum()).T
+    Q = padded(layout.to_inner(R))
+    sums = layout.to_mask_order(padded(potts.coloured_neighbour_sums(Q, layout)))
+    for k in range(3):
+        grid = np.zeros(mask.shape)
+        grid[mask] = R[k]
+        expected = ndimage.convolve(grid, kernel(6), mode="constant", cval=0.0)[mask]
+        np.testing.assert_allclose(sums[k], expected, atol=1e-12)

@@ -6,7 +6,8 @@ import warnings
 
 import numpy as np
 import pytest
-from scipy import ndimage
+from scipy import ndimage, optimize
+from scipy.special import logsumexp
 from sklearn.cluster import KMeans
 from sklearn.mixture import GaussianMixture
 import potts_reference
@@ -466,7 +467,7 @@ def test_fixed_proportions_give_a_mean_field_fixed_point_with_ln_pi():
     _, without = segmentation.segment_image(image, beta=beta, tol=1e-10, max_iter=5000,
                                             reg_covar=0.0)
     assert np.abs(without.resp - res.resp).max() > 1e-3  # the option changes the fit
-    with pytest.raises(ValueError, match="proportions must be True or False"):
+    with pytest.raises(ValueError, match="proportions must be False, True, 'fixed' or"):
         segmentation.segment_image(image, beta=beta, proportions=1)
 def small_distinct_class_volume():
     """Three slabs (0.3, 0.6, 0.85, noise 0.05) and a bright ball (1.05) of 0.2 % of the voxels."""
@@ -499,3 +500,100 @@ def test_soft_segmentation_gives_a_small_distinct_class_its_own_component():
                          weights_init=fit.weights, tol=1e-3).fit(X)
     assert gm.converged_
     assert gm.score(X) * X.shape[0] == pytest.approx(fit.objective, rel=1e-6)
+
+
+def unequal_volume(seed=0, shape=(32, 32, 32), shares=(0.1, 0.6, 0.3), noise_sd=0.35):
+    """Three classes of known unequal shares (smooth random regions: a Gaussian-filtered
+    random field cut at its quantiles), means 0, 1, 2, Gaussian noise."""
+    rng = np.random.default_rng(seed)
+    field = ndimage.gaussian_filter(rng.normal(size=shape), 2.0, mode="wrap")
+    truth = np.digitize(field, np.quantile(field, np.cumsum(shares)[:-1]))
+    return np.array([0.0, 1.0, 2.0])[truth] + rng.normal(0.0, noise_sd, shape), truth
+
+
+def test_estimated_proportions_remove_the_mean_fields_bias_toward_a_rare_class():
+    """A class of 10 % of a volume: the mean field without proportions (the prior's implicit
+    share 1 / 3 each) about doubles it, the plain fit's weights held fixed (counted twice, by
+    ln pi and by the neighbours) shrink it; estimated proportions give it its share and label
+    more voxels right than either."""
+    image, truth = unequal_volume()
+    share = np.bincount(truth.ravel()) / truth.size
+    _, plain = segmentation.segment_image(image)
+    fits = {name: segmentation.segment_image(image, beta=1 / 3, start=plain, **options)
+            for name, options in [("none", {}), ("fixed", {"proportions": "fixed"}),
+                                  ("estimated", {"proportions": "estimated"}),
+                                  ("tied", {"proportions": "estimated",
+                                            "covariance_type": "tied"})]}
+    shares = {name: fit.resp.mean(axis=1) for name, (_, fit) in fits.items()}
+    accuracy = {name: (labels == truth).mean() for name, (labels, _) in fits.items()}
+    assert shares["none"][0] > 1.8 * share[0]
+    assert shares["fixed"][0] < 0.9 * share[0]
+    for name in ("estimated", "tied"):
+        assert abs(shares[name][0] - share[0]) < 0.025, (name, shares[name])
+        np.testing.assert_allclose(fits[name][1].weights, shares[name])  # the M-step's pi
+        assert accuracy[name] > max(accuracy["none"], accuracy["fixed"]), accuracy
+    assert accuracy["none"] < (plain.labels == truth.ravel()).mean()
+
+
+def test_estimated_proportions_give_a_mean_field_fixed_point():
+    """``proportions="estimated"``: the mean-field equations gain an external field ``alpha``
+    that makes the mean of the prior's conditionals ``softmax(alpha + beta s_n)`` (``s_n`` the
+    neighbours' summed responsibilities) equal to the mean responsibilities (``weights``).
+    ``alpha`` is recomputed here with scipy's optimiser from the result alone; with
+    ``covariance_type="tied"`` every variance is the pooled one."""
+    image, truth = piecewise_image(noise_sd=0.4, seed=3, shape=(30, 34))
+    beta, x = 0.45, image.ravel()
+    for covariance_type in ("full", "tied"):
+        _, res = segmentation.segment_image(image, beta=beta, tol=1e-10, max_iter=5000,
+                                            proportions="estimated", reg_covar=0.0,
+                                            covariance_type=covariance_type)
+        assert res.converged
+        pi = res.resp.mean(axis=1)
+        np.testing.assert_allclose(res.weights, pi, atol=1e-9)
+        np.testing.assert_allclose(pi, np.bincount(truth.ravel()) / truth.size, atol=0.03)
+        if covariance_type == "tied":
+            pooled = sum((res.resp[k] * (x - res.means[k, 0]) ** 2).sum()
+                         for k in range(3)) / x.size
+            np.testing.assert_allclose(res.covariances[:, 0, 0], pooled, rtol=1e-6)
+        sums = np.stack([ndimage.convolve(res.resp[k].reshape(image.shape), KERNELS[4],
+                                          mode="constant", cval=0.0).ravel() for k in range(3)])
+
+        def minus_pseudo_likelihood(free):
+            alpha = np.r_[0.0, free]
+            return -(x.size * pi @ alpha - logsumexp(alpha[:, None] + beta * sums, axis=0).sum())
+
+        alpha = np.r_[0.0, optimize.minimize(minus_pseudo_likelihood, np.zeros(2),
+                                             method="BFGS", options={"gtol": 1e-9}).x]
+        logits = np.empty((3, x.size))
+        for k in range(3):
+            var = res.covariances[k, 0, 0]
+            logits[k] = (-0.5 * np.log(2 * np.pi * var) - (x - res.means[k, 0]) ** 2 / (2 * var)
+                         + beta * sums[k] + alpha[k])
+        expected = np.exp(logits - logits.max(axis=0))
+        expected /= expected.sum(axis=0)
+        np.testing.assert_allclose(res.resp, expected, atol=1e-5)
+
+
+def test_a_tied_variance_keeps_the_objective_monotone():
+    image, _ = piecewise_image(noise_sd=0.8, seed=2)
+    _, res = segmentation.segment_image(image, beta=0.7, reg_covar=0.0, covariance_type="tied")
+    trace = res.objective_trace
+    assert res.n_iter >= 2 and (np.diff(trace) >= -1e-9 * np.abs(trace).max()).all()
+    np.testing.assert_allclose(res.history[0]["covariances"][:, 0, 0],
+                               res.history[0]["covariances"][0, 0, 0])  # tied from the start
+
+
+def test_proportions_and_covariance_type_are_checked():
+    image, _ = piecewise_image(noise_sd=0.4, seed=1, shape=(12, 14))
+    for bad in (1, "estimate", None, 0.5):
+        with pytest.raises(ValueError, match="proportions must be False, True, 'fixed' or"):
+            segmentation.segment_image(image, beta=0.3, proportions=bad)
+    for bad in ("diag", "spherical", True, None):
+        with pytest.raises(ValueError, match="covariance_type must be 'full' or 'tied'"):
+            segmentation.segment_image(image, beta=0.3, covariance_type=bad)
+    for method, beta in (("hard", 0.3), ("soft", 0.0)):
+        with pytest.raises(ValueError, match="covariance_type='tied' applies to the mean-field"):
+            segmentation.segment_image(image, method=method, beta=beta, covariance_type="tied")
+    _, fixed = segmentation.segment_image(image, beta=0.3, proportions=True)
+    _, named = segmentation.segment_image(image, beta=0.3, proportions="fixed")
+    np.testing.assert_array_equal(fixed.resp, named.resp)  # True is "fixed"

@@ -7,6 +7,10 @@ updating its pixels one by one (Gauss-Seidel).
 - ``NEIGHBOURHOODS`` (the connectivities of each dimension), ``check_connectivity``,
   ``neighbour_offsets``, ``neighbour_table`` (each pixel's neighbours inside the mask),
   ``neighbour_weights`` (optional weights for anisotropic voxels), ``colour_sets``;
+- ``homogeneous_field``: the external field that gives a Potts prior given class
+  proportions (at the homogeneous mean-field fixed point), and ``homogeneous_marginals``, the
+  proportions that a field gives; ``pseudo_likelihood_field``, the field of given proportions
+  for the neighbours' current votes (``coloured_neighbour_sums``);
 - ``ColouredNeighbours`` and the ``coloured_*`` functions: the mean-field (soft) and ICM (hard)
   sweeps, and the objectives every sweep improves (free energy, energy), on the pixels
   renumbered colour by colour (a colour is then a slice, and the neighbour sums are 1-D
@@ -185,6 +189,15 @@ class ColouredNeighbours:
         bipartite = connectivity == NEIGHBOURHOODS[mask.ndim][0] and len(colours) == 2
         return cls(order, inverse[:N], tuple(bounds), tuple(tables), weights, bipartite)
 
+    def mean_neighbours(self):
+        """``z``: the mean over the pixels of their neighbours' summed weights inside the mask
+        (the mean number of neighbours in the mask when unweighted): twice the pair weights
+        per pixel."""
+        n_pixels = self.order.size
+        weights = np.ones(self.tables[0].shape[0]) if self.weights is None else self.weights
+        return float(sum(float(weights @ (table < n_pixels).sum(axis=1)) for table in self.tables)
+                     / n_pixels)
+
     def to_inner(self, R, out=None):
         """``R`` (K, N) in the order of ``image[mask]`` -> the internal order (one 1-D gather
         per row)."""
@@ -295,6 +308,44 @@ def coloured_mean_field_sweep(Q, log_data, beta, layout, work=None):
     return SweepResult(change, pairs, entropy if np.isfinite(entropy) else None)
 
 
+def homogeneous_field(proportions, coupling):
+    """The external field ``alpha_k = ln pi_k - coupling * pi_k`` (K,) whose homogeneous
+    mean-field Potts prior has the class proportions ``pi``.
+
+    A Potts prior with external field ``alpha`` and ``z`` neighbours of weight ``beta`` has,
+    on a homogeneous lattice, the mean-field marginals ``r`` that solve
+    ``r_k = exp(alpha_k + beta z r_k) / sum_j exp(alpha_j + beta z r_j)``; this ``alpha``
+    (``coupling = beta z``) makes ``r = pi`` that solution, the only one when
+    ``coupling < 2`` (the mean-field free energy ``sum r ln r - coupling / 2 sum r^2 -
+    alpha . r`` is then strictly convex on the simplex). ``alpha = 0`` (no external field)
+    gives ``r = 1 / K``; ``alpha = ln pi`` gives the large classes more than ``pi``.
+    Proportions are floored at ``1e-300`` so that the logarithm stays finite.
+    """
+    pi = np.maximum(np.asarray(proportions, dtype=float), 1e-300)
+    return np.log(pi) - coupling * pi
+
+
+def homogeneous_marginals(field, coupling, tol=1e-12, max_iter=10000):
+    """The class proportions ``r`` (K,) of a Potts prior with external field ``field`` (K,)
+    at its homogeneous mean-field fixed point, ``r_k ∝ exp(field_k + coupling * r_k)``
+    (``coupling = beta z``), by damped fixed-point iteration from ``1 / K``; unique for
+    ``coupling < 2`` (see ``homogeneous_field``, its inverse)."""
+    field = np.asarray(field, dtype=float)
+    if not np.all(np.isfinite(field)) or not (np.isfinite(coupling) and 0 <= coupling < 2):
+        raise ValueError(f"field must be finite and coupling in [0, 2), got {field!r}, "
+                         f"{coupling!r}")
+    r = np.full(field.size, 1.0 / field.size)
+    for _ in range(max_iter):
+        logits = field + coupling * r
+        new = np.exp(logits - logits.max())
+        new = 0.5 * (r + new / new.sum())
+        if np.abs(new - r).max() < tol:
+            return new
+        r = new
+    raise ValueError(f"the homogeneous mean-field iteration did not settle in {max_iter} "
+                     "steps")
+
+
 def coloured_icm_sweep(Q, cost, beta, layout, work=None):
     """One ICM pass over the colours of ``layout``; ``Q`` one-hot (K, N + 1), in place, in the
     internal order. Returns a ``SweepResult`` (its change 1.0 if a label changed, else 0.0)."""
@@ -312,6 +363,70 @@ def coloured_icm_sweep(Q, cost, beta, layout, work=None):
             changed = 1.0
         block[...] = new
     return SweepResult(changed, _row_dots(block, sums) if layout.bipartite else None)
+
+
+def coloured_neighbour_sums(Q, layout, out=None):
+    """Every pixel's neighbour sums ``s_nk = sum_{m ~ n} w_nm q_mk`` (K, N), in the internal
+    order, of ``Q`` (K, N + 1) as it stands."""
+    K, N = Q.shape[0], Q.shape[1] - 1
+    out = np.empty((K, N)) if out is None else out
+    term = np.empty(max(stop - start for start, stop in layout.bounds))
+    for (start, stop), table in zip(layout.bounds, layout.tables):
+        _coloured_sums(Q, table, layout.weights, out[:, start:stop], term[:stop - start])
+    return out
+
+
+def pseudo_likelihood_field(sums, beta, shares, field=None, tol=1e-10, max_iter=100):
+    """The external field ``alpha`` (K,) of the Potts prior's conditionals
+    ``p_nk = exp(alpha_k + beta s_nk) / sum_j exp(alpha_j + beta s_nj)`` whose mean over the
+    pixels is ``shares`` (K,): the maximiser of the concave
+    ``N sum_k shares_k alpha_k - sum_n ln sum_j exp(alpha_j + beta s_nj)``, i.e. of
+    ``sum_nk q_nk ln p_nk`` for responsibilities ``q`` of those means (the M-step of the
+    mixture weights with the neighbours' votes held, Celeux, Forbes & Peyrard 2003).
+
+    Newton's method from ``field`` (default: ``ln shares``), with ``alpha_0 = 0`` fixed (only
+    differences matter) and step halving, until the largest gap between a mean conditional and
+    its share is below ``tol``. ``sums`` (K, N); ``shares`` positive, summing to 1. Returns
+    ``alpha`` and ``sum_n ln sum_j exp(alpha_j + beta s_nj)`` (the conditionals' log
+    normalisers, summed).
+    """
+    K, N = sums.shape
+    shares = np.asarray(shares, dtype=float)
+    alpha = np.log(shares) if field is None else np.array(field, dtype=float)
+    alpha = alpha - alpha[0]
+    base = beta * sums
+    buffers = [np.empty((K, N)), np.empty((K, N))]  # the current and the tried conditionals
+    top, total = np.empty(N), np.empty(N)
+
+    def conditionals(a):
+        p = buffers.pop()
+        np.add(base, a[:, None], out=p)
+        p.max(axis=0, out=top)
+        np.subtract(p, top, out=p)
+        np.exp(p, out=p)
+        p.sum(axis=0, out=total)
+        p /= total
+        value = float(N * shares @ a - np.log(total, out=total).sum() - top.sum())
+        return p, value
+
+    p, value = conditionals(alpha)
+    for _ in range(max_iter):
+        means = p.mean(axis=1)
+        gap = shares - means
+        if np.abs(gap).max() < tol:
+            break
+        hessian = (p @ p.T) / N - np.diag(means)  # of the objective / N, negative definite
+        step = np.zeros(K)
+        step[1:] = np.linalg.solve(hessian[1:, 1:], -gap[1:])
+        for _ in range(30):  # step halving: the objective must rise (up to its rounding)
+            p_new, value_new = conditionals(alpha + step)
+            if value_new >= value - 1e-12 * abs(value):
+                break
+            buffers.append(p_new)
+            step *= 0.5
+        buffers.append(p)
+        alpha, p, value = alpha + step, p_new, value_new
+    return alpha, float(N * shares @ alpha) - value
 
 
 def coloured_pairs(Q, layout):

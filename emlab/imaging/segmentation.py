@@ -11,20 +11,45 @@ each the natural extension of one of the two E-steps of this module:
   (x_n - mu_k)^2 / (2 sigma^2) - beta * #{m ~ n : z_m = k}, sigma^2 the pooled within-class
   variance: at beta = 0 this is exactly the nearest-mean rule of ``e_step``.
 
-Class proportions under the prior. By default no mixing weight enters the E-step (as in dipy
-and in Zhang, Brady & Smith 2001): nothing then tells the field that a class is rare, and on
-the 3-D template CSF doubled (429.7 mL against the reference's 216.7). With
-``proportions=True`` the mean-field E-step keeps the plain fit's mixing weights pi_k, **held
-fixed**: q_n(k) ∝ pi_k N(x_n; mu_k, sigma_k^2) exp(beta * sum_{m ~ n} q_m(k)). Re-
-estimating pi_k as the mean responsibility at each M-step is the opposite failure: the prior
-and pi_k feed each other until one class holds nearly all of the brain (on the noisy slice
-99.9 %; on the template CSF and WM both vanished, even with pi_k clipped to within a factor 2 of
-the start's, which only slowed the drift). Fixed weights cannot feed back: they are a constant
-external field, the mean-field objective still rises at every step, and ``history[0]`` holds
-them (``weights`` still reports the final proportions). It is not the default: fixed weights
-keep whatever proportions the plain fit got wrong, and on a very noisy synthetic volume
-(``tests/test_segmentation.py``) they lowered the prior's gain in Dice. ICM (hard) has no
-weights either way: its pooled-variance rule is the nearest-mean rule of ``e_step``.
+Class proportions under the prior. A Potts prior with an external field ``alpha`` (a constant
+log-prior per class) and ``z`` neighbours has, at its homogeneous mean-field fixed point, the
+class shares ``r`` that solve ``r_k ∝ exp(alpha_k + beta z r_k)``
+(``potts.homogeneous_marginals``). ``proportions`` picks the field of the mean-field E-step,
+``q_n(k) ∝ N(x_n; mu_k, sigma_k^2) exp(alpha_k + beta * sum_{m ~ n} q_m(k))``:
+
+* ``False`` (default; as in dipy and Zhang, Brady & Smith 2001): ``alpha = 0``, whose prior
+  gives every class ``1 / K``. On the 3-D template (notebook 09) the CSF prior is then 1/3
+  instead of about 0.14, and CSF about doubles, taking dark grey-matter voxels;
+* ``"fixed"`` (or ``True``): ``alpha_k = ln pi_k`` of the plain fit, held fixed (a constant
+  field: the objective rises at every step; ``history[0]`` holds them, ``weights`` reports the
+  final proportions). ``ln pi_k`` counts a class's abundance a second time on top of the
+  neighbours' votes (for the template's weights its prior gives grey matter 90 % of the brain),
+  and re-estimating ``pi_k`` as the mean responsibility inside it feeds that back until one
+  class holds the brain;
+* ``"estimated"``: ``alpha`` is the M-step of the mixture weights with each voxel's prior
+  normalised over the classes, ``p_nk = exp(alpha_k + beta s_nk) / sum_j exp(alpha_j + beta
+  s_nj)``, ``s_n`` the neighbours' current responsibilities (the mean-field-like EM of Celeux,
+  Forbes & Peyrard 2003): ``alpha`` maximises ``sum_nk q_nk ln p_nk``, i.e. the mean of the
+  conditionals ``p_nk`` equals the mean responsibility ``pi_k`` (``weights``), by one Newton
+  step per iteration (``potts.pseudo_likelihood_field``). A class's share is then counted once.
+  ``history`` holds ``sum_nk q_nk (ln N(x_n; ..) + ln p_nk) - sum q ln q``, which need not rise
+  at every step (the E-step does not see ``p``'s normaliser). The homogeneous field ``ln pi_k -
+  beta z pi_k`` (``potts.homogeneous_field``, whose mean-field prior has the shares ``pi``) was
+  tried first (with the tied variance): on the template without noise it did about as well
+  (CSF 206.4 mL), but on the template with noise 0.15 (as in notebook 09's sweep) it let CSF
+  fall to 28.5 mL (Dice 0.193), and on noisy slices the middle class vanished: in the
+  posterior's clustered configurations a shrinking class keeps losing prior. The conditionals
+  above see those configurations; with them CSF was 131.5 mL there.
+
+``covariance_type="tied"`` (soft EM with the prior) gives every class one variance, the
+pooled one (the start's pooled with the plain fit's weights, then the M-step's): a scanner's
+noise is the same in every tissue, and a class's own spread in a plain fit is mostly partial
+volume. With per-class variances the mean field narrows grey matter (its responsibilities
+become confident only for typical intensities) and the broad CSF Gaussian takes the dark
+grey matter. The pair was chosen on the BrainWeb-style phantom with ``random_state=1``
+(``phantoms.brainweb_phantom``, no INU, 3, 5 and 9 % noise: every tissue volume within 7 % of
+the truth), not on the template. ICM (hard) has no weights and always a pooled variance: its
+rule is the nearest-mean rule of ``e_step``.
 
 The pixels are updated one colour at a time (two colours for the 4-neighbourhood of a slice or
 the 6-neighbourhood of a volume, a checkerboard: the parity of the sum of the coordinates; four
@@ -65,6 +90,7 @@ from emlab.engine import chunked
 from emlab.engine.fastpath import has_empty_component
 from emlab.engine.loop import Step, improves, iterate, progress_bar
 from emlab.imaging import bias_field as bias, dask_volumes, partial_volume as pve
+from emlab.engine.covariance import constrain_covariances
 from emlab.imaging.potts import (
     NEIGHBOURHOODS,
     ColouredNeighbours,
@@ -73,6 +99,8 @@ from emlab.imaging.potts import (
     coloured_icm_sweep,
     coloured_mean_field_objective,
     coloured_mean_field_sweep,
+    coloured_neighbour_sums,
+    pseudo_likelihood_field,
 )
 from emlab.engine.validation import check_beta, check_image, check_int
 
@@ -131,11 +159,12 @@ class _PottsPass:
     """
 
     def __init__(self, X, mask, start, method, beta, connectivity, spacing, reg_covar,
-                 proportions=False):
+                 proportions=False, tied=False):
         self.X, self.x, self.method = X, X[:, 0], method
-        self.beta, self.reg_covar = beta, reg_covar
+        self.beta, self.reg_covar, self.tied = beta, reg_covar, tied
         K, self.n_points = start.means.shape[0], X.shape[0]
         self.layout = ColouredNeighbours.of(mask, connectivity, spacing)
+        proportions = proportions if method == "soft" else False
         self.R = np.array(start.resp, dtype=float)
         self.Q = np.zeros((K, self.n_points + 1))  # internal order; last column: no neighbour
         self.layout.to_inner(self.R, out=self.Q[:, :-1])
@@ -143,30 +172,45 @@ class _PottsPass:
             if method == "soft" else None
         self.work = {}
         self.log_proportions = _log_proportions(start.weights, self.n_points) \
-            if proportions else None
+            if proportions == "fixed" else None
+        # "estimated": the field alpha (K,) of the prior's conditionals, for the neighbour
+        # sums of the current responsibilities (kept in self.sums)
+        self.sums = self.field = self.log_normalisers = None
+        if proportions == "estimated":
+            self.sums = coloured_neighbour_sums(self.Q, self.layout)
+            self.field, self.log_normalisers = pseudo_likelihood_field(
+                self.sums, beta, _shares(start.weights, self.n_points))
 
-    def data_term(self, means, covs):
-        """Soft: ln N(x_n; mu_k, sigma_k^2). Hard: (x_n - mu_k)^2 / (2 sigma^2) and
-        the pooled variance sigma^2. Both (K, N), in the internal order."""
+    def data_term(self, means, covs, weights):
+        """Soft: ln N(x_n; mu_k, sigma_k^2), plus the external field of the proportions if
+        any. Hard: (x_n - mu_k)^2 / (2 sigma^2) and the pooled variance sigma^2. Both (K, N),
+        in the internal order."""
         if self.method == "soft":
             densities = self.log_densities(means[:, 0], covs[:, 0, 0])
-            if self.log_proportions is not None:  # proportions=True: ln pi_k, held fixed
+            if self.log_proportions is not None:  # "fixed": ln pi_k of the start
                 densities = densities + self.log_proportions
+            elif self.field is not None:  # "estimated": the current field alpha
+                densities = densities + self.field[:, None]
             return densities, None
         sq = (self.x[None, :] - means[:, 0][:, None]) ** 2
         sigma2 = float((self.R * sq).sum() / self.n_points + self.reg_covar)
         return self.layout.to_inner(sq / (2.0 * sigma2)), sigma2
 
-    def objective(self, means, covs, sweep=None):
-        term, sigma2 = self.term = self.data_term(means, covs)
+    def objective(self, means, covs, weights, sweep=None):
+        term, sigma2 = self.term = self.data_term(means, covs, weights)
         pairs, entropy = (None, None) if sweep is None else (sweep.pairs, sweep.entropy)
+        if self.method == "soft" and self.field is not None:  # "estimated"
+            # sum_nk q_nk [ln N + ln p_nk] - sum q ln q, ln p_nk = alpha_k + beta s_nk -
+            # ln sum_j exp(alpha_j + beta s_nj); sum_nk q_nk s_nk is twice the pair term
+            return coloured_mean_field_objective(self.Q, term, 2.0 * self.beta, self.layout,
+                                                 pairs, entropy) - self.log_normalisers
         if self.method == "soft":
             return coloured_mean_field_objective(self.Q, term, self.beta, self.layout, pairs,
                                                  entropy)
         return coloured_icm_objective(self.Q, term, sigma2, self.beta, self.layout, pairs)
 
     def start_objective(self, means, covs, weights):
-        return self.objective(means, covs)
+        return self.objective(means, covs, weights)
 
     def step(self, means, covs, weights, iteration):
         term = self.term[0]  # of the current parameters
@@ -175,28 +219,40 @@ class _PottsPass:
         self.layout.to_mask_order(self.Q, out=self.R)  # back to the order of image[mask]
         # an emptied class is re-seeded by m_step; the next sweep then lets it claim pixels
         fit = _m_step_1d(self.X, self.R, self.reg_covar)
+        if self.tied:  # one variance: the classes' pooled about their own means
+            fit = MStepResult(fit.means, _tied(fit.covariances, fit.weights), fit.weights,
+                              fit.reseeded)
+        if self.field is not None:  # "estimated": the field's M-step for the new votes
+            coloured_neighbour_sums(self.Q, self.layout, out=self.sums)
+            # one Newton step from the last field (a generalised M-step: it raises the
+            # objective; a converged fit is its fixed point all the same)
+            self.field, self.log_normalisers = pseudo_likelihood_field(
+                self.sums, self.beta, _shares(fit.weights, self.n_points), self.field,
+                max_iter=1)
         return Step(fit, None, change=sweep.change, reseeded=fit.reseeded,
-                    new_objective=self.objective(fit.means, fit.covariances, sweep))
+                    new_objective=self.objective(fit.means, fit.covariances, fit.weights,
+                                                 sweep))
 
     def finish(self, means, covs, weights):
         return None  # the last step measured the final parameters' objective
 
 
 def _potts_em(X, mask, start, method, beta, connectivity, spacing, max_iter, tol, reg_covar,
-              progress=False, proportions=False):
+              progress=False, proportions=False, tied=False):
     """EM with a Potts prior, started from a plain-EM result ``start``; returns an EMResult.
 
     Each iteration is one coloured sweep of the E-step (mean field or ICM) followed by the
     usual M-step (``m_step``) on the resulting responsibilities (``_PottsPass``, driven by
     ``emlab.engine.loop.iterate``). Stops when no label changes (hard) or no responsibility
-    moves by more than ``tol`` (soft).
+    moves by more than ``tol`` (soft). ``proportions``: False, "fixed" or "estimated";
+    ``tied``: one variance for every class (the start's pooled, then the M-step's).
     """
     potts = _PottsPass(X, mask, start, method, beta, connectivity, spacing, reg_covar,
-                       proportions)
+                       proportions, tied)
     name = "mean field" if method == "soft" else "ICM"
     bar = progress_bar(f"{method} EM + {name}", max_iter) if progress else None
-    fit = iterate(potts, start.means, start.covariances, start.weights, method, max_iter, tol,
-                  bar)
+    covs = _tied(start.covariances, start.weights) if tied else start.covariances
+    fit = iterate(potts, start.means, covs, start.weights, method, max_iter, tol, bar)
     resp = potts.R.astype(np.int64) if method == "hard" else potts.R
     return EMResult(means=fit.means, covariances=fit.covariances, weights=fit.weights,
                     resp=resp, labels=np.argmax(resp, axis=0), n_iter=fit.n_iter,
@@ -204,10 +260,27 @@ def _potts_em(X, mask, start, method, beta, connectivity, spacing, max_iter, tol
                     init_means=start.means.copy(), method=method, reseeded=fit.reseeded)
 
 
+def _floored(weights, N):
+    """Class proportions floored at ``1 / N`` (one pixel), so that their logarithm is finite."""
+    return np.maximum(np.asarray(weights, dtype=float), 1.0 / N)
+
+
+def _shares(weights, N):
+    """``_floored`` proportions, renormalised to sum to 1."""
+    shares = _floored(weights, N)
+    return shares / shares.sum()
+
+
 def _log_proportions(weights, N):
     """The class proportions of the mean-field E-step, ``ln pi_k`` (K, 1): those of the plain
     fit the prior starts from, held fixed (see the module docstring)."""
-    return np.log(np.maximum(np.asarray(weights, dtype=float), 1.0 / N))[:, None]
+    return np.log(_floored(weights, N))[:, None]
+
+
+def _tied(covs, weights):
+    """Every class's variance replaced by their average weighted by ``weights`` (K, 1, 1)."""
+    weights = np.asarray(weights, dtype=float)
+    return constrain_covariances(covs, weights / weights.sum(), "tied", 0.0)
 
 
 def _order_by_intensity(result):
@@ -342,11 +415,11 @@ def _check_start(start, X, K, method, beta):
 
 
 def _fit_with_field(X, inside, plain, degree, method, beta, connectivity, spacing, max_iter, tol,
-                    reg_covar, proportions):
+                    reg_covar, proportions, tied):
     """``bias_field.fit_with_field`` started from the plain fit, then this module's mixture
     refitted to the corrected intensities: ``run_em`` warm-started, and with ``beta > 0`` the
-    prior's loop after it (its fixed class proportions the plain fit's). Returns the fit, ``ln
-    b`` and the number of field updates."""
+    prior's loop after it (its class proportions, fixed or the start of the estimated ones,
+    the plain fit's). Returns the fit, ``ln b`` and the number of field updates."""
     log_field, _, n_updates, _ = bias.fit_with_field(
         X[:, 0], inside, degree, plain.means[:, 0], float(plain.covariances[:, 0, 0].min()),
         tol=1e-3)
@@ -360,7 +433,7 @@ def _fit_with_field(X, inside, plain, degree, method, beta, connectivity, spacin
     if beta > 0:
         result = _potts_em(corrected, inside, replace(result, weights=plain.weights), method,
                            beta, connectivity, spacing, max_iter, tol, reg_covar, False,
-                           proportions)
+                           proportions, tied)
     return result, log_field, n_updates
 
 
@@ -381,6 +454,28 @@ def _scan_result(result, img, inside, field, n_updates, partial_volume):
     return ScanResult(**fields, **extra)
 
 
+def _check_proportions(proportions):
+    """``proportions`` as False, "fixed" (also ``True``) or "estimated"."""
+    if isinstance(proportions, (bool, np.bool_)):
+        return "fixed" if proportions else False
+    if isinstance(proportions, str) and proportions in ("fixed", "estimated"):
+        return proportions
+    raise ValueError(f"proportions must be False, True, 'fixed' or 'estimated', got "
+                     f"{proportions!r}")
+
+
+def _check_covariance_type(covariance_type, method, beta):
+    """Whether the prior's loop ties the variances: ``covariance_type`` "full" or "tied"
+    (the latter for the mean-field loop only: soft EM with ``beta > 0``)."""
+    if not isinstance(covariance_type, str) or covariance_type not in ("full", "tied"):
+        raise ValueError(f"covariance_type must be 'full' or 'tied', got {covariance_type!r}")
+    if covariance_type == "tied" and (method != "soft" or beta == 0):
+        raise ValueError("covariance_type='tied' applies to the mean-field prior's loop: it "
+                         f"needs method='soft' and beta > 0, got method={method!r}, "
+                         f"beta={beta!r}")
+    return covariance_type == "tied"
+
+
 def _check_spacing(spacing, ndim):
     """``None``, or the voxel size as ``ndim`` positive finite floats."""
     if spacing is None:
@@ -399,7 +494,7 @@ def _check_spacing(spacing, ndim):
 def segment_image(image, mask=None, n_components=3, method="soft", beta=0.0, random_state=0,
                   *, connectivity=None, spacing=None, n_init=4, max_iter=500, tol=1e-4,
                   reg_covar=1e-6, start=None, progress=False, bias_field=False,
-                  partial_volume=False, proportions=False):
+                  partial_volume=False, proportions=False, covariance_type="full"):
     """Segment a grey-level image by EM on the intensities, with an optional Potts prior.
 
     The intensities of the pixels inside ``mask`` are fitted by a ``n_components``-Gaussian
@@ -422,8 +517,9 @@ def segment_image(image, mask=None, n_components=3, method="soft", beta=0.0, ran
     chosen for soft EM because it keeps responsibilities (the M-step stays the weighted one of
     this module) and, unlike ICM, does not freeze a pixel's class after one decision.
     Under the prior no mixing weight enters the E-step by default: the class proportions are
-    left to the Potts field, as in dipy; ``proportions=True`` keeps the plain fit's weights
-    ``pi_k``, held fixed (see the module docstring). ``beta`` is in nats per neighbour:
+    left to the Potts field, as in dipy; ``proportions`` puts them in it (held fixed or
+    estimated) and ``covariance_type="tied"`` gives the classes one variance (see the module
+    docstring). ``beta`` is in nats per neighbour:
     with 4 neighbours, ``beta = 1`` lets a unanimous neighbourhood outweigh a log-likelihood
     ratio of up to 4 nats (a likelihood ratio of ``e^4``). (dipy's
     ``TissueClassifierHMRF`` adds ``+beta_dipy`` per disagreeing neighbour and ``-beta_dipy``
@@ -476,11 +572,16 @@ def segment_image(image, mask=None, n_components=3, method="soft", beta=0.0, ran
         ``True`` or the given degree, fitted by posterior-weighted least squares, alternated
         with the mixture's EM on the corrected intensities). Needs positive intensities in the
         mask. ``False`` gives exactly the fit without it.
-    proportions : bool, default False
-        Soft EM with ``beta > 0``: the mean-field E-step keeps the plain fit's class
-        proportions, ``q_n(k) ∝ pi_k N(x_n; mu_k, sigma_k^2) exp(beta * sum_{m ~ n} q_m(k))``,
-        ``pi_k`` held fixed (``history[0]["weights"]``). Without them CSF doubled on the 3-D
-        template; with re-estimated ones a class took the whole brain.
+    proportions : {False, True, "fixed", "estimated"}, default False
+        Soft EM with ``beta > 0`` (ignored otherwise): the class proportions in the mean-field
+        E-step's external field ``alpha``. ``"fixed"`` (``True``): ``ln pi_k`` of the plain
+        fit, held fixed (``history[0]["weights"]``). ``"estimated"``: ``alpha`` re-estimated
+        at every M-step so that each voxel's prior ``softmax(alpha + beta s_n)`` (``s_n`` its
+        neighbours' summed responsibilities) averages to the mean responsibilities
+        (``weights``). Without them CSF doubled on the 3-D template. See the module docstring.
+    covariance_type : {"full", "tied"}, default "full"
+        ``"tied"``: one variance for every class in the mean-field loop (soft EM with
+        ``beta > 0`` only), the pooled within-class variance.
     partial_volume : bool, default False
         Soft EM only: each voxel's tissue fractions (``emlab.imaging.partial_volume``: pure
         and mixed classes of adjacent tissues), fitted after the segmentation on the
@@ -533,8 +634,8 @@ def segment_image(image, mask=None, n_components=3, method="soft", beta=0.0, ran
     max_iter = check_int(max_iter, "max_iter", minimum=1)
     if not (isinstance(tol, (int, float, np.floating)) and np.isfinite(tol) and tol > 0):
         raise ValueError(f"tol must be a positive number, got {tol!r}")
-    if not isinstance(proportions, (bool, np.bool_)):
-        raise ValueError(f"proportions must be True or False, got {proportions!r}")
+    proportions = _check_proportions(proportions)
+    tied = _check_covariance_type(covariance_type, method, beta)
     degree = bias.check_degree(bias_field)
     if not isinstance(partial_volume, (bool, np.bool_)):
         raise ValueError(f"partial_volume must be True or False, got {partial_volume!r}")
@@ -556,11 +657,11 @@ def segment_image(image, mask=None, n_components=3, method="soft", beta=0.0, ran
                                                              random_state, reg_covar, progress)
         if beta > 0 and not degree:
             result = _potts_em(X, inside, result, method, beta, connectivity, spacing,
-                               max_iter, tol, reg_covar, progress, proportions)
-        if degree:  # an outer loop: the field's update alternated with the mixture's EM
+                               max_iter, tol, reg_covar, progress, proportions, tied)
+        if degree:  # the field (alternated with the mixel EM), then the mixture on x / b
             result, log_field, n_updates = _fit_with_field(X, inside, result, degree, method,
                                                            beta, connectivity, spacing, max_iter,
-                                                           tol, reg_covar, proportions)
+                                                           tol, reg_covar, proportions, tied)
         if beta > 0 and not result.converged:
             warnings.warn(f"{method} EM with the spatial prior did not converge within "
                           f"max_iter={max_iter} iterations", EMConvergenceWarning,
