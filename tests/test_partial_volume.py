@@ -173,3 +173,23 @@ def test_the_template_phantom_volumes_are_within_5_percent_with_the_default_prio
     adjacent = partial_volume.fit_partial_volume(y, [0.35, 0.6, 0.85], 0.04 ** 2,
                                                  three_tissue=0.0)
     assert adjacent.fractions[0].sum() / truth[0] - 1 < -0.10
+
+
+def test_segment_image_passes_three_tissue_on_and_refuses_it_without_fractions():
+    """The same fractions as fit_partial_volume with that weight on the fit's intensities;
+    a different weight gives different fractions; without partial_volume it is refused."""
+    rng = np.random.default_rng(7)
+    u = np.indices((30, 33))[1] / 32.0
+    image = np.interp(u, [0, 0.5, 1], [0.3, 0.6, 0.9]) + rng.normal(0, 0.02, u.shape)
+    _, fit = segmentation.segment_image(image, n_components=3, partial_volume=True,
+                                        three_tissue=0.02)
+    direct = partial_volume.fit_partial_volume(image.ravel(), fit.means[:, 0],
+                                               float(fit.covariances.min()), three_tissue=0.02)
+    np.testing.assert_allclose(fit.fractions, direct.fractions)
+    _, default = segmentation.segment_image(image, n_components=3, partial_volume=True)
+    assert np.abs(default.fractions - fit.fractions).max() > 1e-3
+    with pytest.raises(ValueError, match="three_tissue .* needs partial_volume=True"):
+        segmentation.segment_image(image, n_components=3, three_tissue=0.02)
+    with pytest.raises(ValueError, match="three_tissue must be a number in"):
+        segmentation.segment_image(image, n_components=3, partial_volume=True,
+                                   three_tissue=1.5)

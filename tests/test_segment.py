@@ -206,6 +206,8 @@ def test_pve_with_hard_em_is_refused(scan_files, capsys):
                           scan_files / "fast")
     assert done.returncode == 2
     assert "--pve needs --method soft" in done.stderr
+
+
 def test_the_lesion_options_round_trip_a_scan_with_a_lesion(tmp_path):
     """``--lesions`` and ``--lesion-labels``: the same table and labels as ``find_lesions``,
     the labels with the scan's affine; the implanted lesion is the one row."""
@@ -241,3 +243,24 @@ def test_the_lesion_options_refuse_bad_values(scan_files, capsys):
         done = run_in_process(capsys, scan, "--out", out, *extra)
         assert done.returncode == 2 and message in done.stderr.strip().splitlines()[-1]
         assert not out.exists()
+
+
+def test_three_tissue_reaches_the_fractions_and_needs_pve(tmp_path, scan_files):
+    data, mask, _ = tiled_volume()
+    nib.save(nib.Nifti1Image(data.astype(np.float32), AFFINE), tmp_path / "scan.nii.gz")
+    nib.save(nib.Nifti1Image(mask, AFFINE), tmp_path / "mask.nii.gz")
+    done = run_command(tmp_path / "scan.nii.gz", "--mask", tmp_path / "mask.nii.gz",
+                       "--out", tmp_path / "labels.nii.gz", "--pve", tmp_path / "fast",
+                       "--three-tissue", "0")
+    assert done.returncode == 0, done.stderr
+    inside = mask == 1
+    _, fit = segmentation.segment_image(data.astype(np.float32), inside, 3,
+                                        spacing=(2.0, 1.0, 1.5), partial_volume=True,
+                                        three_tissue=0.0)
+    written = np.stack([nib.load(tmp_path / f"fast_pve_{k}.nii.gz").get_fdata()[inside]
+                        for k in range(3)])
+    np.testing.assert_allclose(written, fit.fractions, atol=1e-6)
+    refused = run_command(scan_files / "scan.nii.gz", "--out", scan_files / "labels.nii.gz",
+                          "--three-tissue", "0.1")
+    assert refused.returncode == 2 and "--three-tissue is the partial-volume model's prior" \
+        in refused.stderr

@@ -76,6 +76,10 @@ def build_parser():
                              "PREFIX_pve_0 .. PREFIX_pve_K-1 (.nii.gz), and with --bias the "
                              "field's maps under the same PREFIX (default PREFIX: OUT without "
                              "its .nii[.gz])")
+    parser.add_argument("--three-tissue", type=float, metavar="W",
+                        help="with --pve: the prior weight of voxels holding three tissues, in "
+                             "[0, 1) (default 0.08, for smooth atlas-like fractions; 0: adjacent "
+                             "tissues only; a single subject's sharp scan wants less)")
     lesions = parser.add_argument_group(
         "lesions", "voxels that no tissue explains, as measured regions (find_lesions)")
     lesions.add_argument("--lesions", metavar="CSV",
@@ -204,6 +208,8 @@ def run(args, progress):
         options["connectivity"] = args.connectivity
     options["progress"] = sys.stderr.isatty() if args.progress is None else args.progress
     real_scan = {"bias_field": args.bias, "partial_volume": bool(args.pve)}
+    if args.three_tissue is not None:
+        real_scan["three_tissue"] = args.three_tissue
     progress(f"fitting {args.classes} classes by {args.method} EM on the intensities")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -277,6 +283,12 @@ def main(argv=None):
             raise CommandError(f"--beta must be a finite number >= 0, got {args.beta}")
         if args.pve and args.method != "soft":
             raise CommandError("--pve needs --method soft (fractions come from probabilities)")
+        if args.three_tissue is not None:
+            if not args.pve:
+                raise CommandError("--three-tissue is the partial-volume model's prior: it "
+                                   "needs --pve")
+            if not 0 <= args.three_tissue < 1:
+                raise CommandError(f"--three-tissue must be in [0, 1), got {args.three_tissue}")
         if not str(args.out).endswith(nifti.NIFTI_SUFFIXES):
             raise CommandError(f"{args.out}: the output name must end in .nii or .nii.gz")
         if not (np.isfinite(args.min_lesion_ml) and args.min_lesion_ml > 0):

@@ -213,7 +213,8 @@ def _histogram(y, spread):
     return 0.5 * (edges[:-1] + edges[1:])[keep], counts[keep].astype(float)
 
 
-def _check_three_tissue(three_tissue):
+def check_three_tissue(three_tissue):
+    """``three_tissue`` as a float in [0, 1), or a ValueError naming it."""
     if isinstance(three_tissue, bool) \
             or not isinstance(three_tissue, (int, float, np.integer, np.floating)) \
             or not 0 <= three_tissue < 1:
@@ -268,7 +269,7 @@ def fit_partial_volume(y, means, variance, weights=None, grid=20, max_iter=1000,
         raise ValueError(f"variance must be a positive number, got {variance!r}")
     grid = check_int(grid, "grid", minimum=2)
     max_iter = check_int(max_iter, "max_iter", minimum=1)
-    rho = _check_three_tissue(three_tissue) if K >= 3 else 0.0
+    rho = check_three_tissue(three_tissue) if K >= 3 else 0.0
     n_classes = 2 * K - 1
     if weights is None:
         weights = np.r_[np.full(K, 0.5 / K), np.full(K - 1, 0.5 / (K - 1))]

@@ -437,7 +437,7 @@ def _fit_with_field(X, inside, plain, degree, method, beta, connectivity, spacin
     return result, log_field, n_updates
 
 
-def _scan_result(result, img, inside, field, n_updates, partial_volume):
+def _scan_result(result, img, inside, field, n_updates, partial_volume, three_tissue):
     """A ``ScanResult``: the field as an image (1 outside the mask), the restored image, and
     the partial-volume fractions of the (corrected) intensities."""
     extra = {"n_field_updates": n_updates}
@@ -447,8 +447,10 @@ def _scan_result(result, img, inside, field, n_updates, partial_volume):
         extra["bias_field"][inside] = field
         extra["restored"] = img / extra["bias_field"]
     if partial_volume:
+        rho = pve.DEFAULT_THREE_TISSUE if three_tissue is None else three_tissue
         extra["fractions"] = pve.fit_partial_volume(
-            corrected, result.means[:, 0], float(result.covariances[:, 0, 0].min())).fractions
+            corrected, result.means[:, 0], float(result.covariances[:, 0, 0].min()),
+            three_tissue=rho).fractions
     fields = {name: value for name, value in asdict(result).items()
               if name in EMResult.__dataclass_fields__}
     return ScanResult(**fields, **extra)
@@ -494,7 +496,8 @@ def _check_spacing(spacing, ndim):
 def segment_image(image, mask=None, n_components=3, method="soft", beta=0.0, random_state=0,
                   *, connectivity=None, spacing=None, n_init=4, max_iter=500, tol=1e-4,
                   reg_covar=1e-6, start=None, progress=False, bias_field=False,
-                  partial_volume=False, proportions=False, covariance_type="full"):
+                  partial_volume=False, proportions=False, covariance_type="full",
+                  three_tissue=None):
     """Segment a grey-level image by EM on the intensities, with an optional Potts prior.
 
     The intensities of the pixels inside ``mask`` are fitted by a ``n_components``-Gaussian
@@ -584,8 +587,14 @@ def segment_image(image, mask=None, n_components=3, method="soft", beta=0.0, ran
         ``beta > 0`` only), the pooled within-class variance.
     partial_volume : bool, default False
         Soft EM only: each voxel's tissue fractions (``emlab.imaging.partial_volume``: pure
-        and mixed classes of adjacent tissues), fitted after the segmentation on the
-        (corrected) intensities, in ``result.fractions``.
+        voxels, two-tissue voxels of adjacent tissues and three-tissue voxels), fitted after
+        the segmentation on the (corrected) intensities, in ``result.fractions``, and the
+        tissue holding the largest fraction in ``result.fraction_labels``.
+    three_tissue : float in [0, 1), optional
+        With ``partial_volume``: the fixed prior weight of three-tissue voxels (default
+        ``partial_volume.DEFAULT_THREE_TISSUE``, 0.08, an atlas-like prior for smooth
+        fractions such as the MNI152 maps'; 0: adjacent tissues only; a single subject's
+        sharper scan wants a smaller value; see ``emlab.imaging.partial_volume``).
 
     Returns
     -------
@@ -639,6 +648,11 @@ def segment_image(image, mask=None, n_components=3, method="soft", beta=0.0, ran
     degree = bias.check_degree(bias_field)
     if not isinstance(partial_volume, (bool, np.bool_)):
         raise ValueError(f"partial_volume must be True or False, got {partial_volume!r}")
+    if three_tissue is not None:
+        if not partial_volume:
+            raise ValueError("three_tissue is the partial-volume model's prior: it needs "
+                             "partial_volume=True")
+        pve.check_three_tissue(three_tissue)
     if partial_volume and method != "soft":
         raise ValueError("partial_volume needs method='soft' (hard EM has no probabilities "
                          "to start the fractions from)")
@@ -669,7 +683,7 @@ def segment_image(image, mask=None, n_components=3, method="soft", beta=0.0, ran
     result = _order_by_intensity(result)
     if degree or partial_volume:
         result = _scan_result(result, img, inside, np.exp(log_field) if degree else None,
-                              n_updates if degree else 0, partial_volume)
+                              n_updates if degree else 0, partial_volume, three_tissue)
     label_image = np.full(img.shape, -1, dtype=np.int64)
     label_image[inside] = result.labels
     return label_image, result
