@@ -17,8 +17,9 @@ Method
   3 % noise.
 * Truth: the argmax of the fractions (Dice) and the summed fractions (volumes).
 * Ours: ``segment_image(image, mask, 3, "soft")`` (plain), ``bias_field=True`` (+ field),
-  ``bias_field=True, partial_volume=True`` (+ field + fractions; the labels are the EM's, the
-  volumes the summed fractions). Volumes of the plain and + field fits: summed
+  ``bias_field=True, partial_volume=True`` (+ field + fractions; the labels are the tissue
+  holding the largest fraction, ``fraction_labels``, FAST's pveseg; the volumes the summed
+  fractions). Labels of the plain and + field fits: the EM's; their volumes: summed
   responsibilities.
 * ANTs (antspyx): ``n4_bias_field_correction(image, mask)`` then ``atropos(a=corrected,
   x=mask, i="kmeans[3]", m="[0.2,1x1x1]", c="[5,0]")`` (the issue's settings); labels 1..3 in
@@ -81,6 +82,9 @@ def run_ours(phantom, options, affine):
     seconds = time.perf_counter() - start
     fractions = getattr(fit, "fractions", None)
     volumes = label_maps.soft_volumes_ml(fit.resp if fractions is None else fractions, affine)
+    if fractions is not None:
+        labels = np.full(phantom.mask.shape, -1, dtype=np.int64)
+        labels[phantom.mask] = fit.fraction_labels
     field = getattr(fit, "bias_field", None)
     return labels, volumes, field, seconds
 
@@ -154,7 +158,7 @@ def targets(table):
             gap = [o40[f"dice_{t}"] - ours.loc[0.0][f"dice_{t}"] for t in TISSUES]
             lines.append(f"| Dice per class within 0.01 of the same method without INU | "
                          f"{' / '.join(f'{g:+.3f}' for g in gap)} | "
-                         f"{'met' if min(gap) >= -0.01 else 'missed'} |")
+                         f"{'met' if max(map(abs, gap)) <= 0.01 else 'missed'} |")
         lead = o40["dice_mean"] - ants.loc[0.4]["dice_mean"]
         lines.append(f"| mean Dice >= ANTs + 0.02 | {o40['dice_mean']:.3f} vs "
                      f"{ants.loc[0.4]['dice_mean']:.3f} ({lead:+.3f}) | "

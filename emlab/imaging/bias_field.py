@@ -56,9 +56,9 @@ bias_field=True)`` then fits its mixture (plain or with the Potts prior, soft or
 corrected intensities.
 
 A limit: the field and the tissue layout are told apart only because anatomy is not smooth.
-An image whose tissues lie in a few slabs (a smooth trend across the image) can have its
-layout taken up by the field, the class means drifting together; when no voxel is left
-confidently one tissue the update stops with a ``ValueError``.
+An image whose tissues lie in a few slabs (a smooth trend across the image) has part of its
+trend taken up by the field, held back only by the penalty (``tests/test_bias_field.py``); when
+no voxel is left likely pure tissue the update stops with a ``ValueError``.
 """
 
 from __future__ import annotations
