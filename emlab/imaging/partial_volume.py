@@ -159,6 +159,14 @@ def _pass(y, counts, M, log_w, means, variance):
             float(norm @ counts))
 
 
+def _on_fine_grid(y, M, component_weights, means, variance, rows):
+    """``rows(gamma)`` (R, P) of the components' posteriors ``gamma`` on a fine grid of
+    intensities spanning ``y``, interpolated at every ``y``: shape (R, N)."""
+    points = np.linspace(y.min(), y.max(), _FINE)
+    gamma, *_ = _pass(points, np.ones(points.size), M, _log(component_weights), means, variance)
+    return _interpolate(y, points, rows(gamma))
+
+
 def _log(weights):
     with np.errstate(divide="ignore"):
         return np.log(weights)
@@ -297,10 +305,8 @@ def fit_partial_volume(y, means, variance, weights=None, grid=20, max_iter=1000,
     if fractions:
         # each voxel's fractions: the posterior expected fractions on a fine grid of intensities
         # (a smooth function of y), interpolated linearly
-        points = np.linspace(y.min(), y.max(), _FINE)
-        gamma, *_ = _pass(points, np.ones(points.size), M, _log(component_weights), means,
-                          variance)
-        voxel_fractions = np.clip(_interpolate(y, points, M.T @ gamma), 0.0, 1.0)
+        voxel_fractions = np.clip(_on_fine_grid(y, M, component_weights, means, variance,
+                                                lambda gamma: M.T @ gamma), 0.0, 1.0)
         voxel_fractions /= voxel_fractions.sum(axis=0)
     return PartialVolumeFit(fractions=voxel_fractions, means=means, variance=float(variance),
                             weights=np.bincount(owner, weights=component_weights),
@@ -340,10 +346,11 @@ def class_posteriors(y, fit, grid=20):
         raise ValueError(f"fit has {fit.component_weights.size} components; a model of {K} "
                          f"tissues on a grid of {grid} has {mixing_matrix(K, grid)[0].shape[0]} "
                          f"or {M.shape[0]}")
-    points = np.linspace(y.min(), y.max(), _FINE)
-    gamma, *_ = _pass(points, np.ones(points.size), M, _log(fit.component_weights),
-                      fit.means, fit.variance)
-    by_class = np.zeros((owner.max() + 1, points.size))
-    np.add.at(by_class, owner, gamma)
-    posteriors = np.clip(_interpolate(y, points, by_class), 0.0, 1.0)
+    def by_class(gamma):
+        summed = np.zeros((owner.max() + 1, gamma.shape[1]))
+        np.add.at(summed, owner, gamma)
+        return summed
+
+    posteriors = np.clip(_on_fine_grid(y, M, fit.component_weights, fit.means, fit.variance,
+                                       by_class), 0.0, 1.0)
     return posteriors / posteriors.sum(axis=0)
