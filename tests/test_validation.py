@@ -93,3 +93,18 @@ def test_check_image_takes_a_volume_only_where_asked_and_names_a_bad_voxel():
     volume[1, 2, 3] = np.nan
     with pytest.raises(ValueError, match=r"first at voxel \(1, 2, 3\)"):
         validation.check_image(volume, None, ndims=(2, 3))
+
+
+@pytest.mark.parametrize("d", [1, 2, 5, 62, 63, 70])
+def test_missing_patterns_are_numpys_unique_masks_in_the_same_order(d):
+    """The integer-coded grouping (d <= 62) and the fallback give the patterns and rows of
+    np.unique(observed, axis=0), in its order (the M-step's sums run in that order)."""
+    rng = np.random.default_rng(d)
+    X = rng.normal(size=(3000, d))
+    X[rng.random(X.shape) < 0.3] = np.nan
+    patterns = validation.missing_patterns(X)
+    expected, inverse = np.unique(~np.isnan(X), axis=0, return_inverse=True)
+    assert len(patterns) == len(expected)
+    for i, (observed, rows) in enumerate(patterns):
+        np.testing.assert_array_equal(observed, expected[i])
+        np.testing.assert_array_equal(rows, np.flatnonzero(inverse.ravel() == i))

@@ -106,7 +106,17 @@ def missing_patterns(X):
     observed = ~np.isnan(X)
     if observed.all():
         return [(np.ones(X.shape[1], dtype=bool), np.arange(X.shape[0]))]
-    patterns, inverse = np.unique(observed, axis=0, return_inverse=True)
+    d = X.shape[1]
+    if d <= 62:
+        # each row's mask as an integer, coordinate 0 the most significant bit: sorting the
+        # codes sorts the masks as np.unique(observed, axis=0) does (False < True, row-wise
+        # lexicographic), so the patterns come in the same order, several times faster
+        codes = observed.astype(np.int64) @ (np.int64(1) << np.arange(d - 1, -1, -1,
+                                                                        dtype=np.int64))
+        unique_codes, inverse = np.unique(codes, return_inverse=True)
+        patterns = (unique_codes[:, None] >> np.arange(d - 1, -1, -1)) & 1 == 1
+    else:
+        patterns, inverse = np.unique(observed, axis=0, return_inverse=True)
     inverse = inverse.ravel()
     return [(pattern, np.flatnonzero(inverse == i)) for i, pattern in enumerate(patterns)]
 
