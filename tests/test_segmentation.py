@@ -597,3 +597,14 @@ def test_proportions_and_covariance_type_are_checked():
     _, fixed = segmentation.segment_image(image, beta=0.3, proportions=True)
     _, named = segmentation.segment_image(image, beta=0.3, proportions="fixed")
     np.testing.assert_array_equal(fixed.resp, named.resp)  # True is "fixed"
+
+
+def test_atypicality_counts_standard_deviations_beyond_the_extreme_components():
+    """Above the brightest mean: (x - mu_top) / sd_top; below the darkest: (mu_bottom - x) /
+    sd_bottom; 0 in between (where tissues blend), whatever the components' order."""
+    from types import SimpleNamespace
+
+    fit = SimpleNamespace(means=np.array([[0.9], [0.3], [0.6]]),
+                          covariances=np.array([[[0.05 ** 2]], [[0.1 ** 2]], [[0.02 ** 2]]]))
+    x = np.array([1.0, 0.9, 0.45, 0.3, 0.1])
+    np.testing.assert_allclose(segmentation.atypicality(x, fit), [2.0, 0.0, 0.0, 0.0, 2.0])

@@ -48,7 +48,7 @@ from emlab.imaging import label_maps
 from emlab.imaging.phantoms import implant_lesion
 from emlab.imaging.nifti import check_affine, voxel_sizes_mm, voxel_volume_ml
 from emlab.imaging.potts import ColouredNeighbours, coloured_mean_field_sweep
-from emlab.imaging.segmentation import segment_image
+from emlab.imaging.segmentation import atypicality, segment_image
 
 COLUMNS = ["voxels", "volume_ml", "centroid_x_mm", "centroid_y_mm", "centroid_z_mm",
            "mean_intensity", "contrast"]
@@ -102,19 +102,11 @@ def _outlier_field(z, inside, kappa, beta, max_sweeps=100, tol=1e-3):
     return out
 
 
-def _atypicality(x, fit):
-    """``z_n``: how many standard deviations a voxel lies beyond the brightest tissue's mean
-    (if brighter) or below the darkest's (if darker); 0 in between, where two tissues blend."""
-    mu, sd = fit.means[:, 0], np.sqrt(fit.covariances[:, 0, 0])
-    top, bottom = np.argmax(mu), np.argmin(mu)
-    return np.maximum(np.maximum((x - mu[top]) / sd[top], (mu[bottom] - x) / sd[bottom]), 0.0)
-
-
 def _candidates(x, fit, inside, kappa, beta, min_voxels):
     """Connected components (labels 1..C, 0 elsewhere) of at least ``min_voxels`` voxels of the
     coherent outlier field of ``fit`` at typicality ``kappa``."""
     outliers = np.zeros(inside.shape, dtype=bool)
-    outliers[inside] = _outlier_field(_atypicality(x, fit), inside, kappa, beta) > 0.5
+    outliers[inside] = _outlier_field(atypicality(x, fit), inside, kappa, beta) > 0.5
     components, n = ndimage.label(outliers)
     sizes = np.bincount(components.ravel(), minlength=n + 1)
     sizes[0] = 0

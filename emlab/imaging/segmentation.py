@@ -355,13 +355,30 @@ def _distinct_last(fit, typicality=3.0):
     return bool(np.all(np.abs(mu[-1] - mu[:-1]) > typicality * sd[:-1]))
 
 
+def atypicality(x, fit):
+    """How many standard deviations each intensity lies beyond the brightest component's mean
+    (if brighter) or below the darkest's (if darker); 0 in between, where tissues blend.
+
+    Parameters
+    ----------
+    x : ndarray (N,)
+    fit : EMResult of a 1-D mixture (means (K, 1), covariances (K, 1, 1))
+
+    Returns
+    -------
+    ndarray (N,), >= 0
+    """
+    mu, sd = fit.means[:, 0], np.sqrt(fit.covariances[:, 0, 0])
+    top, bottom = np.argmax(mu), np.argmin(mu)
+    return np.maximum(np.maximum((x - mu[top]) / sd[top], (mu[bottom] - x) / sd[bottom]), 0.0)
+
+
 def _outlying_tail(x, fit, typicality=3.0):
     """The larger of the groups of ``x`` more than ``typicality`` standard deviations above the
     brightest component of ``fit`` or below the darkest (bool, like ``x``)."""
-    mu, sd = fit.means[:, 0], np.sqrt(fit.covariances[:, 0, 0])
-    top, bottom = np.argmax(mu), np.argmin(mu)
-    bright = x > mu[top] + typicality * sd[top]
-    dark = x < mu[bottom] - typicality * sd[bottom]
+    beyond = atypicality(x, fit) > typicality
+    mu = fit.means[:, 0]
+    bright, dark = beyond & (x > mu.max()), beyond & (x < mu.min())
     return bright if bright.sum() >= dark.sum() else dark
 
 
