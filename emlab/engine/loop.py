@@ -9,7 +9,9 @@ passes use it:
 * ``emlab.engine.chunked``: one pass over the chunks of a dask array per iteration;
 * ``emlab.imaging.segmentation``: the Potts-coupled sweeps (mean field or ICM) of a segmentation;
 * ``emlab.imaging.partial_volume``: the mixel model's EM on a histogram, whose parameters are
-  ``(pure means (K,), [variance], component weights)``.
+  ``(pure means (K,), [variance], component weights)``;
+* ``emlab.models.categorical``: the categorical mixture's EM, whose parameters are
+  ``(category probabilities (K, C), an empty (K, 0, 0) placeholder, weights (K,))``.
 
 A pass has ``n_points`` and three methods, each given the current parameters
 ``(means, covariances, weights)`` (for a Gaussian mixture; otherwise any three arrays the pass
@@ -21,10 +23,10 @@ understands, as above: the loop only copies them into ``history``):
 * ``finish(...)``: the objective of the final parameters (a last E-step, which the pass may
   keep for its labels and responsibilities), or None when the last ``Step`` gave it.
 
-Convergence (``converged``): a pass that measures its own change (the Potts sweeps) stops at
-no change (hard) or a change below ``tol`` (soft); otherwise hard EM stops when the E-step's
-assignment equals the previous one, and soft EM when the mean objective per point gains less
-than ``tol``.
+Convergence (``converged``): a pass that measures its own change (the Potts sweeps; the
+categorical mixture, by its new parameters' objective per point) stops at no change (hard) or
+a change below ``tol`` (soft); otherwise hard EM stops when the E-step's assignment equals the
+previous one, and soft EM when the mean objective per point gains less than ``tol``.
 
 This module imports nothing of ours (tqdm only when a bar is asked for).
 """
