@@ -298,6 +298,51 @@ def test_n_init_keeps_the_best_run(five_feature_model):
     assert best.objective == pytest.approx(max(singles))
 
 
+def hand_written_cmm_em(Y, sizes, weights, probs, alpha, max_iter, tol):
+    """The EM of the module written out with its public steps: an M-step then an E-step per
+    iteration, stopping when the MAP objective per row changes by at most ``tol``."""
+    resp, log_lik = cmm_e_step(Y, weights, probs, sizes)
+    history = [(weights, probs, log_lik, log_lik + alpha * np.log(probs).sum())]
+    for n_iter in range(1, max_iter + 1):
+        weights, probs = cmm_m_step(Y, resp, sizes, alpha)
+        resp, log_lik = cmm_e_step(Y, weights, probs, sizes)
+        history.append((weights, probs, log_lik, log_lik + alpha * np.log(probs).sum()))
+        if abs(history[-1][3] - history[-2][3]) / len(Y) <= tol:
+            return history, resp, n_iter, True
+    return history, resp, max_iter, False
+
+
+@pytest.mark.filterwarnings("ignore::em_helpers.EMConvergenceWarning")
+@pytest.mark.parametrize("start, alpha, max_iter, tol, converged", [
+    ("dirichlet", 0.3, 500, 1e-6, True),
+    ("dirichlet", 1.0, 4, 0.0, False),
+    ("uniform", 0.5, 10, 0.0, True),  # a fixed point: the change is exactly 0 <= tol
+])
+def test_run_cmm_em_is_the_hand_written_em(five_feature_model, start, alpha, max_iter, tol,
+                                           converged):
+    weights, probs = five_feature_model
+    codes, _ = sample_cmm(np.random.default_rng(11), 400, weights, probs)
+    Y, sizes = encode_categorical(codes, SIZES)
+    if start == "uniform":
+        init = np.concatenate([np.full((3, s), 1 / s) for s in sizes], axis=1)
+    else:
+        init = np.concatenate([np.random.default_rng(2).dirichlet(np.ones(s), size=3)
+                               for s in sizes], axis=1)
+    res = run_cmm_em(Y, 3, sizes, init=init, alpha=alpha, max_iter=max_iter, tol=tol)
+    history, resp, n_iter, hand_converged = hand_written_cmm_em(
+        Y, sizes, np.full(3, 1 / 3), init, alpha, max_iter, tol)
+    assert (res.n_iter, res.converged) == (n_iter, hand_converged)
+    assert hand_converged == converged and len(res.history) == n_iter + 1
+    for t, (entry, (w, p, log_lik, objective)) in enumerate(zip(res.history, history)):
+        assert entry["iteration"] == t
+        np.testing.assert_array_equal(entry["weights"], w)
+        np.testing.assert_array_equal(entry["probs"], p)
+        assert (entry["log_likelihood"], entry["objective"]) == (log_lik, objective)
+    np.testing.assert_array_equal(res.resp, resp)
+    np.testing.assert_array_equal(res.probs, history[-1][1])
+    assert (res.log_likelihood, res.objective) == history[-1][2:]
+
+
 def test_not_converged_warns():
     Y, sizes = encode_categorical(np.random.default_rng(0).integers(0, 3, size=(50, 3)))
     with pytest.warns(EMConvergenceWarning, match="did not converge in 2 iterations"):

@@ -119,6 +119,19 @@ def test_best_of_keeps_the_first_of_equal_objectives_and_runs_the_fits_lazily():
     assert made == [0, 1, 2]
 
 
+def test_best_of_with_margin_0_keeps_a_later_fit_better_by_rounding():
+    class Fit:
+        def __init__(self, objective, name):
+            self.objective, self.name = objective, name
+
+    soft = [Fit(5.0, "a"), Fit(5.0 * (1 + 1e-14), "b"), Fit(5.0 * (1 + 1e-14), "c")]
+    assert loop.best_of(soft, "soft", margin=0.0).name == "b"  # equal: the first kept
+    hard = [Fit(5.0, "a"), Fit(5.0 * (1 - 1e-14), "b")]
+    assert loop.best_of(hard, "hard", margin=0.0).name == "b"
+    assert loop.best_of(hard, "hard").name == "a"
+    assert not loop.improves(5.0, 5.0, "soft", margin=0.0)
+
+
 def test_the_warning_points_at_the_callers_line():
     with pytest.warns(loop.EMConvergenceWarning, match="hard EM did not converge within "
                       "max_iter=7 iterations") as caught:

@@ -1,16 +1,21 @@
 """The one EM loop: convergence, history, progress, best of the starts and the warning.
 
 In the spirit of scikit-learn's ``BaseMixture.fit``: the bookkeeping of an EM fit is written
-here once, and what an iteration does on its data is a *pass* object's business. Four passes
-use it:
+here once, and what an iteration does on its data is a *pass* object's business. These
+passes use it:
 
 * ``em_helpers``: the course's reference steps (any X, missing cells included) and the
   blocked complete-data fast path (``emlab.engine.fastpath``), both in memory;
 * ``emlab.engine.chunked``: one pass over the chunks of a dask array per iteration;
-* ``emlab.imaging.segmentation``: the Potts-coupled sweeps (mean field or ICM) of a segmentation.
+* ``emlab.imaging.segmentation``: the Potts-coupled sweeps (mean field or ICM) of a segmentation;
+* ``emlab.imaging.partial_volume``: the mixel model's EM on a histogram, whose parameters are
+  ``(pure means (K,), [variance], component weights)``;
+* ``emlab.models.categorical``: the categorical mixture's EM, whose parameters are
+  ``(category probabilities (K, C), an empty (K, 0, 0) placeholder, weights (K,))``.
 
 A pass has ``n_points`` and three methods, each given the current parameters
-``(means, covariances, weights)``:
+``(means, covariances, weights)`` (for a Gaussian mixture; otherwise any three arrays the pass
+understands, as above: the loop only copies them into ``history``):
 
 * ``start_objective(...)``: the objective of the start, or NaN when the first iteration's
   E-step measures it (history entry 0 then gets it from ``step``);
@@ -18,10 +23,10 @@ A pass has ``n_points`` and three methods, each given the current parameters
 * ``finish(...)``: the objective of the final parameters (a last E-step, which the pass may
   keep for its labels and responsibilities), or None when the last ``Step`` gave it.
 
-Convergence (``converged``): a pass that measures its own change (the Potts sweeps) stops at
-no change (hard) or a change below ``tol`` (soft); otherwise hard EM stops when the E-step's
-assignment equals the previous one, and soft EM when the mean objective per point gains less
-than ``tol``.
+Convergence (``converged``): a pass that measures its own change (the Potts sweeps; the
+categorical mixture, by its new parameters' objective per point) stops at no change (hard) or
+a change below ``tol`` (soft); otherwise hard EM stops when the E-step's assignment equals the
+previous one, and soft EM when the mean objective per point gains less than ``tol``.
 
 This module imports nothing of ours (tqdm only when a bar is asked for).
 """
@@ -44,12 +49,13 @@ def history_entry(means, covs, weights, objective=np.nan):
             "objective": objective}
 
 
-def improves(new, old, method):
-    """True if objective ``new`` beats ``old`` by more than rounding (1e-12 relative).
+def improves(new, old, method, margin=1e-12):
+    """True if objective ``new`` beats ``old`` by more than rounding (``margin`` relative;
+    0: by anything).
 
     Lower is better for hard EM (sum of squares), higher for soft EM (log-likelihood).
     """
-    margin = 1e-12 * max(abs(old), 1.0)
+    margin = margin * max(abs(old), 1.0)
     return new < old - margin if method == "hard" else new > old + margin
 
 
@@ -128,7 +134,7 @@ def iterate(em_pass, means, covs, weights, method, max_iter, tol, bar=None, show
     ----------
     em_pass : a pass object
     means, covs, weights : ndarrays (K, d), (K, d, d), (K,)
-        The complete start.
+        The complete start (or any three arrays the pass understands: module docstring).
     method : {"hard", "soft"}
     max_iter : int
     tol : float
@@ -177,12 +183,12 @@ def iterate(em_pass, means, covs, weights, method, max_iter, tol, bar=None, show
                reseeded, n_iter, bool(converged))
 
 
-def best_of(fits, method):
+def best_of(fits, method, margin=1e-12):
     """The fit of best objective among ``fits`` (an iterable, run lazily, in order); a later
-    fit must beat an earlier one by more than rounding (``improves``)."""
+    fit must beat an earlier one by more than rounding (``improves`` with ``margin``)."""
     best = None
     for fit in fits:
-        if best is None or improves(fit.objective, best.objective, method):
+        if best is None or improves(fit.objective, best.objective, method, margin):
             best = fit
     return best
 

@@ -14,7 +14,8 @@ without the multinomial coefficient of count data, which does not depend on the 
 - ``encode_categorical``: integer codes to the stacked one-hot ``Y``;
 - ``cmm_e_step``, ``cmm_m_step`` (with optional Dirichlet smoothing ``alpha``),
   ``cmm_log_likelihood``;
-- ``run_cmm_em`` returning a ``CMMResult``.
+- ``run_cmm_em`` returning a ``CMMResult``: its iterations, best start and stopping are
+  those of the one EM loop (``emlab.engine.loop``), driving ``_CMMPass``.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.special import logsumexp
 
-from em_helpers import EMConvergenceWarning
+from emlab.engine.loop import EMConvergenceWarning, Step, best_of, iterate
 from emlab.engine.validation import check_int, check_resp, check_weights
 
 
@@ -346,27 +347,46 @@ def _cmm_init(Y, n_components, feature_sizes, init, init_weights, rng):
                              weights_name="init_weights")
 
 
-def _cmm_history_entry(iteration, weights, probs, log_lik, alpha):
-    """One ``history`` record: copies of the parameters and their two objectives."""
-    return {"iteration": iteration, "weights": weights.copy(), "probs": probs.copy(),
-            "log_likelihood": log_lik, "objective": log_lik + _cmm_log_prior(probs, alpha)}
+class _CMMPass:
+    """One EM iteration of the categorical mixture: the pass that ``emlab.engine.loop.iterate``
+    drives for ``run_cmm_em`` (see that module for the protocol).
 
+    The loop's parameters ``(means, covariances, weights)`` carry ``(probs (K, C), an empty
+    (K, 0, 0) placeholder, weights (K,))``; the objective is the MAP objective
+    ``log_likelihood + alpha * sum(ln probs)``. Each E-step's responsibilities are kept for the
+    next M-step (the loop hands back the parameters they were computed at), so an iteration is
+    one M-step then the E-step of its parameters, whose objective is the new parameters' and
+    whose change per observation is the pass's own measure of convergence (``Step.change``).
+    ``log_likelihoods[t]`` and ``resp`` (the final one) are kept for ``CMMResult``.
+    """
 
-def _cmm_single_run(Y, feature_sizes, weights, probs, alpha, max_iter, tol):
-    """EM from one initialisation; returns (weights, probs, resp, history, n_iter, converged)."""
-    resp, log_lik = _cmm_e_step(Y, weights, probs)
-    history = [_cmm_history_entry(0, weights, probs, log_lik, alpha)]
-    converged = False
-    n_iter = 0
-    for n_iter in range(1, max_iter + 1):
-        weights, probs = _cmm_m_step(Y, resp, feature_sizes, alpha)
-        resp, log_lik = _cmm_e_step(Y, weights, probs)
-        history.append(_cmm_history_entry(n_iter, weights, probs, log_lik, alpha))
-        change = (history[-1]["objective"] - history[-2]["objective"]) / Y.shape[0]
-        if abs(change) <= tol:
-            converged = True
-            break
-    return weights, probs, resp, history, n_iter, converged
+    def __init__(self, Y, feature_sizes, alpha):
+        self.Y, self.feature_sizes, self.alpha = Y, feature_sizes, alpha
+        self.n_points = Y.shape[0]
+        self.resp, self.log_likelihoods, self._objective = None, [], None
+
+    def _e_step(self, probs, weights):
+        """E-step at ``(weights, probs)``: keeps resp and the log-likelihood; the objective."""
+        self.resp, log_lik = _cmm_e_step(self.Y, weights, probs)
+        self.log_likelihoods.append(log_lik)
+        self._objective = log_lik + _cmm_log_prior(probs, self.alpha)
+        return self._objective
+
+    def start_objective(self, probs, placeholder, weights):
+        return self._e_step(probs, weights)
+
+    def step(self, probs, placeholder, weights, iteration):
+        previous = self._objective
+        weights, probs = _cmm_m_step(self.Y, self.resp, self.feature_sizes, self.alpha)
+        objective = self._e_step(probs, weights)
+        # the change of the new parameters' objective per observation, in absolute value: EM
+        # never decreases the MAP objective, so it is the gain up to rounding
+        change = abs(objective - previous) / self.n_points
+        return Step((probs, placeholder, weights), objective=None, change=change,
+                    new_objective=objective)
+
+    def finish(self, probs, placeholder, weights):
+        return None  # the last step's E-step measured the final parameters
 
 
 def run_cmm_em(Y, n_components, feature_sizes=None, init="dirichlet", init_weights=None,
@@ -429,17 +449,31 @@ def run_cmm_em(Y, n_components, feature_sizes=None, init="dirichlet", init_weigh
         raise ValueError(f"random_state must be an integer seed, got {random_state!r}")
     rng = np.random.default_rng(random_state)
 
-    best = None
-    for _ in range(n_init):
-        weights0, probs0 = _cmm_init(Y_arr, n_components, sizes, init, init_weights, rng)
-        run = _cmm_single_run(Y_arr, sizes, weights0, probs0, alpha, max_iter, tol)
-        if best is None or run[3][-1]["objective"] > best[0][3][-1]["objective"]:
-            best = (run, weights0, probs0)
-    (weights, probs, resp, history, n_iter, converged), weights0, probs0 = best
-    if not converged:
+    def run_from(weights0, probs0):
+        em_pass = _CMMPass(Y_arr, sizes, alpha)
+        # the loop's soft rule stops at change < its tol; run_cmm_em's rule is change <= tol
+        # (tol=0 stops at an exact fixed point, e.g. the uniform start): for floats,
+        # x < nextafter(tol, inf) exactly when x <= tol
+        fit = iterate(em_pass, probs0, np.empty((n_components, 0, 0)), weights0, "soft",
+                      max_iter, np.nextafter(tol, np.inf))
+        history = [{"iteration": t, "weights": entry["weights"], "probs": entry["means"],
+                    "log_likelihood": log_lik, "objective": entry["objective"]}
+                   for t, (entry, log_lik) in enumerate(zip(fit.history,
+                                                            em_pass.log_likelihoods))]
+        return CMMResult(weights=fit.weights, probs=fit.means, feature_sizes=sizes,
+                         resp=em_pass.resp, labels=em_pass.resp.argmax(axis=0),
+                         log_likelihood=history[-1]["log_likelihood"],
+                         objective=fit.objective, n_iter=fit.n_iter, converged=fit.converged,
+                         history=history, init_weights=weights0, init_probs=probs0)
+
+    # the starts are drawn one by one, each just before its run (EM draws nothing); a later
+    # run is kept if its objective is higher by anything (margin 0): two starts that reach the
+    # same optimum differ by rounding, and run_cmm_em has always kept the higher
+    best = best_of((run_from(*_cmm_init(Y_arr, n_components, sizes, init, init_weights, rng))
+                    for _ in range(n_init)), "soft", margin=0.0)
+    # run_cmm_em's own message ("did not converge in N iterations"), not that of
+    # loop.warn_unless_converged ("... within max_iter=N ..."): callers may match it
+    if not best.converged:
         warnings.warn(f"run_cmm_em did not converge in {max_iter} iterations (tol={tol}); "
-                       "raise max_iter or tol", EMConvergenceWarning, stacklevel=2)
-    return CMMResult(weights=weights, probs=probs, feature_sizes=sizes, resp=resp,
-                     labels=resp.argmax(axis=0), log_likelihood=history[-1]["log_likelihood"],
-                     objective=history[-1]["objective"], n_iter=n_iter, converged=converged,
-                     history=history, init_weights=weights0, init_probs=probs0)
+                      "raise max_iter or tol", EMConvergenceWarning, stacklevel=2)
+    return best
