@@ -20,13 +20,12 @@ without the multinomial coefficient of count data, which does not depend on the 
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
 from scipy.special import logsumexp
 
-from emlab.engine.loop import EMConvergenceWarning, Step, best_of, iterate
+from emlab.engine.loop import Step, best_of, iterate, warn_unless_converged
 from emlab.engine.validation import check_int, check_resp, check_weights
 
 
@@ -102,7 +101,7 @@ class CMMResult:
     n_iter : int
         Number of EM iterations (M-steps) run in the kept initialisation.
     converged : bool
-        Whether the per-observation change of ``objective`` fell below ``tol``.
+        Whether the per-observation change of ``objective`` was at most ``tol`` (within ``max_iter``).
     history : list of dict
         One entry per parameter set, starting with the initialisation (``iteration`` 0), with keys
         ``iteration``, ``weights``, ``probs``, ``log_likelihood`` and ``objective``.
@@ -471,9 +470,5 @@ def run_cmm_em(Y, n_components, feature_sizes=None, init="dirichlet", init_weigh
     # same optimum differ by rounding, and run_cmm_em has always kept the higher
     best = best_of((run_from(*_cmm_init(Y_arr, n_components, sizes, init, init_weights, rng))
                     for _ in range(n_init)), "soft", margin=0.0)
-    # run_cmm_em's own message ("did not converge in N iterations"), not that of
-    # loop.warn_unless_converged ("... within max_iter=N ..."): callers may match it
-    if not best.converged:
-        warnings.warn(f"run_cmm_em did not converge in {max_iter} iterations (tol={tol}); "
-                      "raise max_iter or tol", EMConvergenceWarning, stacklevel=2)
+    warn_unless_converged(best.converged, "run_cmm_em", max_iter, stacklevel=2)
     return best
