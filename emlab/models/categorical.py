@@ -101,7 +101,8 @@ class CMMResult:
     n_iter : int
         Number of EM iterations (M-steps) run in the kept initialisation.
     converged : bool
-        Whether the per-observation change of ``objective`` was at most ``tol`` (within ``max_iter``).
+        Whether the per-observation change of ``objective`` was at most ``tol`` within
+        ``max_iter`` iterations.
     history : list of dict
         One entry per parameter set, starting with the initialisation (``iteration`` 0), with keys
         ``iteration``, ``weights``, ``probs``, ``log_likelihood`` and ``objective``.
