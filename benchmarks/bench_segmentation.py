@@ -22,14 +22,15 @@ Method
 * Plain soft EM vs ``GaussianMixture(covariance_type="full")``: the same start (means at the
   10/50/90 % quantiles, the overall variance, equal weights), ``tol=0``; before timing, both
   are checked to reach the same parameters (rtol 1e-8).
-* With the prior: our soft EM + mean field (6-neighbourhood, ``beta = 0.2``, i.e. dipy's
-  ``beta = 0.1``) started from the converged plain fit, against ``segment_dipy_hmrf`` (dipy,
+* With the prior: our soft EM + mean field with dipy's model (``DIPY_MODEL``: no class
+  proportions, one variance per class, not ``segment_image``'s default; 6-neighbourhood,
+  ``beta = 0.2``, i.e. dipy's ``beta = 0.1``) started from the converged plain fit, against ``segment_dipy_hmrf`` (dipy,
   ``beta = 0.1``, ``tolerance = 0``) on the same template and mask, cropped to the brain's
   bounding box (``crop=True``, dipy's fastest use: the same labels inside the mask at about a
   third of the time of the full grid). dipy works on every voxel of that box (background
   included), ours on the mask's voxels.
 * The slice: end to end, as notebook 08 calls them: ``segment_image(image, mask, 3, "soft",
-  beta=0.5)`` (plain fit + prior to convergence) against ``segment_dipy_hmrf(image, mask, 3,
+  beta=0.5, **DIPY_MODEL)`` (plain fit + prior to convergence) against ``segment_dipy_hmrf(image, mask, 3,
   beta=0.1)`` (dipy's defaults: up to 100 iterations, tolerance 1e-5).
 * Peak memory: the 1 mm fit with the prior, end to end (plain fit, then the prior to
   convergence), alone in a fresh subprocess; the peak is the resident set size's high-water
@@ -50,6 +51,7 @@ from threadpoolctl import threadpool_limits
 
 import em_helpers as em
 from emlab.imaging import dipy_hmrf, label_maps, segmentation
+from emlab.report.comparison import DIPY_MODEL  # dipy's Potts model in segment_image's terms
 
 K = 3
 BETA_OURS_3D, BETA_DIPY = 0.2, 0.1  # the same prior strength (ours = 2 x dipy's)
@@ -124,7 +126,7 @@ def check_plain_agree(X):
 def fit_prior(config, image, mask, plain, n_iter):
     if config == "ours + mean field":
         _, fit = quiet(segmentation.segment_image, image, mask, K, "soft", beta=BETA_OURS_3D,
-                       start=plain, max_iter=n_iter, tol=1e-300)
+                       start=plain, max_iter=n_iter, tol=1e-300, **DIPY_MODEL)
         done = fit.n_iter
     else:
         _, info = dipy_hmrf.segment_dipy_hmrf(image, mask, K, beta=BETA_DIPY, max_iter=n_iter,
@@ -158,7 +160,7 @@ def slice_times(image, mask, repeats):
     runs = {
         "ours soft EM (no prior)": lambda: segmentation.segment_image(image, mask, K, "soft"),
         "ours soft EM + mean field": lambda: segmentation.segment_image(
-            image, mask, K, "soft", beta=BETA_OURS_SLICE),
+            image, mask, K, "soft", beta=BETA_OURS_SLICE, **DIPY_MODEL),
         "dipy HMRF": lambda: dipy_hmrf.segment_dipy_hmrf(image, mask, K, beta=BETA_DIPY),
     }
     for run in runs.values():
@@ -181,7 +183,8 @@ def memory_child(config, resolution):
     with threadpool_limits(limits=1), common.PeakRSS() as rss:
         start = time.perf_counter()
         if config == "ours":
-            _, fit = segmentation.segment_image(image, mask, K, "soft", beta=BETA_OURS_3D)
+            _, fit = segmentation.segment_image(image, mask, K, "soft", beta=BETA_OURS_3D,
+                                                **DIPY_MODEL)
             n_iter = fit.n_iter
         else:
             _, info = dipy_hmrf.segment_dipy_hmrf(image, mask, K, beta=BETA_DIPY, max_iter=3,

@@ -23,7 +23,8 @@ def test_each_method_gives_what_its_segmenter_gives_alone(image):
     runs = comparison.segment_with_methods(img, mask, methods, random_state=3)
     plain, plain_fit = segmentation.segment_image(img, mask, 3, "soft", random_state=3)
     prior, prior_fit = segmentation.segment_image(img, mask, 3, "soft", beta=0.5,
-                                                  random_state=3)
+                                                  random_state=3, proportions=False,
+                                                  covariance_type="full")
     dipy_labels, info = dipy_hmrf.segment_dipy_hmrf(img, mask, 3, beta=0.1, random_state=3)
     np.testing.assert_array_equal(runs["plain"][0], plain)
     assert runs["plain"][1] == plain_fit.n_iter

@@ -129,6 +129,10 @@ def test_bad_files_exit_with_code_2_and_one_line(scan_files, capsys):
          "holes.nii.gz: scan has 1 non-finite pixel(s) inside the mask"),
         ((scan, "--out", d / "labels.png"), "labels.png: the output name must end in .nii"),
         ((scan, "--out", out, "--beta", -1), "--beta must be a finite number >= 0"),
+        ((scan, "--out", out, "--no-proportions"),
+         "--no-proportions applies to the mean-field prior: it needs --method soft and --beta"),
+        ((scan, "--out", out, "--beta", 1, "--method", "hard", "--no-proportions"),
+         "--no-proportions applies to the mean-field prior"),
     ]
     for number, (args, message) in enumerate(cases):
         # the first in a process of its own (no traceback reaches the user), the rest in this one
@@ -138,6 +142,32 @@ def test_bad_files_exit_with_code_2_and_one_line(scan_files, capsys):
         assert lines[-1].startswith("error: ") and message in lines[-1], done.stderr
         assert "Traceback" not in done.stderr
         assert not out.exists()
+
+
+def test_no_proportions_gives_dipys_mean_field(scan_files, capsys):
+    """``--no-proportions``: the mean field without class proportions and with one variance
+    per class, as ``segment_image(..., proportions=False, covariance_type="full")``; the
+    default follows ``segment_image``'s (estimated proportions, one variance)."""
+    data, mask, _ = three_tissue_volume()
+    data = data + np.random.default_rng(1).normal(0, 0.4, data.shape).astype(np.float32)
+    nib.save(nib.Nifti1Image(data, AFFINE), scan_files / "noisy.nii.gz")
+    common = dict(random_state=0, spacing=(2.0, 1.0, 1.5))
+    fits = {}
+    for flag, options in (((), {}), (("--no-proportions",), {"proportions": False,
+                                                              "covariance_type": "full"})):
+        out = scan_files / f"labels{len(flag)}.nii.gz"
+        done = run_in_process(capsys, scan_files / "noisy.nii.gz", "--mask",
+                              scan_files / "mask.nii.gz", "--beta", 0.5, "--out", out, *flag)
+        assert done.returncode == 0, done.stderr
+        assert ("without proportions" in done.stderr) == bool(flag)
+        labels = np.asarray(nib.load(out).dataobj).astype(np.int64)
+        expected, fit = segmentation.segment_image(data, mask.astype(bool), 3, beta=0.5,
+                                                   **common, **options)
+        np.testing.assert_array_equal(labels, expected)
+        fits[flag] = fit
+    variances = {flag: fit.covariances[:, 0, 0] for flag, fit in fits.items()}
+    np.testing.assert_allclose(variances[()], variances[()][0])  # one, shared
+    assert np.ptp(variances[("--no-proportions",)]) > 1e-4  # one per class
 
 
 def test_progress_bars_on_request_and_none_by_default_off_a_terminal(scan_files, capsys):

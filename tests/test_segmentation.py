@@ -16,6 +16,9 @@ from synthetic import mean_dice, piecewise_image
 import em_helpers as em
 from emlab.imaging import label_maps, phantoms, segmentation
 
+# the mean field of dipy and Zhang et al. (no class proportions, one variance per class):
+# what the plain-loop and brute-force checks below write out
+BARE = {"proportions": False, "covariance_type": "full"}
 KERNELS = {4: np.array([[0, 1, 0], [1, 0, 1], [0, 1, 0]]),
            8: np.array([[1, 1, 1], [1, 0, 1], [1, 1, 1]])}
 
@@ -24,7 +27,7 @@ KERNELS = {4: np.array([[0, 1, 0], [1, 0, 1], [0, 1, 0]]),
 def test_objective_is_monotone_under_the_prior(method):
     # reg_covar=0: with it the M-step is not the exact maximiser, off by O(reg_covar^2)
     image, _ = piecewise_image(noise_sd=0.8, seed=2)
-    _, result = segmentation.segment_image(image, method=method, beta=0.7, reg_covar=0.0)
+    _, result = segmentation.segment_image(image, method=method, beta=0.7, reg_covar=0.0, **BARE)
     trace = result.objective_trace
     assert result.n_iter >= 2 and trace.size == result.n_iter + 1
     steps = np.diff(trace) if method == "soft" else -np.diff(trace)
@@ -38,7 +41,7 @@ def test_mean_field_result_is_a_fixed_point():
     mask[:4, :6] = False  # neighbours outside the mask must not count
     beta = 0.8
     _, res = segmentation.segment_image(image, mask, beta=beta, connectivity=8, tol=1e-10,
-                                        max_iter=5000)
+                                        max_iter=5000, **BARE)
     assert res.converged
     K = res.means.shape[0]
     q_grid = np.zeros((K,) + image.shape)
@@ -285,7 +288,7 @@ def test_3d_objective_is_monotone_under_the_prior(method, connectivity, spacing)
     volume, _ = piecewise_volume(noise_sd=0.8, seed=23, shape=(12, 13, 10))
     _, result = segmentation.segment_image(volume, method=method, beta=0.5,
                                            connectivity=connectivity, spacing=spacing,
-                                           reg_covar=0.0)
+                                           reg_covar=0.0, **BARE)
     trace = result.objective_trace
     assert result.n_iter >= 2 and trace.size == result.n_iter + 1
     steps = np.diff(trace) if method == "soft" else -np.diff(trace)
@@ -299,7 +302,7 @@ def test_3d_anisotropic_mean_field_result_is_a_fixed_point():
     mask[:3, :4, :] = False
     spacing, beta = np.array([1.0, 1.0, 3.0]), 0.9
     _, res = segmentation.segment_image(volume, mask, beta=beta, spacing=spacing, tol=1e-10,
-                                        max_iter=5000)
+                                        max_iter=5000, **BARE)
     assert res.converged
     kernel = np.zeros((3, 3, 3))
     kernel[0, 1, 1] = kernel[2, 1, 1] = kernel[1, 0, 1] = kernel[1, 2, 1] = 1.0
@@ -406,7 +409,7 @@ def test_fast_prior_loop_reproduces_the_plain_loop_bit_for_bit(shape, connectivi
     beta = 0.6 if connectivity in (4, 6) else 0.2
     _, plain = segmentation.segment_image(image, mask)
     _, fit = segmentation.segment_image(image, mask, beta=beta, connectivity=connectivity,
-                                        start=plain)
+                                        start=plain, **BARE)
     resp, means, n_iter = reference_potts_em(image, mask, plain, beta, connectivity, 500)
     assert fit.n_iter == n_iter
     np.testing.assert_array_equal(fit.resp, resp)  # plain's components are already in order
@@ -448,7 +451,7 @@ def test_fixed_proportions_give_a_mean_field_fixed_point_with_ln_pi():
     beta = 0.8
     _, plain = segmentation.segment_image(image, reg_covar=0.0)
     _, res = segmentation.segment_image(image, beta=beta, tol=1e-10, max_iter=5000,
-                                        proportions=True, reg_covar=0.0)
+                                        proportions=True, covariance_type="full", reg_covar=0.0)
     assert res.converged
     np.testing.assert_allclose(res.history[0]["weights"], plain.weights)
     trace = res.objective_trace
@@ -465,9 +468,9 @@ def test_fixed_proportions_give_a_mean_field_fixed_point_with_ln_pi():
     expected /= expected.sum(axis=0)
     np.testing.assert_allclose(res.resp, expected, atol=1e-6)
     _, without = segmentation.segment_image(image, beta=beta, tol=1e-10, max_iter=5000,
-                                            reg_covar=0.0)
+                                            reg_covar=0.0, **BARE)
     assert np.abs(without.resp - res.resp).max() > 1e-3  # the option changes the fit
-    with pytest.raises(ValueError, match="proportions must be False, True, 'fixed' or"):
+    with pytest.raises(ValueError, match="proportions must be None, False, True, 'fixed' or"):
         segmentation.segment_image(image, beta=beta, proportions=1)
 def small_distinct_class_volume():
     """Three slabs (0.3, 0.6, 0.85, noise 0.05) and a bright ball (1.05) of 0.2 % of the voxels."""
@@ -520,10 +523,11 @@ def test_estimated_proportions_remove_the_mean_fields_bias_toward_a_rare_class()
     share = np.bincount(truth.ravel()) / truth.size
     _, plain = segmentation.segment_image(image)
     fits = {name: segmentation.segment_image(image, beta=1 / 3, start=plain, **options)
-            for name, options in [("none", {}), ("fixed", {"proportions": "fixed"}),
-                                  ("estimated", {"proportions": "estimated"}),
-                                  ("tied", {"proportions": "estimated",
-                                            "covariance_type": "tied"})]}
+            for name, options in [("none", BARE),
+                                  ("fixed", {"proportions": "fixed", "covariance_type": "full"}),
+                                  ("estimated", {"proportions": "estimated",
+                                                 "covariance_type": "full"}),
+                                  ("tied", {})]}  # the default: estimated, tied
     shares = {name: fit.resp.mean(axis=1) for name, (_, fit) in fits.items()}
     accuracy = {name: (labels == truth).mean() for name, (labels, _) in fits.items()}
     assert shares["none"][0] > 1.8 * share[0]
@@ -576,7 +580,8 @@ def test_estimated_proportions_give_a_mean_field_fixed_point():
 
 def test_a_tied_variance_keeps_the_objective_monotone():
     image, _ = piecewise_image(noise_sd=0.8, seed=2)
-    _, res = segmentation.segment_image(image, beta=0.7, reg_covar=0.0, covariance_type="tied")
+    _, res = segmentation.segment_image(image, beta=0.7, reg_covar=0.0, proportions=False,
+                                        covariance_type="tied")
     trace = res.objective_trace
     assert res.n_iter >= 2 and (np.diff(trace) >= -1e-9 * np.abs(trace).max()).all()
     np.testing.assert_allclose(res.history[0]["covariances"][:, 0, 0],
@@ -585,11 +590,11 @@ def test_a_tied_variance_keeps_the_objective_monotone():
 
 def test_proportions_and_covariance_type_are_checked():
     image, _ = piecewise_image(noise_sd=0.4, seed=1, shape=(12, 14))
-    for bad in (1, "estimate", None, 0.5):
-        with pytest.raises(ValueError, match="proportions must be False, True, 'fixed' or"):
+    for bad in (1, "estimate", "none", 0.5):
+        with pytest.raises(ValueError, match="proportions must be None, False, True, 'fixed' or"):
             segmentation.segment_image(image, beta=0.3, proportions=bad)
-    for bad in ("diag", "spherical", True, None):
-        with pytest.raises(ValueError, match="covariance_type must be 'full' or 'tied'"):
+    for bad in ("diag", "spherical", True, False):
+        with pytest.raises(ValueError, match="covariance_type must be None, 'full' or 'tied'"):
             segmentation.segment_image(image, beta=0.3, covariance_type=bad)
     for method, beta in (("hard", 0.3), ("soft", 0.0)):
         with pytest.raises(ValueError, match="covariance_type='tied' applies to the mean-field"):
@@ -597,6 +602,48 @@ def test_proportions_and_covariance_type_are_checked():
     _, fixed = segmentation.segment_image(image, beta=0.3, proportions=True)
     _, named = segmentation.segment_image(image, beta=0.3, proportions="fixed")
     np.testing.assert_array_equal(fixed.resp, named.resp)  # True is "fixed"
+
+
+def test_the_mean_field_default_is_estimated_proportions_and_a_tied_variance():
+    """Soft EM with beta > 0: the defaults (None) are proportions="estimated" and
+    covariance_type="tied", through the plain fit, a start and a bias field alike; they differ
+    from dipy's model (no proportions, per-class variances)."""
+    image, _ = piecewise_image(noise_sd=0.6, seed=15, shape=(24, 26))
+    _, plain = segmentation.segment_image(image)
+    pair = {"proportions": "estimated", "covariance_type": "tied"}
+    # the field needs positive intensities
+    for img, options in ((image, {}), (image, {"start": plain}), (image + 3.0, {"bias_field": 1})):
+        default = segmentation.segment_image(img, beta=0.5, **options)
+        explicit = segmentation.segment_image(img, beta=0.5, **options, **pair)
+        np.testing.assert_array_equal(default[0], explicit[0])
+        np.testing.assert_array_equal(default[1].resp, explicit[1].resp)
+        np.testing.assert_array_equal(default[1].means, explicit[1].means)
+        assert default[1].n_iter == explicit[1].n_iter
+    _, fit = segmentation.segment_image(image, beta=0.5)
+    np.testing.assert_allclose(fit.covariances[:, 0, 0], fit.covariances[0, 0, 0])  # tied
+    np.testing.assert_allclose(fit.weights, fit.resp.mean(axis=1))  # the M-step's shares
+    _, bare = segmentation.segment_image(image, beta=0.5, **BARE)
+    assert np.abs(bare.resp - fit.resp).max() > 1e-3
+    assert np.ptp(bare.covariances[:, 0, 0]) > 0
+
+
+@pytest.mark.parametrize("method", ["soft", "hard"])
+def test_the_new_defaults_leave_beta_zero_and_icm_unchanged(method):
+    """beta = 0 (both methods) and ICM: the defaults are the explicit "full" / no proportions,
+    bit for bit (the options do not apply there)."""
+    image, _ = piecewise_image(noise_sd=0.6, seed=16, shape=(24, 26))
+    for beta in (0.0, 0.5) if method == "hard" else (0.0,):
+        default = segmentation.segment_image(image, method=method, beta=beta)
+        for options in (BARE, {"covariance_type": "full"}, {"proportions": "estimated"},
+                        {"proportions": "fixed", "covariance_type": "full"}):
+            explicit = segmentation.segment_image(image, method=method, beta=beta, **options)
+            np.testing.assert_array_equal(default[0], explicit[0])
+            np.testing.assert_array_equal(default[1].resp, explicit[1].resp)
+            np.testing.assert_array_equal(default[1].means, explicit[1].means)
+            np.testing.assert_array_equal(default[1].covariances, explicit[1].covariances)
+            assert default[1].n_iter == explicit[1].n_iter
+            assert [h["objective"] for h in default[1].history] == \
+                [h["objective"] for h in explicit[1].history]
 
 
 def test_atypicality_counts_standard_deviations_beyond_the_extreme_components():

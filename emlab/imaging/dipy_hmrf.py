@@ -67,9 +67,11 @@ def segment_dipy_hmrf(image, mask=None, n_components=3, beta=0.1, max_iter=100,
     made of the zero voxels; it alternates an EM update of the class means and variances with
     one synchronous ICM pass under a Potts prior (6-neighbourhood in 3-D, so the 4-neighbourhood
     within a single slice; energy ``+beta`` per disagreeing and ``-beta`` per agreeing
-    neighbour, equal class proportions). Here a slice becomes a volume of depth 1, the
-    voxels outside ``mask`` are set to 0 (dipy's background), and the background class is
-    dropped. dipy perturbs the zero voxels with unseeded noise; that noise is seeded here with
+    neighbour, equal class proportions, one variance per class: the model of
+    ``segment_image(..., proportions=False, covariance_type="full")``, not of its default mean
+    field, which adds class proportions and ties the variances). Here a slice becomes a volume
+    of depth 1, the voxels outside ``mask`` are set to 0 (dipy's background), and the
+    background class is dropped. dipy perturbs the zero voxels with unseeded noise; that noise is seeded here with
     ``random_state`` (by passing a seeded generator to the ``add_noise`` it calls), so the
     result is reproducible. dipy's first class variances are floored at ``VARIANCE_FLOOR``
     (see the module docstring: without it dipy returns NaN and labels every voxel -1 on a

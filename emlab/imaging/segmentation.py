@@ -15,41 +15,46 @@ Class proportions under the prior. A Potts prior with an external field ``alpha`
 log-prior per class) and ``z`` neighbours has, at its homogeneous mean-field fixed point, the
 class shares ``r`` that solve ``r_k ∝ exp(alpha_k + beta z r_k)``
 (``potts.homogeneous_marginals``). ``proportions`` picks the field of the mean-field E-step,
-``q_n(k) ∝ N(x_n; mu_k, sigma_k^2) exp(alpha_k + beta * sum_{m ~ n} q_m(k))``:
+``q_n(k) ∝ N(x_n; mu_k, sigma_k^2) exp(alpha_k + beta * sum_{m ~ n} q_m(k))``; the default
+(``None``) is ``"estimated"`` with a tied variance (below):
 
-* ``False`` (default; as in dipy and Zhang, Brady & Smith 2001): ``alpha = 0``, whose prior
-  gives every class ``1 / K``. On the 3-D template (notebook 09) the CSF prior is then 1/3
-  instead of about 0.14, and CSF about doubles, taking dark grey-matter voxels;
+* ``False`` (as in dipy and Zhang, Brady & Smith 2001; the comparisons with dipy pass it, with
+  ``covariance_type="full"``): ``alpha = 0``, whose prior gives every class ``1 / K``. On the
+  3-D template (notebook 09) the CSF prior is then 1/3 instead of about 0.14, and CSF about
+  doubles, taking dark grey-matter voxels;
 * ``"fixed"`` (or ``True``): ``alpha_k = ln pi_k`` of the plain fit, held fixed (a constant
   field: the objective rises at every step; ``history[0]`` holds them, ``weights`` reports the
   final proportions). ``ln pi_k`` counts a class's abundance a second time on top of the
   neighbours' votes (for the template's weights its prior gives grey matter 90 % of the brain),
   and re-estimating ``pi_k`` as the mean responsibility inside it feeds that back until one
   class holds the brain;
-* ``"estimated"``: ``alpha`` is the M-step of the mixture weights with each voxel's prior
-  normalised over the classes, ``p_nk = exp(alpha_k + beta s_nk) / sum_j exp(alpha_j + beta
-  s_nj)``, ``s_n`` the neighbours' current responsibilities (the mean-field-like EM of Celeux,
-  Forbes & Peyrard 2003): ``alpha`` maximises ``sum_nk q_nk ln p_nk``, i.e. the mean of the
-  conditionals ``p_nk`` equals the mean responsibility ``pi_k`` (``weights``), by one Newton
-  step per iteration (``potts.pseudo_likelihood_field``). A class's share is then counted once.
-  ``history`` holds ``sum_nk q_nk (ln N(x_n; ..) + ln p_nk) - sum q ln q``, which need not rise
-  at every step (the E-step does not see ``p``'s normaliser). The homogeneous field ``ln pi_k -
-  beta z pi_k`` (``potts.homogeneous_field``, whose mean-field prior has the shares ``pi``) was
-  tried first (with the tied variance): on the template without noise it did about as well
-  (CSF 206.4 mL), but on the template with noise 0.15 (as in notebook 09's sweep) it let CSF
-  fall to 28.5 mL (Dice 0.193), and on noisy slices the middle class vanished: in the
-  posterior's clustered configurations a shrinking class keeps losing prior. The conditionals
-  above see those configurations; with them CSF was 131.5 mL there.
+* ``"estimated"`` (the default): ``alpha`` is the M-step of the mixture weights with each
+  voxel's prior normalised over the classes, ``p_nk = exp(alpha_k + beta s_nk) / sum_j
+  exp(alpha_j + beta s_nj)``, ``s_n`` the neighbours' current responsibilities (the
+  mean-field-like EM of Celeux, Forbes & Peyrard 2003): ``alpha`` maximises ``sum_nk q_nk ln
+  p_nk``, i.e. the mean of the conditionals ``p_nk`` equals the mean responsibility ``pi_k``
+  (``weights``), by one Newton step per iteration (``potts.pseudo_likelihood_field``). A class's
+  share is then counted once. ``history`` holds ``sum_nk q_nk (ln N(x_n; ..) + ln p_nk) - sum q
+  ln q``, which need not rise at every step (the E-step does not see ``p``'s normaliser). The
+  homogeneous field ``ln pi_k - beta z pi_k`` (``potts.homogeneous_field``, whose mean-field
+  prior has the shares ``pi``) was tried first (with the tied variance): on the template without
+  noise it did about as well (CSF 206.4 mL), but on the template with noise 0.15 (as in notebook
+  09's sweep) it let CSF fall to 28.5 mL (Dice 0.193), and on noisy slices the middle class
+  vanished: in the posterior's clustered configurations a shrinking class keeps losing prior.
+  The conditionals above see those configurations; with them CSF was 131.5 mL there.
 
-``covariance_type="tied"`` (soft EM with the prior) gives every class one variance, the
-pooled one (the start's pooled with the plain fit's weights, then the M-step's): a scanner's
+``covariance_type="tied"`` (soft EM with the prior; its default) gives every class one variance,
+the pooled one (the start's pooled with the plain fit's weights, then the M-step's): a scanner's
 noise is the same in every tissue, and a class's own spread in a plain fit is mostly partial
-volume. With per-class variances the mean field narrows grey matter (its responsibilities
-become confident only for typical intensities) and the broad CSF Gaussian takes the dark
-grey matter. The pair was chosen on the BrainWeb-style phantom with ``random_state=1``
+volume. With per-class variances the mean field narrows grey matter (its responsibilities become
+confident only for typical intensities) and the broad CSF Gaussian takes the dark grey matter.
+The pair was chosen on the BrainWeb-style phantom with ``random_state=1``
 (``phantoms.brainweb_phantom``, no INU, 3, 5 and 9 % noise: every tissue volume within 7 % of
-the truth), not on the template. ICM (hard) has no weights and always a pooled variance: its
-rule is the nearest-mean rule of ``e_step``.
+the truth), not on the template; on the 2 mm template (notebook 09) it gives CSF 211.6 mL
+against the reference's 216.7 (summed probabilities; 475.8 mL with ``proportions=False,
+covariance_type="full"``) and the best mean Dice of notebook 09's fits at every noise level,
+which made it the default of soft EM with ``beta > 0``. ICM (hard) has no weights and always a
+pooled variance: its rule is the nearest-mean rule of ``e_step``.
 
 The pixels are updated one colour at a time (two colours for the 4-neighbourhood of a slice or
 the 6-neighbourhood of a volume, a checkerboard: the parity of the sum of the coordinates; four
@@ -473,21 +478,29 @@ def _scan_result(result, img, inside, field, n_updates, partial_volume, three_ti
     return ScanResult(**fields, **extra)
 
 
-def _check_proportions(proportions):
-    """``proportions`` as False, "fixed" (also ``True``) or "estimated"."""
+def _check_proportions(proportions, method, beta):
+    """``proportions`` as False, "fixed" (also ``True``) or "estimated"; ``None`` is
+    "estimated" for soft EM with ``beta > 0`` (the mean-field loop) and False otherwise (where
+    the option does not apply)."""
+    if proportions is None:
+        return "estimated" if method == "soft" and beta > 0 else False
     if isinstance(proportions, (bool, np.bool_)):
         return "fixed" if proportions else False
     if isinstance(proportions, str) and proportions in ("fixed", "estimated"):
         return proportions
-    raise ValueError(f"proportions must be False, True, 'fixed' or 'estimated', got "
+    raise ValueError(f"proportions must be None, False, True, 'fixed' or 'estimated', got "
                      f"{proportions!r}")
 
 
 def _check_covariance_type(covariance_type, method, beta):
     """Whether the prior's loop ties the variances: ``covariance_type`` "full" or "tied"
-    (the latter for the mean-field loop only: soft EM with ``beta > 0``)."""
+    (the latter for the mean-field loop only: soft EM with ``beta > 0``); ``None`` is "tied"
+    there and "full" otherwise."""
+    if covariance_type is None:
+        return method == "soft" and beta > 0
     if not isinstance(covariance_type, str) or covariance_type not in ("full", "tied"):
-        raise ValueError(f"covariance_type must be 'full' or 'tied', got {covariance_type!r}")
+        raise ValueError(f"covariance_type must be None, 'full' or 'tied', got "
+                         f"{covariance_type!r}")
     if covariance_type == "tied" and (method != "soft" or beta == 0):
         raise ValueError("covariance_type='tied' applies to the mean-field prior's loop: it "
                          f"needs method='soft' and beta > 0, got method={method!r}, "
@@ -513,7 +526,7 @@ def _check_spacing(spacing, ndim):
 def segment_image(image, mask=None, n_components=3, method="soft", beta=0.0, random_state=0,
                   *, connectivity=None, spacing=None, n_init=4, max_iter=500, tol=1e-4,
                   reg_covar=1e-6, start=None, progress=False, bias_field=False,
-                  partial_volume=False, proportions=False, covariance_type="full",
+                  partial_volume=False, proportions=None, covariance_type=None,
                   three_tissue=None):
     """Segment a grey-level image by EM on the intensities, with an optional Potts prior.
 
@@ -536,10 +549,11 @@ def segment_image(image, mask=None, n_components=3, method="soft", beta=0.0, ran
     docstring) and are followed by the usual M-step (``m_step``). Mean field was
     chosen for soft EM because it keeps responsibilities (the M-step stays the weighted one of
     this module) and, unlike ICM, does not freeze a pixel's class after one decision.
-    Under the prior no mixing weight enters the E-step by default: the class proportions are
-    left to the Potts field, as in dipy; ``proportions`` puts them in it (held fixed or
-    estimated) and ``covariance_type="tied"`` gives the classes one variance (see the module
-    docstring). ``beta`` is in nats per neighbour:
+    Under the mean-field prior the class proportions enter the E-step by default, re-estimated
+    at every M-step, and the classes share one variance (``proportions="estimated"``,
+    ``covariance_type="tied"``; see the module docstring); ``proportions=False,
+    covariance_type="full"`` is dipy's model (no proportions: the Potts field alone, per-class
+    variances), which doubled CSF on the 3-D template. ``beta`` is in nats per neighbour:
     with 4 neighbours, ``beta = 1`` lets a unanimous neighbourhood outweigh a log-likelihood
     ratio of up to 4 nats (a likelihood ratio of ``e^4``). (dipy's
     ``TissueClassifierHMRF`` adds ``+beta_dipy`` per disagreeing neighbour and ``-beta_dipy``
@@ -592,16 +606,20 @@ def segment_image(image, mask=None, n_components=3, method="soft", beta=0.0, ran
         ``True`` or the given degree, fitted by posterior-weighted least squares, alternated
         with the mixture's EM on the corrected intensities). Needs positive intensities in the
         mask. ``False`` gives exactly the fit without it.
-    proportions : {False, True, "fixed", "estimated"}, default False
+    proportions : {None, False, True, "fixed", "estimated"}, default None
         Soft EM with ``beta > 0`` (ignored otherwise): the class proportions in the mean-field
-        E-step's external field ``alpha``. ``"fixed"`` (``True``): ``ln pi_k`` of the plain
-        fit, held fixed (``history[0]["weights"]``). ``"estimated"``: ``alpha`` re-estimated
-        at every M-step so that each voxel's prior ``softmax(alpha + beta s_n)`` (``s_n`` its
-        neighbours' summed responsibilities) averages to the mean responsibilities
-        (``weights``). Without them CSF doubled on the 3-D template. See the module docstring.
-    covariance_type : {"full", "tied"}, default "full"
+        E-step's external field ``alpha``. ``None``: ``"estimated"``. ``"estimated"``:
+        ``alpha`` re-estimated at every M-step so that each voxel's prior ``softmax(alpha +
+        beta s_n)`` (``s_n`` its neighbours' summed responsibilities) averages to the mean
+        responsibilities (``weights``). ``"fixed"`` (``True``): ``ln pi_k`` of the plain fit,
+        held fixed (``history[0]["weights"]``). ``False``: none (``alpha = 0``, as in dipy);
+        with ``covariance_type="full"`` CSF doubled on the 3-D template. See the module
+        docstring.
+    covariance_type : {None, "full", "tied"}, default None
         ``"tied"``: one variance for every class in the mean-field loop (soft EM with
-        ``beta > 0`` only), the pooled within-class variance.
+        ``beta > 0`` only), the pooled within-class variance; ``"full"``: one per class.
+        ``None``: ``"tied"`` for soft EM with ``beta > 0``, ``"full"`` otherwise (the plain
+        fit and ICM have no choice: ICM always uses the pooled variance).
     partial_volume : bool, default False
         Soft EM only: each voxel's tissue fractions (``emlab.imaging.partial_volume``: pure
         voxels, two-tissue voxels of adjacent tissues and three-tissue voxels), fitted after
@@ -660,7 +678,7 @@ def segment_image(image, mask=None, n_components=3, method="soft", beta=0.0, ran
     max_iter = check_int(max_iter, "max_iter", minimum=1)
     if not (isinstance(tol, (int, float, np.floating)) and np.isfinite(tol) and tol > 0):
         raise ValueError(f"tol must be a positive number, got {tol!r}")
-    proportions = _check_proportions(proportions)
+    proportions = _check_proportions(proportions, method, beta)
     tied = _check_covariance_type(covariance_type, method, beta)
     degree = bias.check_degree(bias_field)
     if not isinstance(partial_volume, (bool, np.bool_)):

@@ -3,7 +3,9 @@ and dipy's, with their wall times.
 
 - ``wall_time``: the wall time of one call;
 - ``segment_with_methods``: one label image per named method, every prior of ours continuing
-  from one plain fit of the same image (so that the plain fit is computed once).
+  from one plain fit of the same image (so that the plain fit is computed once), with dipy's
+  model (``DIPY_MODEL``: no class proportions, one variance per class) so that ours and dipy's
+  differ only in the approximation (mean field against ICM), not in the model.
 """
 
 from __future__ import annotations
@@ -15,6 +17,9 @@ from emlab.imaging.segmentation import segment_image
 from emlab.engine.validation import check_int
 
 METHOD_KINDS = ("ours", "dipy")
+# segment_image's options for the Potts model of dipy's TissueClassifierHMRF (no class
+# proportions, per-class variances); segment_image's default mean field has both
+DIPY_MODEL = {"proportions": False, "covariance_type": "full"}
 
 
 def wall_time(run):
@@ -45,8 +50,9 @@ def segment_with_methods(image, mask, methods, n_components=3, random_state=0):
     image : array-like of shape (H, W)
     mask : array-like of bool, shape (H, W)
     methods : dict {name: (kind, beta)}
-        ``kind`` is ``"ours"`` (soft EM; with ``beta > 0`` the mean-field Potts prior, started
-        from the plain fit, which is computed once for all of them) or ``"dipy"``
+        ``kind`` is ``"ours"`` (soft EM; with ``beta > 0`` the mean-field Potts prior with
+        dipy's model, ``DIPY_MODEL``, started from the plain fit, which is computed once for
+        all of them) or ``"dipy"``
         (``segment_dipy_hmrf`` with that beta).
     n_components : int, default 3
     random_state : int, default 0
@@ -69,6 +75,7 @@ def segment_with_methods(image, mask, methods, n_components=3, random_state=0):
         elif beta == 0:
             out[name] = plain, plain_fit.n_iter
         else:
-            labels, fit = segment_image(image, mask, K, "soft", beta=beta, start=plain_fit)
+            labels, fit = segment_image(image, mask, K, "soft", beta=beta, start=plain_fit,
+                                        **DIPY_MODEL)
             out[name] = labels, fit.n_iter
     return out
