@@ -24,14 +24,15 @@ Method
   are checked to reach the same parameters (rtol 1e-8).
 * With the prior: our soft EM + mean field with dipy's model (``DIPY_MODEL``: no class
   proportions, one variance per class, not ``segment_image``'s default; 6-neighbourhood,
-  ``beta = 0.2``, i.e. dipy's ``beta = 0.1``) started from the converged plain fit, against ``segment_dipy_hmrf`` (dipy,
-  ``beta = 0.1``, ``tolerance = 0``) on the same template and mask, cropped to the brain's
-  bounding box (``crop=True``, dipy's fastest use: the same labels inside the mask at about a
-  third of the time of the full grid). dipy works on every voxel of that box (background
+  ``beta = 0.2``, i.e. dipy's ``beta = 0.1``) started from the converged plain fit, against
+  ``segment_dipy_hmrf`` (dipy, ``beta = 0.1``, ``tolerance = 0``) on the same template and
+  mask, cropped to the brain's bounding box (``crop=True``, dipy's fastest use: the same labels
+  inside the mask at about a third of the time of the full grid). dipy works on every voxel of that box (background
   included), ours on the mask's voxels.
 * The slice: end to end, as notebook 08 calls them: ``segment_image(image, mask, 3, "soft",
-  beta=0.5, **DIPY_MODEL)`` (plain fit + prior to convergence) against ``segment_dipy_hmrf(image, mask, 3,
-  beta=0.1)`` (dipy's defaults: up to 100 iterations, tolerance 1e-5).
+  beta=0.5, **DIPY_MODEL)`` (plain fit + prior to convergence) against
+  ``segment_dipy_hmrf(image, mask, 3, beta=0.1)`` (dipy's defaults: up to 100 iterations,
+  tolerance 1e-5).
 * Peak memory: the 1 mm fit with the prior, end to end (plain fit, then the prior to
   convergence), alone in a fresh subprocess; the peak is the resident set size's high-water
   mark (VmHWM, reset once the data are loaded) and its rise above the level before the fit.
