@@ -27,8 +27,8 @@ Method
   ``beta = 0.2``, i.e. dipy's ``beta = 0.1``) started from the converged plain fit, against
   ``segment_dipy_hmrf`` (dipy, ``beta = 0.1``, ``tolerance = 0``) on the same template and
   mask, cropped to the brain's bounding box (``crop=True``, dipy's fastest use: the same labels
-  inside the mask at about a third of the time of the full grid). dipy works on every voxel of that box (background
-  included), ours on the mask's voxels.
+  inside the mask at about a third of the time of the full grid). dipy works on every voxel of
+  that box (background included), ours on the mask's voxels.
 * The slice: end to end, as notebook 08 calls them: ``segment_image(image, mask, 3, "soft",
   beta=0.5, **DIPY_MODEL)`` (plain fit + prior to convergence) against
   ``segment_dipy_hmrf(image, mask, 3, beta=0.1)`` (dipy's defaults: up to 100 iterations,
