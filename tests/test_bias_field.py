@@ -129,6 +129,26 @@ def test_the_penalty_shrinks_only_the_non_constant_functions():
     assert np.abs(flat).max() < 1e-6
 
 
+def test_the_penalty_is_a_prior_whose_weight_grows_with_the_noise():
+    """The penalty's precision does not depend on the noise: with every variance 4 times
+    larger (the data's precision a quarter) the update equals the one at the original
+    variances with a 4 times larger penalty, and the field is flatter."""
+    mask = np.ones((30, 34), dtype=bool)
+    basis = bias_field.PolynomialBasis.of(mask, 3)
+    rng = np.random.default_rng(0)
+    u = np.repeat(np.linspace(-1, 1, 30), 34)
+    levels = np.array([0.3, 0.6, 0.9])
+    k = rng.integers(0, 3, u.size)
+    log_x = np.log(levels[k]) + 0.2 * u ** 2 + rng.normal(0, 0.02, u.size)
+    resp = np.eye(3)[:, k] * rng.uniform(0.5, 1.0, u.size)
+    variances = (0.03 * levels.max()) ** 2 * np.ones(3)
+    noisy = bias_field.field_update(log_x, resp, levels, 4 * variances, basis, smoothing=0.01)
+    stronger = bias_field.field_update(log_x, resp, levels, variances, basis, smoothing=0.04)
+    np.testing.assert_allclose(noisy, stronger, rtol=1e-9, atol=1e-12)
+    quiet = bias_field.field_update(log_x, resp, levels, variances, basis, smoothing=0.01)
+    assert np.ptp(noisy) < np.ptp(quiet)
+
+
 @pytest.mark.filterwarnings("ignore::emlab.engine.loop.EMConvergenceWarning")
 def test_the_field_of_a_brainweb_slice_is_found_without_taking_up_its_partial_volume():
     """A 2-D slice of the BrainWeb-style phantom (partial volume everywhere along the cortex):
