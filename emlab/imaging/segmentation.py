@@ -49,11 +49,12 @@ noise is the same in every tissue, and a class's own spread in a plain fit is mo
 volume. With per-class variances the mean field narrows grey matter (its responsibilities become
 confident only for typical intensities) and the broad CSF Gaussian takes the dark grey matter.
 The pair was chosen on the BrainWeb-style phantom with ``random_state=1``
-(``phantoms.brainweb_phantom``, no INU, 3, 5 and 9 % noise: every tissue volume within 7 % of
-the truth), not on the template; on the 2 mm template (notebook 09) it gives CSF 211.6 mL
-against the reference's 216.7 (summed probabilities; 475.8 mL with ``proportions=False,
-covariance_type="full"``) and the best mean Dice of notebook 09's fits at every noise level,
-which made it the default of soft EM with ``beta > 0``. ICM (hard) has no weights and always a
+(``phantoms.brainweb_phantom``, no INU, 3, 5 and 9 % noise, ``beta = 1/3``: summed
+responsibilities within 7 % of the summed fractions, CSF +6.5, +6.2 and +7.0 %), not on the
+template; on the 2 mm template (notebook 09) it gives CSF 211.6 mL against the reference's
+216.7 (summed probabilities; 475.8 mL with ``proportions=False, covariance_type="full"``) and
+the best mean Dice of notebook 09's fits at every noise level, hence the default of soft EM
+with ``beta > 0``. ICM (hard) has no weights and always a
 pooled variance: its rule is the nearest-mean rule of ``e_step``.
 
 The pixels are updated one colour at a time (two colours for the 4-neighbourhood of a slice or
