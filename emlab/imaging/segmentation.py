@@ -635,14 +635,16 @@ def segment_image(image, mask=None, n_components=3, method="soft", beta=0.0, ran
     Returns
     -------
     label_image : ndarray of the image's shape, int64
-        The class of each pixel (voxel), ``-1`` outside the mask; classes are numbered by increasing
-        mean intensity (``0`` the darkest).
+        The class of each pixel (voxel), ``-1`` outside the mask; classes are numbered by
+        increasing mean intensity (``0`` the darkest).
     result : EMResult
         The fit, components in the same order. ``resp`` and ``labels`` cover the masked pixels
-        in row-major (C) order, that of ``image[mask]``. With ``beta > 0``, ``history`` and ``objective``
-        hold the quantity that the coupled iterations improve monotonically: the mean-field
-        objective (soft, higher is better, up to the Potts normalising constant) or the ICM
-        energy (hard, lower is better), and ``init_means`` are the plain-EM means it started from.
+        in row-major (C) order, that of ``image[mask]``. With ``beta > 0``, ``history`` and
+        ``objective`` hold the coupled iterations' objective: the mean-field objective (soft,
+        higher is better, up to the Potts normalising constant; it rises at every step except
+        with estimated proportions, the default, see the module docstring) or the ICM energy
+        (hard, lower is better, never rises), and ``init_means`` are the plain-EM means it
+        started from.
         With ``bias_field`` or ``partial_volume``: a ``ScanResult`` (an ``EMResult`` with
         ``bias_field``, ``restored``, ``fractions`` and ``n_field_updates``); its fit is the last
         one on the corrected intensities.
