@@ -65,7 +65,9 @@ same as updating its pixels one by one (Gauss-Seidel, as in sequential ICM), whi
 each sweep improve the objective; updating every pixel at once from the old neighbours (as dipy
 does) can oscillate. With coloured sweeps the mean-field free energy (soft) increases and the
 ICM energy (hard) decreases at every step, E and M alike, so ``history`` is monotone (up to the
-tiny shift that reg_covar adds to the M-step's exact maximiser).
+tiny shift that reg_covar adds to the M-step's exact maximiser), except with estimated
+proportions (the default of soft EM with ``beta > 0``), whose M-step for ``alpha`` maximises a
+pseudo-likelihood rather than this objective.
 
 Volumes work the same way, voxel for voxel. With ``spacing`` (anisotropic voxels) each
 neighbour's vote is weighted by ``min(spacing) |o| / |o * spacing|`` for its offset ``o``
