@@ -182,6 +182,27 @@ def test_a_given_tissue_fit_replaces_the_fit_and_is_checked():
             lesions.find_lesions(lesioned, mask, tissues=bad)
 
 
+def test_the_table_holds_the_tissue_fit_its_contrast_is_measured_against():
+    image, mask = tissue_volume(seed=6)
+    healthy = segmentation.segment_image(image, mask, 3, "soft")[1]
+    lesioned, _ = implant(image, mask, (25, 14, 15), 4.0, 1.1)
+    given, _ = lesions.find_lesions(lesioned, mask, min_volume_ml=0.05, tissues=healthy)
+    mu, sd = healthy.means[:, 0], np.sqrt(healthy.covariances[:, 0, 0])
+    np.testing.assert_allclose(given.attrs["tissue_mean"], mu)
+    np.testing.assert_allclose(given.attrs["tissue_sd"], sd)
+    row = given.loc[1]
+    assert row["contrast"] == pytest.approx((row["mean_intensity"] - mu[2]) / sd[2])
+    # fitted on the lesioned volume: the contrast follows the fit's own white matter
+    fitted, _ = lesions.find_lesions(lesioned, mask, min_volume_ml=0.05)
+    mu_f, sd_f = (np.asarray(fitted.attrs[key]) for key in ("tissue_mean", "tissue_sd"))
+    nearest = np.argmin(np.abs(fitted.loc[1, "mean_intensity"] - mu_f))
+    assert mu_f[nearest] == pytest.approx(LEVELS[2], abs=0.02)
+    assert fitted.loc[1, "contrast"] == pytest.approx(
+        (fitted.loc[1, "mean_intensity"] - mu_f[nearest]) / sd_f[nearest])
+    both = pd.concat([given, fitted])  # plain-float attrs: tables still concatenate
+    assert len(both) == 2
+
+
 def test_implant_and_find_scores_against_the_truth_and_its_box_is_exact():
     image, mask = tissue_volume(seed=7)
     affine = np.diag([1.5, 1.0, 1.2, 1.0])

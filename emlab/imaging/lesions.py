@@ -235,6 +235,9 @@ def find_lesions(image, mask=None, *, affine=None, n_tissues=3, min_volume_ml=0.
         coordinates through ``affine``; voxel indices when it is None), ``mean_intensity``
         and ``contrast`` (the lesion's mean minus the mean nearest to it, in that tissue's
         standard deviations: positive brighter, negative darker). Empty when there is none.
+        ``table.attrs["tissue_mean"]`` and ``table.attrs["tissue_sd"]`` hold the means and
+        standard deviations of the tissue mixture used (tuples of floats, in its components'
+        order), against which ``contrast`` is measured.
     lesion_labels : ndarray of int64, the image's shape
         0 for no lesion, ``i`` for lesion ``i``, -1 outside the mask.
 
@@ -309,6 +312,9 @@ def _lesion_table(img, inside, lesions, A, world, mu, sd):
     table = pd.DataFrame(records, columns=COLUMNS,
                          index=pd.RangeIndex(1, len(records) + 1, name="lesion"))
     table["voxels"] = table["voxels"].astype(np.int64)
+    # plain floats: pandas compares attrs when it concatenates tables
+    table.attrs = {"tissue_mean": tuple(float(m) for m in mu),
+                   "tissue_sd": tuple(float(s) for s in sd)}
     return table, labels
 
 
