@@ -52,7 +52,7 @@ from threadpoolctl import threadpool_limits
 
 import em_helpers as em
 from emlab.imaging import dipy_hmrf, label_maps, segmentation
-from emlab.report.comparison import DIPY_MODEL  # dipy's Potts model in segment_image's terms
+from emlab.imaging.segmentation import DIPY_MODEL  # dipy's Potts model in segment_image's terms
 
 K = 3
 BETA_OURS_3D, BETA_DIPY = 0.2, 0.1  # the same prior strength (ours = 2 x dipy's)

@@ -221,7 +221,7 @@ def run(args, progress):
     options = {"spacing": tuple(float(z) for z in nifti.voxel_sizes_mm(img.affine))}
     if args.connectivity is not None:
         options["connectivity"] = args.connectivity
-    prior = {"proportions": False, "covariance_type": "full"} if args.no_proportions else {}
+    prior = segmentation.DIPY_MODEL if args.no_proportions else {}
     options["progress"] = sys.stderr.isatty() if args.progress is None else args.progress
     real_scan = {"bias_field": args.bias, "partial_volume": bool(args.pve)}
     if args.three_tissue is not None:

@@ -48,7 +48,7 @@ from emlab.imaging import label_maps
 from emlab.imaging.phantoms import implant_lesion
 from emlab.imaging.nifti import check_affine, voxel_sizes_mm, voxel_volume_ml
 from emlab.imaging.potts import ColouredNeighbours, coloured_mean_field_sweep
-from emlab.imaging.segmentation import atypicality, segment_image
+from emlab.imaging.segmentation import DIPY_MODEL, atypicality, segment_image
 
 COLUMNS = ["voxels", "volume_ml", "centroid_x_mm", "centroid_y_mm", "centroid_z_mm",
            "mean_intensity", "contrast"]
@@ -157,15 +157,14 @@ def _refine(img, inside, tissue_labels, tissue_fit, component, margin, beta, spa
     start = _tissue_start(x, labels, tissue_fit, lesion, present)
     K = start.means.shape[0]
     if beta > 0:
-        # no class proportions, one variance per class: segment_image's default mean field
+        # dipy's model (no class proportions, one variance per class): the default mean field
         # (estimated proportions, one shared variance) did worse here in bench_lesions.py
         # --quick (2 mm template, 54 implants, both run side by side): at +3 sd 8/9 volumes
         # within 10 % against 9/9 with this model (+12.2 % for 10 mL next to the ventricles);
         # dark lesions below CSF 5/9 found against 9/9 (volume errors +7.7 % to +26.6 %);
         # bright ones >= 5 sd 18/18 with both
         crop_labels, fit = segment_image(img[box], crop_mask, K, "soft", beta=beta,
-                                         start=start, spacing=spacing, tol=1e-3,
-                                         proportions=False, covariance_type="full")
+                                         start=start, spacing=spacing, tol=1e-3, **DIPY_MODEL)
         crop_labels = crop_labels == int(  # classes numbered by mean: find the lesion's start
             np.argmin(np.abs(fit.init_means[:, 0] - start.means[-1, 0])))
     else:  # no prior: soft EM on the box's intensities from the same start

@@ -19,7 +19,7 @@ class shares ``r`` that solve ``r_k ∝ exp(alpha_k + beta z r_k)``
 (``None``) is ``"estimated"`` with a tied variance (below):
 
 * ``False`` (as in dipy and Zhang, Brady & Smith 2001; the comparisons with dipy pass it, with
-  ``covariance_type="full"``): ``alpha = 0``, whose prior gives every class ``1 / K``. On the
+  ``covariance_type="full"``: ``DIPY_MODEL``): ``alpha = 0``, whose prior gives every class ``1 / K``. On the
   3-D template (notebook 09) the CSF prior is then 1/3 instead of about 0.14, and CSF about
   doubles, taking dark grey-matter voxels;
 * ``"fixed"`` (or ``True``): ``alpha_k = ln pi_k`` of the plain fit, held fixed (a constant
@@ -412,6 +412,10 @@ def _tail_start(X, K, n_init, max_iter, random_state, reg_covar, typicality=3.0)
             "weights": np.r_[fit.weights * (1.0 - share), share]}
 
 
+# the Potts model of dipy's TissueClassifierHMRF in segment_image's options: no class
+# proportions in the mean-field prior and one variance per class (the module docstring; the
+# default of soft EM with beta > 0 has both). Passed as ``**DIPY_MODEL``.
+DIPY_MODEL = {"proportions": False, "covariance_type": "full"}
 _BLAS_CONTROLLER = []  # filled on first use
 
 

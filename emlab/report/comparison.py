@@ -13,13 +13,10 @@ from __future__ import annotations
 import time
 
 from emlab.imaging.dipy_hmrf import segment_dipy_hmrf
-from emlab.imaging.segmentation import segment_image
+from emlab.imaging.segmentation import DIPY_MODEL, segment_image
 from emlab.engine.validation import check_int
 
 METHOD_KINDS = ("ours", "dipy")
-# segment_image's options for the Potts model of dipy's TissueClassifierHMRF (no class
-# proportions, per-class variances); segment_image's default mean field has both
-DIPY_MODEL = {"proportions": False, "covariance_type": "full"}
 
 
 def wall_time(run):
