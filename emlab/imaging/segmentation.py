@@ -19,9 +19,9 @@ class shares ``r`` that solve ``r_k ∝ exp(alpha_k + beta z r_k)``
 (``None``) is ``"estimated"`` with a tied variance (below):
 
 * ``False`` (as in dipy and Zhang, Brady & Smith 2001; the comparisons with dipy pass it, with
-  ``covariance_type="full"``: ``DIPY_MODEL``): ``alpha = 0``, whose prior gives every class ``1 / K``. On the
-  3-D template (notebook 09) the CSF prior is then 1/3 instead of about 0.14, and CSF about
-  doubles, taking dark grey-matter voxels;
+  ``covariance_type="full"``: ``DIPY_MODEL``): ``alpha = 0``, whose prior gives every class
+  ``1 / K``. On the 3-D template (notebook 09) the CSF prior is then 1/3 instead of about 0.14,
+  and CSF more than doubles, taking dark grey-matter voxels;
 * ``"fixed"`` (or ``True``): ``alpha_k = ln pi_k`` of the plain fit, held fixed (a constant
   field: the objective rises at every step; ``history[0]`` holds them, ``weights`` reports the
   final proportions). ``ln pi_k`` counts a class's abundance a second time on top of the
