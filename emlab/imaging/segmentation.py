@@ -322,7 +322,8 @@ def _plain_em(X, K, method, n_init, max_iter, random_state, reg_covar, progress=
     hard solution (its means, covariances and weights), as scikit-learn starts from k-means,
     and, when that hard solution leaves intensities more than 3 standard deviations beyond
     its extreme components, also from ``_tail_start`` (that tail in a component of its own,
-    kept only if it ends distinct: ``_distinct_last``); the start
+    tried only if it is still distinct after a short probe, ``_tail_survives``, and kept only
+    if it ends distinct: ``_distinct_last``); the start
     whose soft EM reaches the higher log-likelihood wins. k-means inertia alone prefers
     splitting a large tissue to isolating a small distinct class (a lesion of 0.5 % of the
     voxels never gets a k-means start of its own); the likelihood is what soft EM maximises."""
@@ -333,7 +334,7 @@ def _plain_em(X, K, method, n_init, max_iter, random_state, reg_covar, progress=
     starts = [{"means": hard.means, "covariances": hard.covariances, "weights": hard.weights}]
     tail = _tail_start(X, K, n_init, max_iter, random_state, reg_covar) \
         if _outlying_tail(X[:, 0], hard).sum() >= K else None
-    if tail is not None:
+    if tail is not None and _tail_survives(X, K, tail, reg_covar):
         starts.append(tail)
     best, best_warnings = None, []
     for start in starts:
@@ -354,6 +355,26 @@ def _plain_em(X, K, method, n_init, max_iter, random_state, reg_covar, progress=
     for w in best_warnings:  # the warnings of the start kept, as if it had been the only one
         warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     return best
+
+
+PROBE_ITERATIONS = 20  # soft-EM iterations after which a tail start must still be distinct
+
+
+def _tail_survives(X, K, start, reg_covar):
+    """Whether the tail's component is still distinct (``_distinct_last``) after
+    ``PROBE_ITERATIONS`` of soft EM from the tail start ``start``. The full fit from a start
+    whose tail has merged into a tissue would be discarded at the end; a few stray intensities
+    (13 dark pixels of dipy's T1 slice, whose tail merges within 5 iterations) then cost one
+    short probe instead of a whole fit, which more than doubled that slice's plain fit. A probe
+    that fails (a collapsing component) leaves the decision to the full fit."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            probe = run_em(X, K, method="soft", init=start, max_iter=PROBE_ITERATIONS,
+                           reg_covar=reg_covar)
+    except ValueError:
+        return True
+    return _distinct_last(probe)
 
 
 def _distinct_last(fit, typicality=3.0):
