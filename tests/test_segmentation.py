@@ -655,3 +655,19 @@ def test_atypicality_counts_standard_deviations_beyond_the_extreme_components():
                           covariances=np.array([[[0.05 ** 2]], [[0.1 ** 2]], [[0.02 ** 2]]]))
     x = np.array([1.0, 0.9, 0.45, 0.3, 0.1])
     np.testing.assert_allclose(segmentation.atypicality(x, fit), [2.0, 0.0, 0.0, 0.0, 2.0])
+
+
+def test_a_small_distinct_class_is_found_from_the_tail_start():
+    """49 bright pixels (0.3 % of the image) beyond three tissues, K = 4: k-means splits a
+    tissue instead, so only the start that gives the outlying tail its own component (kept
+    after its short probe and at the end) finds them as the fourth class."""
+    rng = np.random.default_rng(0)
+    truth = np.indices((120, 120))[1] * 3 // 120
+    image = np.array([0.3, 0.6, 0.85])[truth] + rng.normal(0, 0.06, truth.shape)
+    yy, xx = np.indices(truth.shape)
+    lesion = (yy - 60) ** 2 + (xx - 100) ** 2 <= 16
+    image[lesion] = 1.1 + rng.normal(0, 0.03, lesion.sum())
+    labels, fit = segmentation.segment_image(image, n_components=4)
+    assert abs(fit.means[3, 0] - 1.1) < 0.03
+    found = labels == 3
+    assert 2 * (found & lesion).sum() / (found.sum() + lesion.sum()) > 0.95
