@@ -385,7 +385,8 @@ def pseudo_likelihood_field(sums, beta, shares, field=None, tol=1e-10, max_iter=
     mixture weights with the neighbours' votes held, Celeux, Forbes & Peyrard 2003).
 
     Newton's method from ``field`` (default: ``ln shares``), with ``alpha_0 = 0`` fixed (only
-    differences matter) and step halving, until the largest gap between a mean conditional and
+    differences matter) and step halving (a gradient step where nearly one-hot conditionals
+    leave the Hessian singular), until the largest gap between a mean conditional and
     its share is below ``tol``. ``sums`` (K, N); ``shares`` positive, summing to 1. Returns
     ``alpha`` and ``sum_n ln sum_j exp(alpha_j + beta s_nj)`` (the conditionals' log
     normalisers, summed).
@@ -417,13 +418,24 @@ def pseudo_likelihood_field(sums, beta, shares, field=None, tol=1e-10, max_iter=
             break
         hessian = (p @ p.T) / N - np.diag(means)  # of the objective / N, negative definite
         step = np.zeros(K)
-        step[1:] = np.linalg.solve(hessian[1:, 1:], -gap[1:])
-        for _ in range(30):  # step halving: the objective must rise (up to its rounding)
+        try:
+            step[1:] = np.linalg.solve(hessian[1:, 1:], -gap[1:])
+            halvings = 30
+        except np.linalg.LinAlgError:
+            halvings = 0
+        for _ in range(halvings):  # step halving: the objective must rise (up to its rounding)
             p_new, value_new = conditionals(alpha + step)
             if value_new >= value - 1e-12 * abs(value):
                 break
             buffers.append(p_new)
             step *= 0.5
+        else:
+            # nearly one-hot conditionals (a strong prior: the beta s_n far apart) leave the
+            # Hessian (nearly) singular and Newton's step useless: a gradient step of length
+            # 2 instead, the inverse of log-sum-exp's largest curvature 1/2 (it cannot lower
+            # the objective)
+            step = np.r_[0.0, 2.0 * gap[1:]]
+            p_new, value_new = conditionals(alpha + step)
         buffers.append(p)
         alpha, p, value = alpha + step, p_new, value_new
     return alpha, float(N * shares @ alpha) - value
