@@ -96,6 +96,8 @@ def test_bad_volumes_and_masks_are_refused():
         dask_volumes.segment_dask_volume(dv[0, 0])
     with pytest.raises(ValueError, match="method must be"):
         dask_volumes.segment_dask_volume(dv, mask, method="fuzzy")
+    with pytest.raises(ValueError, match="random_state must be an integer"):
+        dask_volumes.segment_dask_volume(dv, mask, random_state="abc")
     volume[1, 5, 5] = np.nan  # inside the mask
     with pytest.raises(ValueError, match=r"volume \(inside the mask\) has 1 missing"):
         dask_volumes.segment_dask_volume(da.from_array(volume, chunks=(2, 9, 12)), mask)

@@ -206,9 +206,25 @@ def _bad(kwargs_update, match):
     ({"method": "fuzzy"}, "method must be 'hard' or 'soft'"),
     ({"n_components": 0}, "n_components must be >= 1"),
     ({"tol": 0.0}, "tol must be a positive number"),
+    ({"tol": True}, "tol must be a positive number"),
+    ({"random_state": "abc"}, "random_state must be an integer"),
+    ({"random_state": 1.5}, "random_state must be an integer"),
+    ({"random_state": -1}, "random_state must be >= 0"),
 ])
 def test_bad_inputs_raise_clear_errors(update, match):
     _bad(update, match)
+
+
+@pytest.mark.parametrize("method", ["soft", "hard"])
+def test_a_very_strong_prior_gives_a_valid_fit(method):
+    """beta = 50 makes every neighbourhood's vote decisive: the estimated proportions' field
+    then faces one-hot conditionals (a singular Newton system, once a LinAlgError); the fit
+    must still end with finite parameters and every pixel labelled."""
+    rng = np.random.default_rng(0)  # three bands of 4 rows, noise 0.2
+    image = np.repeat([1.0, 2.0, 3.0], 48).reshape(12, 12) + rng.normal(0.0, 0.2, (12, 12))
+    labels, result = segmentation.segment_image(image, beta=50.0, method=method)
+    assert np.all(np.isfinite(result.means)) and np.all(np.isfinite(result.covariances))
+    assert np.all(np.isfinite(result.resp)) and (labels >= 0).all()
 
 
 def test_too_few_distinct_intensities():

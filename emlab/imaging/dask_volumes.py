@@ -118,6 +118,7 @@ def segment_dask_volume(volume, mask=None, n_components=3, method="soft", random
     if method not in ("hard", "soft"):
         raise ValueError(f"method must be 'hard' or 'soft', got {method!r}")
     n_init = check_int(n_init, "n_init", minimum=1)
+    random_state = check_int(random_state, "random_state", minimum=0)
     X = masked_voxels(volume, mask)
     shift = chunked.ChunkedData.of(X, "volume (inside the mask)").shift
     result = run_em(X, K, method="hard", init="kmeans++", n_init=n_init, max_iter=max_iter,

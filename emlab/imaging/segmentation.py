@@ -706,7 +706,9 @@ def segment_image(image, mask=None, n_components=3, method="soft", beta=0.0, ran
     spacing = _check_spacing(spacing, img.ndim)
     n_init = check_int(n_init, "n_init", minimum=1)
     max_iter = check_int(max_iter, "max_iter", minimum=1)
-    if not (isinstance(tol, (int, float, np.floating)) and np.isfinite(tol) and tol > 0):
+    random_state = check_int(random_state, "random_state", minimum=0)
+    if isinstance(tol, bool) or not (isinstance(tol, (int, float, np.floating))
+                                     and np.isfinite(tol) and tol > 0):
         raise ValueError(f"tol must be a positive number, got {tol!r}")
     proportions = _check_proportions(proportions, method, beta)
     tied = _check_covariance_type(covariance_type, method, beta)
