@@ -202,3 +202,55 @@ def test_crop_to_mask_in_3d():
     assert offset == (1, 0, 2) and crop.shape == (4, 6, 3)
     np.testing.assert_array_equal(crop, image[1:5, 0:6, 2:5])
     assert crop_mask.sum() == mask.sum()
+
+
+@pytest.mark.parametrize("labels, match", [
+    (0, "labels must be a sequence of integer class labels"),
+    ("ab", "labels must be a sequence of integer class labels"),
+    ([0.5], "labels must be a sequence of integer class labels"),
+])
+def test_dice_names_a_bad_labels_argument(labels, match):
+    a = np.array([[0, 1], [1, 2]])
+    with pytest.raises(ValueError, match=match):
+        label_maps.dice(a, a, labels=labels)
+
+
+@pytest.mark.parametrize("reference, other, name", [
+    (np.array([[0.0, 1.0]]), np.array([[0, 1]]), "reference"),
+    (np.array([[0, 1]]), np.array([[0.5, 1.0]]), "other"),
+    (np.array([["a", "b"]]), np.array([[0, 1]]), "reference"),
+])
+def test_match_label_images_names_the_argument_that_is_not_integer(reference, other, name):
+    with pytest.raises(ValueError, match=f"{name} must hold integer labels"):
+        label_maps.match_label_images(reference, other)
+
+
+def test_label_agreement_needs_a_name_for_every_class_and_keeps_them_aligned():
+    reference = np.array([[0, 0, 2, 2]])  # class 1 is absent: Dice of classes 0 and 2
+    mask = np.ones(reference.shape, dtype=bool)
+    with pytest.raises(ValueError, match="names must name every class 0..2, got 2 names"):
+        label_maps.label_agreement(reference, reference, mask, ["a", "b"])
+    with pytest.raises(ValueError, match="names must name every class 0..2, got None"):
+        label_maps.label_agreement(reference, reference, mask, None)
+    row = label_maps.label_agreement(reference, np.array([[2, 2, 0, 0]]), mask, "abc")
+    assert row["Dice a"] == 1.0 and row["Dice c"] == 1.0 and "Dice b" not in row
+
+
+def test_region_stats_and_soft_volumes_name_unreadable_arguments():
+    with pytest.raises(ValueError, match="offset must be a"):
+        label_maps.region_stats(np.array([[0, 1]]), offset="ab")
+    with pytest.raises(ValueError, match="resp must be a finite"):
+        label_maps.soft_volumes_ml("abc", np.eye(4))
+    with pytest.raises(ValueError, match="resp must be a finite"):
+        label_maps.soft_volumes_ml(np.zeros((2, 0)), np.eye(4))
+
+
+def test_region_stats_of_an_empty_named_class_under_an_affine():
+    """An empty class has no centroid: NaN in voxel and world coordinates alike (the world
+    mapping itself refuses NaN coordinates)."""
+    labels = np.zeros((2, 2, 2), dtype=np.int64)
+    table = label_maps.region_stats(labels, names=["full", "empty"], affine=np.eye(4))
+    assert table.loc["empty", "voxels"] == 0 and table.loc["empty", "volume_ml"] == 0
+    assert table.loc[["empty"], ["centroid_i", "centroid_x_mm", "centroid_z_mm"]].isna().all(
+        axis=None)
+    assert table.loc["full", "centroid_x_mm"] == pytest.approx(0.5)

@@ -17,6 +17,14 @@ from emlab.imaging.nifti import check_affine, voxel_to_world, voxel_volume_ml
 from emlab.engine.validation import check_image, check_int
 
 
+def _integer_labels(labels, name):
+    """``labels`` as an integer array, or a ValueError naming ``name``."""
+    labels = np.asarray(labels)
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"{name} must hold integer labels, got dtype {labels.dtype}")
+    return labels
+
+
 def dice(a, b, labels=None):
     """Dice coefficient of each class between two label images.
 
@@ -46,9 +54,13 @@ def dice(a, b, labels=None):
     b = np.asarray(b)
     if a.shape != b.shape:
         raise ValueError(f"a and b must have the same shape, got {a.shape} and {b.shape}")
-    for name, arr in (("a", a), ("b", b)):
-        if not np.issubdtype(arr.dtype, np.integer):
-            raise ValueError(f"{name} must hold integer labels, got dtype {arr.dtype}")
+    a, b = _integer_labels(a, "a"), _integer_labels(b, "b")
+    if labels is not None:
+        requested = np.asarray(labels)
+        if requested.ndim != 1 or not np.issubdtype(requested.dtype, np.integer):
+            raise ValueError(f"labels must be a sequence of integer class labels, got "
+                             f"{labels!r}")
+        labels = requested
     if labels is None:
         labels = np.union1d(a[a >= 0], b[b >= 0])
         if labels.size == 0:
@@ -69,8 +81,8 @@ def match_label_images(reference, other):
     Hungarian matching (``label_mapping``) on the pixels that both images label (``>= 0``);
     every other pixel is ``-1`` in the output. A new array: the inputs are not modified.
     """
-    reference = np.asarray(reference)
-    other = np.asarray(other)
+    reference = _integer_labels(reference, "reference")
+    other = _integer_labels(other, "other")
     if reference.shape != other.shape:
         raise ValueError(f"reference and other must have the same shape, got "
                          f"{reference.shape} and {other.shape}")
@@ -109,9 +121,14 @@ def label_agreement(reference, labels, mask, names):
         raise ValueError(f"mask must be a boolean array of shape {reference.shape} with at "
                          "least one True pixel")
     matched = match_label_images(reference, labels)
+    scores = dice(reference, matched)
+    last = int(scores.index.max())
+    if names is None or len(names) <= last:
+        got = "None" if names is None else f"{len(names)} names"
+        raise ValueError(f"names must name every class 0..{last}, got {got}")
     row = {"agreement": float(np.mean(matched[mask] == reference[mask])),
            "same numbering": bool(np.array_equal(matched, np.asarray(labels)))}
-    row.update({f"Dice {name}": d for name, d in zip(names, dice(reference, matched))})
+    row.update({f"Dice {names[k]}": d for k, d in scores.items()})
     return row
 
 
@@ -156,10 +173,14 @@ def region_stats(label_image, names=None, offset=None, affine=None):
         raise ValueError(f"label_image must be a 2-D or 3-D integer array, got shape "
                          f"{labels.shape} and dtype {labels.dtype}")
     ndim = labels.ndim
-    offset = np.zeros(ndim) if offset is None else np.asarray(offset, dtype=float)
-    if offset.shape != (ndim,) or not np.isfinite(offset).all():
+    given = offset
+    try:
+        offset = np.zeros(ndim) if offset is None else np.asarray(offset, dtype=float)
+    except (TypeError, ValueError):
+        offset = None
+    if offset is None or offset.shape != (ndim,) or not np.isfinite(offset).all():
         what = "a (row, column) pair" if ndim == 2 else "three numbers (i, j, k)"
-        raise ValueError(f"offset must be {what} of numbers, got {offset!r}")
+        raise ValueError(f"offset must be {what} of numbers, got {given!r}")
     if affine is not None:
         if ndim != 3:
             raise ValueError("affine is for a 3-D label_image (voxels to mm); got a 2-D one")
@@ -185,8 +206,8 @@ def region_stats(label_image, names=None, offset=None, affine=None):
         row.update({f"centroid_{a}": float(c) for a, c in zip(axes, centre)})
         if affine is not None:
             row["volume_ml"] = n * voxel_volume_ml(affine)
-            row.update({f"centroid_{a}_mm": float(c)
-                        for a, c in zip("xyz", voxel_to_world(affine, centre))})
+            world = voxel_to_world(affine, centre) if n else np.full(3, np.nan)
+            row.update({f"centroid_{a}_mm": float(c) for a, c in zip("xyz", world)})
         records.append(row)
     return pd.DataFrame.from_records(records, index="class")
 
@@ -206,8 +227,11 @@ def soft_volumes_ml(resp, affine):
     ndarray (K,)
         ``sum_n r_nk * |det A[:3, :3]| / 1000``; sums to the mask's volume.
     """
-    R = np.asarray(resp, dtype=float)
-    if R.ndim != 2 or not np.isfinite(R).all() or (R < 0).any() \
+    try:
+        R = np.asarray(resp, dtype=float)
+    except (TypeError, ValueError):
+        R = np.empty(0)
+    if R.ndim != 2 or 0 in R.shape or not np.isfinite(R).all() or (R < 0).any() \
             or not np.allclose(R.sum(axis=0), 1.0, atol=1e-6):
         raise ValueError(f"resp must be a finite (K, N) array of responsibilities with columns "
                          f"summing to 1, got shape {R.shape}")
