@@ -121,3 +121,25 @@ def test_bad_files_are_refused_with_the_file_named(tmp_path):
     for call, message in cases:
         with pytest.raises(ValueError, match=message):
             call()
+
+
+def test_voxel_to_world_refuses_unreadable_or_non_finite_coordinates():
+    with pytest.raises(ValueError, match="ijk must be finite numbers"):
+        nifti.voxel_to_world(AFFINE, "abc")
+    with pytest.raises(ValueError, match="ijk must be finite numbers"):
+        nifti.voxel_to_world(AFFINE, [np.nan, 1.0, 2.0])  # once a NaN world point
+
+
+def test_the_scan_image_and_the_path_are_checked(tmp_path):
+    labels = np.zeros((2, 3, 4), dtype=np.int64)
+    scan = nib.Nifti1Image(np.ones((2, 3, 4)), AFFINE)
+    nib.save(scan, tmp_path / "mask.nii.gz")
+    with pytest.raises(ValueError, match="scan_img must be a nibabel NIfTI image"):
+        nifti.save_label_image(tmp_path / "labels.nii.gz", labels, "scan.nii.gz")
+    with pytest.raises(ValueError, match="scan_img must be a nibabel NIfTI image"):
+        nifti.load_mask(tmp_path / "mask.nii.gz", labels)
+    with pytest.raises(ValueError, match="path must be a file name"):
+        nifti.load_scan(None)
+    empty = nib.Nifti1Image(np.ones((0, 3, 4)), AFFINE)
+    with pytest.raises(ValueError, match="label_image must hold integer labels"):
+        nifti.save_label_image(tmp_path / "labels.nii.gz", np.zeros((0, 3, 4), int), empty)

@@ -12,6 +12,7 @@ nibabel is imported only by the functions that read or write files.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -74,16 +75,33 @@ def voxel_sizes_mm(affine):
 def voxel_to_world(affine, ijk):
     """Map voxel coordinates ``ijk`` (shape (..., 3)) through ``affine``: world mm (..., 3)."""
     A = check_affine(affine)
-    ijk = np.asarray(ijk, dtype=float)
+    try:
+        ijk = np.asarray(ijk, dtype=float)
+    except (TypeError, ValueError):
+        raise ValueError(f"ijk must be finite numbers, got {ijk!r}") from None
     if ijk.shape[-1:] != (3,):
         raise ValueError(f"ijk must have 3 coordinates in its last axis, got shape {ijk.shape}")
+    if not np.isfinite(ijk).all():
+        raise ValueError("ijk must be finite numbers (it holds NaN or inf)")
     return ijk @ A[:3, :3].T + A[:3, 3]
+
+
+def _check_scan_img(scan_img):
+    """``scan_img`` must be the nibabel image of the scan (``load_scan``'s second output)."""
+    import nibabel as nib
+
+    if not isinstance(scan_img, (nib.Nifti1Image, nib.Nifti2Image)):
+        raise ValueError(f"scan_img must be a nibabel NIfTI image (load_scan's second output), "
+                         f"got {type(scan_img).__name__}")
 
 
 def _read(path, what):
     """Open ``path`` as a NIfTI image; a ValueError naming the file for anything else."""
     import nibabel as nib
 
+    if not isinstance(path, (str, os.PathLike)):
+        raise ValueError(f"path must be a file name (str or Path) of the {what}, got "
+                         f"{type(path).__name__}")
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"{path}: no such file ({what})")
@@ -160,6 +178,7 @@ def load_mask(path, scan_img):
         ``"<path>: <problem>"`` if the file cannot be read as a 3-D NIfTI image, its shape or
         affine differ from the scan's, it holds values other than 0 and 1, or it is empty.
     """
+    _check_scan_img(scan_img)
     img, data = _read(path, "mask")
     path = Path(path)
     if data.shape != tuple(scan_img.shape):
@@ -196,6 +215,7 @@ def save_label_image(path, label_image, scan_img):
     """
     import nibabel as nib
 
+    _check_scan_img(scan_img)
     path = Path(path)
     if not str(path).endswith(NIFTI_SUFFIXES):
         raise ValueError(f"{path}: the output name must end in .nii or .nii.gz")
@@ -203,7 +223,7 @@ def save_label_image(path, label_image, scan_img):
     if labels.shape != tuple(scan_img.shape):
         raise ValueError(f"label_image has shape {labels.shape} but the scan has shape "
                          f"{tuple(scan_img.shape)}")
-    if not np.issubdtype(labels.dtype, np.integer) or labels.min() < -1 \
+    if not np.issubdtype(labels.dtype, np.integer) or labels.size == 0 or labels.min() < -1 \
             or labels.max() > np.iinfo(np.int16).max:
         raise ValueError("label_image must hold integer labels from -1 up")
     header = scan_img.header.copy()
