@@ -59,3 +59,18 @@ def test_bad_arguments():
         mni152.reference_labels(np.ones((3, 4, 4)), np.ones((3, 4, 4), bool))
     with pytest.raises(ValueError, match="mask is empty"):
         mni152.reference_labels(np.ones((3, 2, 2, 2)), np.zeros((2, 2, 2), bool))
+
+
+@pytest.mark.parametrize("function", ["reference_labels", "reference_volumes_ml"])
+def test_reference_maps_refuse_non_finite_or_missing_probabilities(function):
+    """A NaN probability inside the mask once gave a NaN volume (or an arbitrary argmax)."""
+    mask = np.ones((2, 2, 2), dtype=bool)
+    extra = (np.eye(4),) if function == "reference_volumes_ml" else ()
+    P = np.full((3, 2, 2, 2), 1 / 3)
+    P[2, 1, 1, 1] = np.nan
+    with pytest.raises(ValueError, match=r"probabilities\[2\] has 1 non-finite value"):
+        getattr(mni152, function)(P, mask, *extra)
+    with pytest.raises(ValueError, match=r"probabilities must have shape \(K, X, Y, Z\) with K >= 1"):
+        getattr(mni152, function)(np.ones((0, 2, 2, 2)), mask, *extra)
+    with pytest.raises(ValueError, match=r"probabilities must have shape \(K, X, Y, Z\)"):
+        getattr(mni152, function)("abc", mask, *extra)

@@ -175,3 +175,44 @@ def test_brainweb_phantom_mixes_the_fractions_and_adds_rician_noise():
         phantoms.brainweb_phantom(P, mask, noise=-0.1)
     with pytest.raises(ValueError, match="probabilities must have shape"):
         phantoms.brainweb_phantom(P[0, 0], mask[0])
+
+
+def test_brainweb_phantom_refuses_what_would_make_its_image_non_finite():
+    mask = np.ones((4, 5, 3), dtype=bool)
+    P = np.full((3, *mask.shape), 1 / 3)
+    P[1, 0, 0, 0] = np.nan  # once a NaN voxel in the image, silently
+    with pytest.raises(ValueError, match=r"probabilities\[1\] has 1 non-finite value"):
+        phantoms.brainweb_phantom(P, mask)
+    with pytest.raises(ValueError, match="probabilities must have shape .* with K >= 1"):
+        phantoms.brainweb_phantom(np.ones((0, *mask.shape)), mask)
+    with pytest.raises(ValueError, match="probabilities must have shape"):
+        phantoms.brainweb_phantom("abc", mask)
+    with pytest.raises(ValueError, match="intensities must be >= 0"):
+        phantoms.brainweb_phantom(np.full((3, *mask.shape), 1 / 3), mask,
+                                  intensities=(-0.3, -0.6, -0.9))
+
+
+@pytest.mark.parametrize("call", [
+    lambda rs: phantoms.implant_lesion(np.ones((9, 9)), (4, 4), (2, 2), random_state=rs),
+    lambda rs: phantoms.add_gaussian_noise(np.ones((9, 9)), 0.1, random_state=rs),
+    lambda rs: phantoms.smooth_field(np.ones((9, 9), dtype=bool), 0.4, random_state=rs),
+    lambda rs: phantoms.brainweb_phantom(np.full((3, 4, 4), 1 / 3), np.ones((4, 4), bool),
+                                         random_state=rs),
+])
+@pytest.mark.parametrize("seed, match", [("abc", "random_state must be an integer"),
+                                         (1.5, "random_state must be an integer"),
+                                         (-1, "random_state must be >= 0")])
+def test_phantoms_name_a_bad_random_state(call, seed, match):
+    with pytest.raises(ValueError, match=match):
+        call(seed)
+
+
+def test_smooth_field_and_noise_check_their_options():
+    with pytest.raises(ValueError, match="mask must hold booleans"):
+        phantoms.smooth_field(np.full((5, 5), 0.5), 0.4)
+    with pytest.raises(ValueError, match="mask must be a 2-D array"):
+        phantoms.smooth_field("abc", 0.4)
+    with pytest.raises(ValueError, match="spacing must be 2 positive finite numbers"):
+        phantoms.smooth_field(np.ones((5, 5), dtype=bool), 0.4, spacing=(1.0, 0.0))
+    with pytest.raises(ValueError, match="magnitude must be True or False"):
+        phantoms.add_gaussian_noise(np.ones((5, 5)), 0.1, magnitude="no")

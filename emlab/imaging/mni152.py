@@ -81,6 +81,33 @@ def load_mni152(resolution=2):
                     affine=np.array(t1.affine, dtype=float), resolution=resolution)
 
 
+_MAP_SHAPES = {2: "(K, H, W)", 3: "(K, X, Y, Z)"}
+
+
+def check_probabilities(probabilities, mask, ndims=(3,)):
+    """Return ``(P, mask)``: tissue maps (K, *grid) as floats (not copied if already float)
+    and the mask (bool, the grid), or a ValueError naming the problem.
+
+    ``ndims`` lists the accepted grids' numbers of dimensions (``(3,)``: volumes); ``K >= 1``
+    maps, every one finite inside the mask (``check_image``'s rules for the mask).
+    """
+    expected = " or ".join(_MAP_SHAPES[n] for n in ndims)
+    try:
+        P = np.asarray(probabilities, dtype=float)
+    except (TypeError, ValueError):
+        P = None
+    if P is None or P.ndim - 1 not in ndims or P.shape[0] == 0:
+        raise ValueError(f"probabilities must have shape {expected} with K >= 1, got "
+                         f"{np.shape(probabilities)}")
+    _, inside = check_image(P[0], mask, name="probabilities[0]", ndims=ndims)
+    finite = np.isfinite(P[:, inside])
+    if not finite.all():
+        k = int(np.argmin(finite.all(axis=1)))
+        raise ValueError(f"probabilities[{k}] has {int((~finite[k]).sum())} non-finite "
+                         "value(s) inside the mask; expected finite fractions")
+    return P, inside
+
+
 def reference_labels(probabilities, mask):
     """Hard reference: the class of largest probability in each voxel of the mask, -1 outside.
 
@@ -93,10 +120,7 @@ def reference_labels(probabilities, mask):
     -------
     ndarray of int (X, Y, Z)
     """
-    P = np.asarray(probabilities, dtype=float)
-    if P.ndim != 4:
-        raise ValueError(f"probabilities must have shape (K, X, Y, Z), got {P.shape}")
-    _, inside = check_image(P[0], mask, name="probabilities[0]", ndims=(3,))
+    P, inside = check_probabilities(probabilities, mask)
     labels = np.full(inside.shape, -1, dtype=np.int64)
     labels[inside] = np.argmax(P[:, inside], axis=0)
     return labels
@@ -109,8 +133,5 @@ def reference_volumes_ml(probabilities, mask, affine):
     -------
     ndarray (K,)
     """
-    P = np.asarray(probabilities, dtype=float)
-    if P.ndim != 4:
-        raise ValueError(f"probabilities must have shape (K, X, Y, Z), got {P.shape}")
-    _, inside = check_image(P[0], mask, name="probabilities[0]", ndims=(3,))
+    P, inside = check_probabilities(probabilities, mask)
     return P[:, inside].sum(axis=1) * voxel_volume_ml(affine)

@@ -15,8 +15,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from emlab.imaging.mni152 import check_probabilities
 from emlab.imaging.nifti import check_affine
-from emlab.engine.validation import check_image
+from emlab.engine.validation import check_image, check_int
 
 
 def _check_number(value, name):
@@ -129,6 +130,7 @@ def implant_lesion(image, center, semi_axes, angle=0.0, intensity=1.0, texture_s
         raise ValueError(f"semi_axes must be positive, got {semi_axes!r}")
     intensity = _check_number(intensity, "intensity")
     texture_sd = _check_number(texture_sd, "texture_sd")
+    random_state = check_int(random_state, "random_state", minimum=0)
     if texture_sd < 0:
         raise ValueError(f"texture_sd must be >= 0, got {texture_sd}")
     if ndim == 2:
@@ -161,6 +163,9 @@ def add_gaussian_noise(image, sigma, mask=None, magnitude=False, random_state=0)
     if isinstance(sigma, bool) or not isinstance(sigma, (int, float, np.integer, np.floating)) \
             or not np.isfinite(sigma) or sigma < 0:
         raise ValueError(f"sigma must be a finite number >= 0, got {sigma!r}")
+    if not isinstance(magnitude, (bool, np.bool_)):
+        raise ValueError(f"magnitude must be True or False, got {magnitude!r}")
+    random_state = check_int(random_state, "random_state", minimum=0)
     rng = np.random.default_rng(random_state)
     img[inside] += rng.normal(0.0, sigma, size=int(inside.sum()))
     if magnitude:
@@ -216,14 +221,18 @@ def smooth_field(mask, inu, random_state=0, spacing=None):
     BrainWeb's 20 % INU is a field between 0.9 and 1.1, 40 % between 0.8 and 1.2. ``inu = 0``
     gives a field of ones. Outside the mask the field is 1.
     """
-    inside = np.asarray(mask, dtype=bool)
+    _, inside = check_image(np.zeros(np.shape(mask)), mask, name="mask", ndims=(2, 3))
     inu = _check_number(inu, "inu")
     if not 0 <= inu < 2:
         raise ValueError(f"inu must be in [0, 2) (0.4 = BrainWeb's 40 %), got {inu}")
-    field = np.ones(inside.shape)
-    if inu == 0 or not inside.any():
-        return field
+    random_state = check_int(random_state, "random_state", minimum=0)
     scale = np.ones(inside.ndim) if spacing is None else _triple(spacing, "spacing", inside.ndim)
+    if not (scale > 0).all():
+        raise ValueError(f"spacing must be {inside.ndim} positive finite numbers, got "
+                         f"{spacing!r}")
+    field = np.ones(inside.shape)
+    if inu == 0:
+        return field
     coords = np.stack(np.nonzero(inside), axis=1) * scale
     extent = float((coords.max(axis=0) - coords.min(axis=0)).max()) or 1.0
     rng = np.random.default_rng(random_state)
@@ -265,13 +274,12 @@ def brainweb_phantom(probabilities, mask, inu=0.4, noise=0.03, intensities=BRAIN
     -------
     Phantom
     """
-    P = np.asarray(probabilities, dtype=float)
-    if P.ndim not in (3, 4):
-        raise ValueError(f"probabilities must have shape (K, H, W) or (K, X, Y, Z), got "
-                         f"{P.shape}")
-    _, inside = check_image(P[0], mask, name="probabilities[0]", ndims=(2, 3))
+    P, inside = check_probabilities(probabilities, mask, ndims=(2, 3))
     K = P.shape[0]
     levels = _triple(intensities, "intensities", K)
+    if (levels < 0).any():
+        raise ValueError(f"intensities must be >= 0 (tissue signal levels), got {intensities!r}")
+    random_state = check_int(random_state, "random_state", minimum=0)
     noise = _check_number(noise, "noise")
     if noise < 0:
         raise ValueError(f"noise must be >= 0 (a fraction of the white-matter intensity), got "
