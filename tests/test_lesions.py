@@ -133,6 +133,8 @@ def test_world_centroid_and_volume_under_an_anisotropic_affine():
     ({"typicality": 0.0}, "typicality"),
     ({"beta": -0.5}, "beta"),
     ({"margin_mm": float("nan")}, "margin_mm"),
+    ({"random_state": "abc"}, "random_state must be an integer"),
+    ({"random_state": -1}, "random_state must be >= 0"),
 ])
 def test_bad_inputs_raise_a_clear_value_error(kwargs, match):
     image, mask = tissue_volume()
@@ -273,3 +275,31 @@ def test_the_contrast_is_counted_from_the_nearest_mean_in_its_standard_deviation
     assert table.loc[1, "contrast"] == pytest.approx(
         (mean - tissues.means[2, 0]) / np.sqrt(tissues.covariances[2, 0, 0]), rel=0.05)
     assert 6 < table.loc[1, "contrast"] < 10
+
+
+def test_score_against_truth_checks_its_table_labels_and_truth():
+    """A fractional or NaN truth was once read as True, float labels failed in bincount and a
+    table without the labels' rows raised a KeyError."""
+    labels = np.zeros((4, 4, 4), dtype=np.int64)
+    labels[1:3, 1:3, 1:3] = 1
+    truth = labels > 0
+    table = pd.DataFrame([[8, 0.008, 1.5, 1.5, 1.5, 1.0, 5.0]], columns=COLUMNS,
+                         index=pd.RangeIndex(1, 2, name="lesion"))
+    assert lesions.score_against_truth(table, labels, truth)["found_ml"] == pytest.approx(0.008)
+    with pytest.raises(ValueError, match="truth must hold booleans"):
+        lesions.score_against_truth(table, labels, truth * 0.5)
+    with pytest.raises(ValueError, match="truth must hold booleans"):
+        lesions.score_against_truth(table, labels, np.where(truth, np.nan, 0.0))
+    with pytest.raises(ValueError, match="lesion_labels must hold integer labels"):
+        lesions.score_against_truth(table, labels.astype(float), truth)
+    with pytest.raises(ValueError, match="table must be find_lesions' table .* lesion 1"):
+        lesions.score_against_truth(table.iloc[:0], labels, truth)
+    with pytest.raises(ValueError, match="table must be find_lesions' table"):
+        lesions.score_against_truth("table", labels, truth)
+
+
+@pytest.mark.parametrize("position", [(5.0, 5.0), "abc", (np.nan, 5.0, 5.0)])
+def test_implant_and_find_names_a_bad_position(position):
+    image, mask = tissue_volume()
+    with pytest.raises(ValueError, match="position_mm must be 3 finite numbers"):
+        lesions.implant_and_find(image, mask, np.eye(4), position, 0.25, 1.2)

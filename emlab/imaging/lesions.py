@@ -256,6 +256,7 @@ def find_lesions(image, mask=None, *, affine=None, n_tissues=3, min_volume_ml=0.
     kappa = _check_positive(typicality, "typicality")
     beta = _check_positive(beta, "beta", allow_zero=True)
     margin_mm = _check_positive(margin_mm, "margin_mm")
+    random_state = check_int(random_state, "random_state", minimum=0)
     spacing = tuple(float(s) for s in voxel_sizes_mm(A))
     min_voxels = min_volume_ml / voxel_volume_ml(A)
     x = img[inside]
@@ -330,7 +331,19 @@ def score_against_truth(table, lesion_labels, truth, affine=None):
         when ``affine`` is None) and ``other_ml``: the volume of every other reported lesion.
     """
     labels = np.asarray(lesion_labels)
-    truth = np.asarray(truth, dtype=bool)
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"lesion_labels must hold integer labels (find_lesions' second "
+                         f"output), got dtype {labels.dtype}")
+    truth = np.asarray(truth)
+    if truth.dtype != bool:
+        if not (np.issubdtype(truth.dtype, np.number) and np.isin(truth, (0, 1)).all()):
+            raise ValueError("truth must hold booleans (or only 0 and 1): the lesion's voxels")
+        truth = truth.astype(bool)
+    if not isinstance(table, pd.DataFrame) or not set(COLUMNS) <= set(table.columns) \
+            or not set(range(1, int(labels.max(initial=0)) + 1)) <= set(table.index):
+        raise ValueError(f"table must be find_lesions' table of the lesions in lesion_labels "
+                         f"(columns {COLUMNS}, a row for each lesion 1.."
+                         f"{int(labels.max(initial=0))})")
     if labels.shape != truth.shape or labels.ndim != 3:
         raise ValueError(f"lesion_labels and truth must be 3-D of one shape, got {labels.shape} "
                          f"and {truth.shape}")
@@ -373,7 +386,14 @@ def implant_and_find(image, mask, affine, position_mm, volume_ml, intensity, tex
     """
     A = check_affine(affine)
     img, inside = check_image(image, mask, ndims=(3,))
-    centre = np.linalg.solve(A, np.r_[np.asarray(position_mm, dtype=float), 1.0])[:3]
+    try:
+        position = np.asarray(position_mm, dtype=float)
+    except (TypeError, ValueError):
+        position = None
+    if position is None or position.shape != (3,) or not np.isfinite(position).all():
+        raise ValueError(f"position_mm must be 3 finite numbers (world millimetres), got "
+                         f"{position_mm!r}")
+    centre = np.linalg.solve(A, np.r_[position, 1.0])[:3]
     radius = (3.0 * _check_positive(volume_ml, "volume_ml") * 1000.0 / (4.0 * np.pi)) ** (1 / 3)
     lesioned, truth = implant_lesion(img, centre, (radius,) * 3, intensity=intensity,
                                      texture_sd=texture_sd, mask=inside, affine=A,
