@@ -193,3 +193,27 @@ def test_segment_image_passes_three_tissue_on_and_refuses_it_without_fractions()
     with pytest.raises(ValueError, match="three_tissue must be a number in"):
         segmentation.segment_image(image, n_components=3, partial_volume=True,
                                    three_tissue=1.5)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"y": "abc"}, "y must be a non-empty array of finite intensities"),
+    ({"means": "abc"}, "means must be finite and increasing"),
+    ({"variance": "a"}, "variance must be a positive number"),
+    ({"variance": [0.01, 0.02]}, "variance must be a positive number"),
+    ({"variance": True}, "variance must be a positive number"),
+    ({"weights": "abcde"}, "weights must be 5 non-negative numbers summing to 1"),
+    ({"tol": 0.0}, "tol must be a positive number"),
+    ({"tol": float("nan")}, "tol must be a positive number"),
+    ({"tol": "a"}, "tol must be a positive number"),
+    ({"fractions": "no"}, "fractions must be True or False"),
+])
+def test_fit_partial_volume_names_each_bad_argument(kwargs, match):
+    y = np.r_[np.full(50, 1.0), np.full(50, 2.0), np.full(50, 3.0)] + np.linspace(0, 0.1, 150)
+    arguments = {"y": y, "means": [1.0, 2.0, 3.0], "variance": 0.01, **kwargs}
+    with pytest.raises(ValueError, match=match):
+        partial_volume.fit_partial_volume(**arguments)
+
+
+def test_class_posteriors_needs_a_partial_volume_fit():
+    with pytest.raises(ValueError, match="fit must be a PartialVolumeFit"):
+        partial_volume.class_posteriors(np.ones(3), "fit")

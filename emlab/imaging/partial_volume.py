@@ -221,6 +221,34 @@ def _histogram(y, spread):
     return 0.5 * (edges[:-1] + edges[1:])[keep], counts[keep].astype(float)
 
 
+def _intensities(y):
+    """``y`` as a flat float array of finite intensities, or a ValueError naming it."""
+    try:
+        y = np.asarray(y, dtype=float).ravel()
+    except (TypeError, ValueError):
+        y = np.empty(0)
+    if y.size == 0 or not np.isfinite(y).all():
+        raise ValueError("y must be a non-empty array of finite intensities")
+    return y
+
+
+def _floats(values, name, expected):
+    """``values`` as a float array, or a ValueError naming ``name`` and ``expected``."""
+    try:
+        return np.asarray(values, dtype=float)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be {expected}, got {values!r}") from None
+
+
+def _positive(value, name):
+    """A finite number > 0, or a ValueError naming ``name``."""
+    number = np.asarray(value) if not isinstance(value, (bool, np.bool_)) else None
+    if number is None or number.ndim != 0 or number.dtype.kind not in "iuf" \
+            or not (np.isfinite(number) and number > 0):
+        raise ValueError(f"{name} must be a positive number, got {value!r}")
+    return float(number)
+
+
 def check_three_tissue(three_tissue):
     """``three_tissue`` as a float in [0, 1), or a ValueError naming it."""
     if isinstance(three_tissue, bool) \
@@ -264,24 +292,24 @@ def fit_partial_volume(y, means, variance, weights=None, grid=20, max_iter=1000,
     -------
     PartialVolumeFit
     """
-    y = np.asarray(y, dtype=float).ravel()
-    means = np.asarray(means, dtype=float).ravel()
+    y = _intensities(y)
+    means = _floats(means, "means", "finite and increasing").ravel()
     K = means.size
     if K < 2:
         raise ValueError(f"partial volume needs at least 2 tissues, got {K}")
-    if y.size == 0 or not np.isfinite(y).all():
-        raise ValueError("y must be a non-empty array of finite intensities")
     if not (np.isfinite(means).all() and (np.diff(means) > 0).all()):
         raise ValueError(f"means must be finite and increasing, got {means}")
-    if not (np.isfinite(variance) and variance > 0):
-        raise ValueError(f"variance must be a positive number, got {variance!r}")
+    variance = _positive(variance, "variance")
     grid = check_int(grid, "grid", minimum=2)
     max_iter = check_int(max_iter, "max_iter", minimum=1)
+    tol = _positive(tol, "tol")
+    if not isinstance(fractions, (bool, np.bool_)):
+        raise ValueError(f"fractions must be True or False, got {fractions!r}")
     rho = check_three_tissue(three_tissue) if K >= 3 else 0.0
     n_classes = 2 * K - 1
     if weights is None:
         weights = np.r_[np.full(K, 0.5 / K), np.full(K - 1, 0.5 / (K - 1))]
-    weights = np.asarray(weights, dtype=float)
+    weights = _floats(weights, "weights", f"{n_classes} non-negative numbers summing to 1")
     if weights.shape != (n_classes,) or (weights < 0).any() or not np.isclose(weights.sum(), 1):
         raise ValueError(f"weights must be {n_classes} non-negative numbers summing to 1")
     M, owner = mixing_matrix(K, grid, three_tissue=rho > 0)
@@ -334,9 +362,10 @@ def class_posteriors(y, fit, grid=20):
         of ``mixing_matrix``). Columns sum to 1. Computed, like the fractions, on a fine grid
         of intensities and interpolated linearly.
     """
-    y = np.asarray(y, dtype=float).ravel()
-    if y.size == 0 or not np.isfinite(y).all():
-        raise ValueError("y must be a non-empty array of finite intensities")
+    y = _intensities(y)
+    if not isinstance(fit, PartialVolumeFit):
+        raise ValueError(f"fit must be a PartialVolumeFit (fit_partial_volume's result), got "
+                         f"{type(fit).__name__}")
     K = fit.means.size
     grid = check_int(grid, "grid", minimum=2)
     M, owner = mixing_matrix(K, grid)
