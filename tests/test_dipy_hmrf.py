@@ -94,9 +94,20 @@ def test_dipy_wrapper_rejects_non_positive_pixels(t1_slice):
     ({"image": np.full((16, 18, 14), np.nan)}, "non-finite"),
     ({"crop": "yes"}, "crop must be True or False"),
     ({"beta": -1.0}, "beta must be a finite number >= 0"),
+    ({"tolerance": -1.0}, "tolerance must be a finite number >= 0"),
+    ({"tolerance": "small"}, "tolerance must be a finite number >= 0"),
+    ({"random_state": "abc"}, "random_state must be an integer"),
+    ({"image": np.ones((16, 18, 14))}, "n_components=3 is more than the 1 distinct"),
 ])
 def test_dipy_wrapper_bad_inputs(kwargs, match):
     image, mask, _ = masked_volume()
     call = {"image": image, "mask": mask} | kwargs
     with pytest.raises(ValueError, match=match):
         dipy_hmrf.segment_dipy_hmrf(**call)
+
+
+def test_bounding_box_names_an_empty_mask_and_a_negative_margin():
+    with pytest.raises(ValueError, match="inside selects no voxel"):
+        dipy_hmrf.bounding_box(np.zeros((3, 3), dtype=bool))
+    with pytest.raises(ValueError, match="margin must be >= 0"):
+        dipy_hmrf.bounding_box(np.ones((3, 3), dtype=bool), margin=-1)

@@ -54,7 +54,10 @@ def _floored_observation_model(model_class, floored):
 def bounding_box(inside, margin=1):
     """The slices of ``inside``'s bounding box grown by ``margin`` (clipped to the array): what
     ``segment_dipy_hmrf(..., crop=True)`` hands dipy."""
+    margin = check_int(margin, "margin", minimum=0)
     coords = np.nonzero(inside)
+    if coords[0].size == 0:
+        raise ValueError("inside selects no voxel: it has no bounding box")
     return tuple(slice(max(int(c.min()) - margin, 0), int(c.max()) + margin + 1)
                  for c in coords)
 
@@ -135,9 +138,18 @@ def segment_dipy_hmrf(image, mask=None, n_components=3, beta=0.1, max_iter=100,
     max_iter = check_int(max_iter, "max_iter", minimum=1)
     if not isinstance(crop, (bool, np.bool_)):
         raise ValueError(f"crop must be True or False, got {crop!r}")
+    if isinstance(tolerance, bool) \
+            or not isinstance(tolerance, (int, float, np.integer, np.floating)) \
+            or not np.isfinite(tolerance) or tolerance < 0:
+        raise ValueError(f"tolerance must be a finite number >= 0, got {tolerance!r}")
+    random_state = check_int(random_state, "random_state", minimum=0)
     if (img[inside] <= 0).any():
         raise ValueError("image must be > 0 inside the mask: dipy reads voxels <= 0 as "
                          "background (shift the intensities, or add noise with magnitude=True)")
+    n_levels = np.unique(img[inside]).size
+    if n_levels < K:  # dipy would return NaN parameters and no class (its RuntimeError below)
+        raise ValueError(f"n_components={K} is more than the {n_levels} distinct intensities "
+                         "inside the mask")
     box = bounding_box(inside) if crop else tuple(slice(None) for _ in img.shape)
     volume = np.where(inside, img, 0.0)[box]
     if volume.ndim == 2:
