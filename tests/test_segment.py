@@ -294,3 +294,32 @@ def test_three_tissue_reaches_the_fractions_and_needs_pve(tmp_path, scan_files):
                           "--three-tissue", "0.1")
     assert refused.returncode == 2 and "--three-tissue is the partial-volume model's prior" \
         in refused.stderr
+
+
+def test_outputs_that_cannot_be_written_stop_the_command_before_the_fit(scan_files, capsys):
+    """A missing or unusable output folder is reported in one line naming the file, before the
+    scan is read or fitted (it once came after the whole fit, as an OSError's text)."""
+    d = scan_files
+    scan, out = d / "scan.nii.gz", d / "labels.nii.gz"
+    (d / "a_file").write_text("")
+    (d / "folder.nii.gz").mkdir()
+    cases = [
+        (("--out", d / "nowhere" / "labels.nii.gz"),
+         f"labels.nii.gz: the folder {d / 'nowhere'} does not exist"),
+        (("--out", d / "a_file" / "labels.nii.gz"), f"the folder {d / 'a_file'} is a file, not a folder"),
+        (("--out", d / "folder.nii.gz"), "folder.nii.gz: is a folder, not a file name"),
+        (("--out", out, "--csv", d / "nowhere" / "stats.csv"), "stats.csv: the folder"),
+        (("--out", out, "--pve", d / "nowhere" / "fast"), "fast_pve_0.nii.gz: the folder"),
+        (("--out", out, "--bias", "--pve", d / "nowhere" / "fast"),
+         "fast_bias.nii.gz: the folder"),
+        (("--out", out, "--lesions", d / "nowhere" / "l.csv"), "l.csv: the folder"),
+        (("--out", out, "--lesion-labels", d / "nowhere" / "l.nii.gz"), "l.nii.gz: the folder"),
+        (("--out", out, "--seed", -1), "--seed must be >= 0, got -1"),
+    ]
+    for args, message in cases:
+        done = run_in_process(capsys, scan, *args)
+        assert done.returncode == 2, (args, done.stderr)
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], \
+            done.stderr
+        assert not out.exists()

@@ -38,6 +38,7 @@ command with exit code 2 and one line ``error: <file>: <problem>`` on stderr (no
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 import warnings
@@ -200,6 +201,31 @@ def write_real_scan_maps(args, result, mask, img):
     return written
 
 
+def output_paths(args):
+    """Every file the command will write, for ``check_outputs``."""
+    paths = [Path(args.out), Path(args.csv) if args.csv else default_csv_path(args.out)]
+    prefix = map_prefix(args)
+    if args.bias:
+        paths += [Path(f"{prefix}_bias.nii.gz"), Path(f"{prefix}_restore.nii.gz")]
+    if args.pve:
+        paths += [Path(f"{prefix}_pve_0.nii.gz"), Path(f"{prefix}_pveseg.nii.gz")]
+    paths += [Path(p) for p in (args.lesions, args.lesion_labels) if p]
+    return paths
+
+
+def check_outputs(args):
+    """Each output's folder must exist and be writable, before any time is spent fitting."""
+    for path in output_paths(args):
+        folder = path.parent
+        if path.is_dir():
+            raise CommandError(f"{path}: is a folder, not a file name")
+        if not folder.is_dir():
+            why = "is a file, not a folder" if folder.exists() else "does not exist"
+            raise CommandError(f"{path}: the folder {folder} {why}")
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise CommandError(f"{path}: the folder {folder} is not writable")
+
+
 def class_table(label_image, result, affine, method):
     """``region_stats`` with the affine, plus each class's mean intensity and soft volume."""
     K = result.means.shape[0]
@@ -295,6 +321,8 @@ def main(argv=None):
     try:
         if args.classes < 1:
             raise CommandError(f"--classes must be >= 1, got {args.classes}")
+        if args.seed < 0:
+            raise CommandError(f"--seed must be >= 0, got {args.seed}")
         if not np.isfinite(args.beta) or args.beta < 0:
             raise CommandError(f"--beta must be a finite number >= 0, got {args.beta}")
         if args.no_proportions and (args.method != "soft" or args.beta == 0):
@@ -316,6 +344,7 @@ def main(argv=None):
         if args.lesion_labels and not str(args.lesion_labels).endswith(nifti.NIFTI_SUFFIXES):
             raise CommandError(f"{args.lesion_labels}: the lesion labels' name must end in "
                                ".nii or .nii.gz")
+        check_outputs(args)
         run(args, Progress(4 + (args.beta > 0) + bool(args.lesions or args.lesion_labels)))
     except CommandError as exc:
         print(f"error: {exc}", file=sys.stderr)
