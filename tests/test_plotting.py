@@ -185,3 +185,31 @@ def test_plot_image_comparison_puts_each_error_and_its_interval_on_its_row():
     plt.close(fig)
     with pytest.raises(ValueError, match="no columns"):
         plotting.plot_image_comparison(ax, table.drop(columns=("Image2", "bootstrap SE")))
+
+
+def test_plot_helpers_name_bad_arguments():
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3)
+    try:
+        with pytest.raises(ValueError, match="mean and cov must be finite"):
+            plotting.covariance_ellipse([np.nan, 0.0], np.eye(2))  # once an invisible NaN patch
+        with pytest.raises(ValueError, match="mean and cov must be finite"):
+            plotting.covariance_ellipse([0.0, 0.0], np.full((2, 2), np.nan))
+        with pytest.raises(ValueError, match="n_std must be a positive number"):
+            plotting.covariance_ellipse([0.0, 0.0], np.eye(2), n_std=-1)
+        with pytest.raises(ValueError, match="names must be a sequence of class names"):
+            plotting.plot_label_image(axes[0], np.zeros((2, 2), dtype=int), None)
+        with pytest.raises(ValueError, match="voxel must be 3 indices"):
+            plotting.orthogonal_slices(np.zeros((3, 3, 3)), "abc")
+        with pytest.raises(ValueError, match="voxel must be 3 indices"):
+            plotting.orthogonal_slices(np.zeros((3, 3, 3)), (1.7, 1, 1))  # once cut to 1
+        with pytest.raises(ValueError, match="voxel_sizes must be 3 positive finite numbers"):
+            plotting.plot_orthogonal_views(axes, np.zeros((3, 3, 3)), voxel_sizes=(0, 1, 1))
+        fit = segmentation.segment_image(np.array([[1.0, 1.1, 3.0, 3.1]]), n_components=2)[1]
+        with pytest.raises(ValueError, match="values must be a non-empty array of finite"):
+            plotting.plot_intensity_fit(axes[0], [np.nan, 1.0, 3.0], fit, ["a", "b"])
+        with pytest.raises(ValueError, match="result must be an EMResult"):
+            plotting.plot_intensity_fit(axes[0], [1.0, 3.0], None, ["a", "b"])
+    finally:
+        plt.close(fig)

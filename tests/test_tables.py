@@ -211,3 +211,9 @@ def test_estimate_table_lists_each_component_in_its_own_order(images):
         np.testing.assert_allclose(table.loc[("Image1", k)].to_numpy(),
                                    [*members.mean(axis=0), cov[0, 0] + 1e-6, cov[1, 1] + 1e-6,
                                     cov[0, 1], 1 / 3], atol=1e-12)
+
+
+@pytest.mark.parametrize("level", ["a", None, 1.0, float("nan")])
+def test_interval_misses_names_a_bad_level(level):
+    with pytest.raises(ValueError, match="level must be between 0 and 1"):
+        tables.interval_misses([0.1, -0.2], [0.1, 0.1], level=level)

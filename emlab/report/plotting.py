@@ -30,6 +30,8 @@ def plot_label_image(ax, label_image, names, title=None, background="black"):
     if labels.ndim != 2 or not np.issubdtype(labels.dtype, np.integer):
         raise ValueError(f"label_image must be a 2-D integer array, got shape {labels.shape} "
                          f"and dtype {labels.dtype}")
+    if names is None or isinstance(names, str):
+        raise ValueError(f"names must be a sequence of class names, got {names!r}")
     if labels.max() >= len(names):
         raise ValueError(f"label_image has class {labels.max()} but only {len(names)} names")
     colours = [background] + [CLASS_COLORS[k % len(CLASS_COLORS)] for k in range(len(names))]
@@ -49,6 +51,11 @@ def plot_intensity_fit(ax, values, result, names, bins=64, title=None):
     """Histogram (density) of ``values`` with each fitted component ``pi_k N(mu_k, sigma_k^2)``
     and their sum drawn over it. ``result`` is a one-dimensional ``EMResult``. Returns ax."""
     values = np.asarray(values, dtype=float).ravel()
+    if values.size == 0 or not np.isfinite(values).all():
+        raise ValueError("values must be a non-empty array of finite intensities")
+    if not all(hasattr(result, a) for a in ("means", "covariances", "weights")):
+        raise ValueError(f"result must be an EMResult (a fit with means, covariances and "
+                         f"weights), got {type(result).__name__}")
     if result.means.shape[1] != 1:
         raise ValueError(f"need a fit on scalar intensities, got d={result.means.shape[1]}")
     grid = np.linspace(values.min(), values.max(), 400)
@@ -76,6 +83,11 @@ def covariance_ellipse(mean, cov, n_std=1.0, **kwargs):
     cov = np.asarray(cov, dtype=float)
     if mean.shape != (2,) or cov.shape != (2, 2):
         raise ValueError(f"need a 2-D mean and a 2x2 covariance, got {mean.shape}, {cov.shape}")
+    if not (np.isfinite(mean).all() and np.isfinite(cov).all()):
+        raise ValueError("mean and cov must be finite")
+    if isinstance(n_std, bool) or not isinstance(n_std, (int, float, np.integer, np.floating)) \
+            or not (np.isfinite(n_std) and n_std > 0):
+        raise ValueError(f"n_std must be a positive number, got {n_std!r}")
     eigval, eigvec = np.linalg.eigh(cov)
     if (eigval < 0).any():
         raise ValueError("cov must be positive semi-definite")
@@ -267,9 +279,12 @@ def orthogonal_slices(volume, voxel):
     volume = np.asarray(volume)
     if volume.ndim != 3:
         raise ValueError(f"volume must be 3-D, got shape {volume.shape}")
+    given = voxel
+    voxel = tuple(np.atleast_1d(voxel)) if not isinstance(voxel, str) else ()
+    if len(voxel) != 3 or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+                                  and 0 <= v < n for v, n in zip(voxel, volume.shape)):
+        raise ValueError(f"voxel must be 3 indices inside {volume.shape}, got {given!r}")
     voxel = tuple(int(v) for v in voxel)
-    if len(voxel) != 3 or not all(0 <= v < n for v, n in zip(voxel, volume.shape)):
-        raise ValueError(f"voxel must be 3 indices inside {volume.shape}, got {voxel}")
     return {name: np.take(volume, voxel[fixed], axis=fixed).T
             for name, fixed, _ in ORTHOGONAL_VIEWS}
 
@@ -322,7 +337,13 @@ def plot_orthogonal_views(axes, image, label_image=None, names=None, voxel=None,
         colours = ListedColormap([CLASS_COLORS[k % len(CLASS_COLORS)]
                                   for k in range(len(names))])
         overlay = orthogonal_slices(labels, voxel)
-    sizes = np.asarray(voxel_sizes, dtype=float)
+    try:
+        sizes = np.asarray(voxel_sizes, dtype=float)
+    except (TypeError, ValueError):
+        sizes = np.empty(0)
+    if sizes.shape != (3,) or not (np.isfinite(sizes).all() and (sizes > 0).all()):
+        raise ValueError(f"voxel_sizes must be 3 positive finite numbers (mm), got "
+                         f"{voxel_sizes!r}")
     for ax, (name, fixed, (h, v)) in zip(axes, ORTHOGONAL_VIEWS):
         ax.imshow(grey[name], cmap="gray", origin="lower", aspect=sizes[v] / sizes[h],
                   interpolation="nearest")

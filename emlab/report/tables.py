@@ -382,7 +382,8 @@ def interval_misses(errors, ses, level=0.95):
                          f"{np.shape(errors)} and {np.shape(ses)}")
     if not (np.all(np.isfinite(errors)) and np.all(np.isfinite(ses)) and np.all(ses > 0)):
         raise ValueError("errors must be finite and ses finite and positive")
-    if not 0 < level < 1:
+    if isinstance(level, bool) or not isinstance(level, (int, float, np.integer, np.floating)) \
+            or not 0 < level < 1:
         raise ValueError(f"level must be between 0 and 1, got {level!r}")
     z = norm.ppf(0.5 + level / 2)
     misses = int(np.sum(np.abs(errors) > z * ses))
