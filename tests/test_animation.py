@@ -140,6 +140,9 @@ def test_html_refuses_to_drop_frames_silently(runs):
         (lambda X, r: (X, [], None), "at least one"),
         (lambda X, r: (X[:-1], r, None), "fitted to"),
         (lambda X, r: (X, r, ["only one title"]), "titles"),
+        (lambda X, r: (X, ["run"], None), r"results\[0\] must be an EMResult"),
+        (lambda X, r: (X, None, None), "results must be a sequence of EMResult"),
+        (lambda X, r: (X, r[0], None), "results must be a sequence of EMResult"),
     ],
 )
 def test_bad_inputs_are_named(runs, change, message):
@@ -157,3 +160,13 @@ def test_offline_player_replaces_only_the_cdn_stylesheet():
     assert out == animation.ICON_CSS + "\n<script>var x = 1;</script>"
     with pytest.raises(ValueError, match="Font Awesome"):
         animation.offline_player("<script>var x = 1;</script>")
+
+
+def test_history_labels_and_animation_html_name_what_they_were_given(runs):
+    X, hard, _ = runs
+    with pytest.raises(ValueError, match="entry must be a history entry .* covariances"):
+        animation.history_labels(X, {"means": hard.means}, "soft")
+    with pytest.raises(ValueError, match="entry must be a history entry"):
+        animation.history_labels(X, "entry", "hard")
+    with pytest.raises(ValueError, match="em_anim must be an EMAnimation"):
+        animation.animation_html("player")

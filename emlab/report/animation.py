@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from em_helpers import e_step, e_step_soft
+from em_helpers import EMResult, e_step, e_step_soft
 from emlab.report.plotting import CLASS_COLORS, covariance_ellipse
 from emlab.engine.validation import check_int, check_points
 
@@ -89,6 +89,11 @@ def history_labels(X, entry, method):
     -------
     ndarray of int, shape (N,)
     """
+    needed = ("means",) if method == "hard" else ("means", "covariances", "weights")
+    if not isinstance(entry, dict) or not set(needed) <= set(entry):
+        raise ValueError(f"entry must be a history entry (a dict with {', '.join(needed)}), "
+                         f"got {type(entry).__name__}"
+                         + (f" with {', '.join(entry)}" if isinstance(entry, dict) else ""))
     if method == "hard":
         R = e_step(X, entry["means"])
     elif method == "soft":
@@ -103,10 +108,16 @@ def check_results(X, results, titles):
     X = check_points(X)
     if X.shape[1] != 2:
         raise ValueError(f"X must have 2 columns to be drawn in the plane, got {X.shape[1]}")
+    if isinstance(results, (EMResult, str)) or not hasattr(results, "__iter__"):
+        raise ValueError(f"results must be a sequence of EMResult, got "
+                         f"{type(results).__name__}")
     results = list(results)
     if not results:
         raise ValueError("results must hold at least one EMResult")
     for i, result in enumerate(results):
+        if not isinstance(result, EMResult):
+            raise ValueError(f"results[{i}] must be an EMResult (run_em's result), got "
+                             f"{type(result).__name__}")
         if result.resp.shape[1] != X.shape[0]:
             raise ValueError(f"results[{i}] was fitted to {result.resp.shape[1]} points, "
                              f"X has {X.shape[0]}")
@@ -251,6 +262,9 @@ def animation_html(em_anim, frame_format="jpeg"):
     """
     import matplotlib.pyplot as plt
 
+    if not isinstance(em_anim, EMAnimation):
+        raise ValueError(f"em_anim must be an EMAnimation (em_animation's result), got "
+                         f"{type(em_anim).__name__}")
     n_frames = len(em_anim.schedule)
     try:
         if frame_format not in ("png", "jpeg"):
