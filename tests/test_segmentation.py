@@ -671,6 +671,10 @@ def test_atypicality_counts_standard_deviations_beyond_the_extreme_components():
                           covariances=np.array([[[0.05 ** 2]], [[0.1 ** 2]], [[0.02 ** 2]]]))
     x = np.array([1.0, 0.9, 0.45, 0.3, 0.1])
     np.testing.assert_allclose(segmentation.atypicality(x, fit), [2.0, 0.0, 0.0, 0.0, 2.0])
+    with pytest.raises(ValueError, match=r"fit must be the EMResult of a 1-D mixture"):
+        segmentation.atypicality(x, None)  # once an AttributeError
+    with pytest.raises(ValueError, match="x must be an array of intensities"):
+        segmentation.atypicality("abc", fit)
 
 
 def test_a_small_distinct_class_is_found_from_the_tail_start():

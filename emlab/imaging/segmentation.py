@@ -397,6 +397,14 @@ def atypicality(x, fit):
     -------
     ndarray (N,), >= 0
     """
+    means, covs = np.shape(getattr(fit, "means", None)), np.shape(getattr(fit, "covariances", None))
+    if len(means) != 2 or means[1] != 1 or covs != (means[0], 1, 1):
+        raise ValueError(f"fit must be the EMResult of a 1-D mixture (means (K, 1), covariances "
+                         f"(K, 1, 1)), got {type(fit).__name__} with means {means}")
+    try:
+        x = np.asarray(x, dtype=float)
+    except (TypeError, ValueError):
+        raise ValueError(f"x must be an array of intensities, got {type(x).__name__}") from None
     mu, sd = fit.means[:, 0], np.sqrt(fit.covariances[:, 0, 0])
     top, bottom = np.argmax(mu), np.argmin(mu)
     return np.maximum(np.maximum((x - mu[top]) / sd[top], (mu[bottom] - x) / sd[bottom]), 0.0)
