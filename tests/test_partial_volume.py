@@ -217,3 +217,11 @@ def test_fit_partial_volume_names_each_bad_argument(kwargs, match):
 def test_class_posteriors_needs_a_partial_volume_fit():
     with pytest.raises(ValueError, match="fit must be a PartialVolumeFit"):
         partial_volume.class_posteriors(np.ones(3), "fit")
+
+
+@pytest.mark.parametrize("K, grid, match", [("3", 4, "K must be an integer"),
+                                            (3, 0, "grid must be >= 1"),
+                                            (3, 2.5, "grid must be an integer")])
+def test_mixing_matrix_names_a_bad_size(K, grid, match):
+    with pytest.raises(ValueError, match=match):
+        partial_volume.mixing_matrix(K, grid)

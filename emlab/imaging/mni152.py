@@ -4,7 +4,8 @@
 maps that the template's authors made (grey and white matter; CSF = brain - GM - WM, clipped at
 0), as new numpy arrays with the voxel-to-MNI affine. Nothing is downloaded: nilearn reads files
 that ship in its package. ``reference_labels`` and ``reference_volumes_ml`` turn the maps into
-the reference segmentation (argmax) and the reference tissue volumes (summed probabilities).
+the reference segmentation (argmax) and the reference tissue volumes (summed probabilities);
+``check_probabilities`` checks such maps (also for ``phantoms.brainweb_phantom``).
 """
 
 from __future__ import annotations

@@ -113,6 +113,7 @@ def mixing_matrix(K, grid, three_tissue=False):
     pair, then (``three_tissue`` and K >= 3) the interior grid points of each face of three
     consecutive tissues; and the class of each row (0..K-1 pure, K..2K-2 the pairs, 2K-1..3K-4
     the faces)."""
+    K, grid = check_int(K, "K", minimum=1), check_int(grid, "grid", minimum=1)
     a = (np.arange(grid) + 0.5) / grid
     rows, owner = [np.eye(K)], [np.arange(K)]
     for k in range(K - 1):
