@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import csv
 from dataclasses import dataclass, field, replace
+from os import PathLike
 from pathlib import Path
 
 import numpy as np
@@ -69,9 +70,11 @@ from emlab.engine.loop import improves as _improves  # noqa: F401  (tests/test_e
 from emlab.engine.scaling import DataUnits
 from emlab.engine.validation import (
     check_covariances,
+    check_density,
     check_int,
     check_labels,
     check_means,
+    check_nonnegative,
     check_points,
     check_resp,
     check_weights,
@@ -135,6 +138,9 @@ def load_image(path, n_components=3):
         of the layouts above; the message names the file, what was found and what was
         expected.
     """
+    if not isinstance(path, (str, PathLike)):
+        raise ValueError(f"path must be a str or path-like naming a CSV file, got "
+                         f"{type(path).__name__}")
     path = Path(path)
     n_components = check_int(n_components, "n_components", minimum=1)
     if path.is_dir():
@@ -393,6 +399,7 @@ def soft_responsibilities(X, means, covariances, weights):
     with np.errstate(divide="ignore"):
         weighted = _log_gaussian(X, means, covariances) + np.log(weights)[:, None]
     log_norm = logsumexp(weighted, axis=0)
+    check_density(log_norm)
     return np.exp(weighted - log_norm[None, :]), float(log_norm.sum())
 
 
@@ -448,6 +455,9 @@ def _reseed_empty(X, R, counts):
                 R[k, n] = 1.0
                 counts[k] += 1.0
                 break
+        else:  # fewer points than components: nothing left to re-seed k with
+            raise ValueError(f"component {k} of R holds no point and cannot be re-seeded: R "
+                             f"has {R.shape[0]} components for {X.shape[0]} points")
     return R, tuple(int(k) for k in empty)
 
 
@@ -528,6 +538,7 @@ def _expected_statistics_fit(X, R, counts, means_cur, covs_cur, reg_covar):
     gains the conditional covariance Cov[x_m | x_o, k]; then the usual weighted formulas apply.
     """
     K, d = R.shape[0], X.shape[1]
+    cholesky(covs_cur)  # a clear error for current covariances that are not positive definite
     patterns = missing_patterns(X)
     means = np.empty((K, d))
     covs = np.empty((K, d, d))
@@ -705,7 +716,12 @@ def permute_components(result, order):
     Reorders means, covariances, weights, resp, history and init_means, and renames labels and
     re-seeding records to match.
     """
+    _check_result(result)
     order = np.asarray(order)
+    K = result.means.shape[0]
+    if order.shape != (K,) or not np.issubdtype(order.dtype, np.integer) \
+            or not np.array_equal(np.sort(order), np.arange(K)):
+        raise ValueError(f"order must be a permutation of 0..{K - 1}, got {order.tolist()}")
     rank = np.empty_like(order)
     rank[order] = np.arange(order.size)  # rank[old] = new
     history = [{**h, "means": h["means"][order], "covariances": h["covariances"][order],
@@ -716,6 +732,12 @@ def permute_components(result, order):
                     labels=rank[result.labels], history=history,
                     init_means=result.init_means[order],
                     reseeded=[(t, int(rank[k])) for t, k in result.reseeded])
+
+
+def _check_result(result):
+    if not isinstance(result, EMResult):
+        raise ValueError(f"result must be an EMResult returned by run_em, got "
+                         f"{type(result).__name__}")
 
 
 def _complete_rows(X):
@@ -944,11 +966,9 @@ def run_em(X, n_components=3, method="hard", init="random", n_init=1, max_iter=1
         raise ValueError(f"method must be 'hard' or 'soft', got {method!r}")
     n_init = check_int(n_init, "n_init", minimum=1)
     max_iter = check_int(max_iter, "max_iter", minimum=1)
-    if not (isinstance(tol, (int, float, np.floating)) and np.isfinite(tol) and tol >= 0):
-        raise ValueError(f"tol must be a non-negative number, got {tol!r}")
-    if not (isinstance(reg_covar, (int, float, np.floating)) and np.isfinite(reg_covar)
-            and reg_covar >= 0):
-        raise ValueError(f"reg_covar must be a non-negative number, got {reg_covar!r}")
+    tol = check_nonnegative(tol, "tol")
+    reg_covar = check_nonnegative(reg_covar, "reg_covar")
+    random_state = check_int(random_state, "random_state", minimum=0)
     if not isinstance(progress, (bool, np.bool_)):
         raise ValueError(f"progress must be True or False, got {progress!r}")
     covariance_type = check_covariance_type(covariance_type)
@@ -1080,6 +1100,7 @@ def align_to_truth(result, y_true):
     Reorders means, covariances, weights, resp, labels, history and init_means, so that tables
     and colours line up with the true classes.
     """
+    _check_result(result)
     mapping = label_mapping(y_true, result.labels)
     K = result.means.shape[0]
     if mapping.size < K:  # components that own no point keep their order after the others
@@ -1129,6 +1150,7 @@ def initial_means(X, n_components=3, init="kmeans++", random_state=0, y=None):
     K = check_int(n_components, "n_components", minimum=1)
     if not isinstance(init, str):
         raise ValueError(f"init must be 'kmeans++' or 'random', got {init!r}")
+    random_state = check_int(random_state, "random_state", minimum=0)
     means = _init_means(X, K, init, np.random.default_rng(random_state))
     if y is None:
         return means

@@ -5,9 +5,11 @@ gives a ``ValueError`` that names the argument and says what was expected. Each 
 new array (``check_points(copy=False)`` excepted, for callers that only read): the caller's
 arrays are never modified.
 
-- ``check_int``, ``check_points`` (X of shape (N, d), NaN allowed, inf refused), ``check_means``,
-  ``check_covariances``, ``check_weights``, ``check_resp`` (a (K, N) assignment), ``check_labels``,
-  ``check_image`` (an image and its mask), ``check_beta`` (the Potts prior's strength);
+- ``check_int``, ``check_nonnegative`` (a finite number >= 0), ``check_points`` (X of shape
+  (N, d), NaN allowed, inf refused), ``check_means``, ``check_covariances``, ``check_weights``,
+  ``check_resp`` (a (K, N) assignment), ``check_labels``, ``check_image`` (an image and its
+  mask), ``check_beta`` (the Potts prior's strength), ``check_density`` (every point has a
+  density under the mixture);
 - ``missing_patterns`` (rows grouped by which coordinates are observed) and ``cholesky``
   (Cholesky factors with a clear error for a covariance that is not positive definite).
 
@@ -27,6 +29,14 @@ def check_int(value, name, minimum=None):
     return int(value)
 
 
+def check_nonnegative(value, name):
+    """Return ``value`` as a float if it is a finite number >= 0 (a bool is not a number)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
+            or not np.isfinite(value) or value < 0:
+        raise ValueError(f"{name} must be a non-negative number, got {value!r}")
+    return float(value)
+
+
 def check_points(X, name="X", allow_empty_columns=False, copy=True):
     """Return X as a float (N, d) array (a new array), NaN allowed, inf not.
 
@@ -37,6 +47,8 @@ def check_points(X, name="X", allow_empty_columns=False, copy=True):
     if isinstance(X, (str, bytes)) or X is None:
         raise ValueError(f"{name} must be a numeric array of shape (N, d), got "
                          f"{type(X).__name__}")
+    if np.iscomplexobj(X):
+        raise ValueError(f"{name} must hold real numbers, got complex values")
     try:
         X = np.array(X, dtype=float) if copy else np.asarray(X, dtype=float)  # copy: never touched
     except (TypeError, ValueError) as exc:
@@ -131,6 +143,21 @@ def cholesky(covariances):
                 raise ValueError(
                     f"covariances[{k}] is not positive definite; increase reg_covar") from None
         raise
+
+
+def check_density(log_density, name="X"):
+    """Refuse points whose log-density (N,) under the mixture is not finite.
+
+    A point too many standard deviations from every mean has a density that underflows
+    float64 under every component: its log-density is -inf and its responsibilities 0 / 0.
+    """
+    bad = ~np.isfinite(log_density)
+    if bad.any():
+        n = int(np.argmax(bad))
+        raise ValueError(
+            f"{name} row {n} has zero density under every component (its log-density "
+            "underflows float64: it lies too many standard deviations from every mean); "
+            f"rescale {name} or check the parameters")
 
 
 def check_labels(y_true, y_pred):
