@@ -334,3 +334,10 @@ def test_compare_imputers_runs_each_method_as_documented():
         X_filled, std = filled[name]
         assert std is None
         np.testing.assert_array_equal(X_filled, X_expected)
+
+
+def test_imputation_rmse_per_coordinate_must_be_a_bool():
+    X = np.arange(6.0).reshape(3, 2)
+    mask = np.array([[True, False], [False, True], [False, False]])
+    with pytest.raises(ValueError, match="per_coordinate must be True or False"):
+        imputation.imputation_rmse(X, X, mask, per_coordinate="yes")

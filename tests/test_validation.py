@@ -125,3 +125,12 @@ def test_check_density_names_the_first_row_of_zero_density():
     validation.check_density(np.array([-1e300, 0.0]))
     with pytest.raises(ValueError, match="X row 1 has zero density"):
         validation.check_density(np.array([0.0, -np.inf, np.nan]))
+
+
+@pytest.mark.parametrize("check, args", [
+    (validation.check_means, (2,)), (validation.check_covariances, (1, 2)),
+    (validation.check_weights, (2,)), (validation.check_resp, (2,)),
+])
+def test_parameter_checks_name_the_argument_of_a_non_numeric_value(check, args):
+    with pytest.raises(ValueError, match="theta must be a numeric array"):
+        check("a", *args, name="theta")

@@ -64,8 +64,16 @@ def check_points(X, name="X", allow_empty_columns=False, copy=True):
     return X
 
 
+def _as_float(value, name):
+    """A float copy of ``value``, or a ValueError that names the argument."""
+    try:
+        return np.array(value, dtype=float)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{name} must be a numeric array: {exc}") from None
+
+
 def check_means(means, d, name="means"):
-    means = np.array(means, dtype=float)
+    means = _as_float(means, name)
     if means.ndim != 2 or means.shape[1] != d or means.shape[0] == 0:
         raise ValueError(f"{name} must have shape (K, {d}), got shape {means.shape}")
     if not np.isfinite(means).all():
@@ -74,7 +82,7 @@ def check_means(means, d, name="means"):
 
 
 def check_covariances(covariances, K, d, name="covariances"):
-    covariances = np.array(covariances, dtype=float)
+    covariances = _as_float(covariances, name)
     if covariances.shape != (K, d, d):
         raise ValueError(f"{name} must have shape ({K}, {d}, {d}), got {covariances.shape}")
     if not np.isfinite(covariances).all():
@@ -85,7 +93,7 @@ def check_covariances(covariances, K, d, name="covariances"):
 
 
 def check_weights(weights, K, name="weights"):
-    weights = np.array(weights, dtype=float)
+    weights = _as_float(weights, name)
     if weights.shape != (K,):
         raise ValueError(f"{name} must have shape ({K},), got {weights.shape}")
     if not np.isfinite(weights).all() or (weights < 0).any():
@@ -96,7 +104,7 @@ def check_weights(weights, K, name="weights"):
 
 
 def check_resp(R, N, name="R"):
-    R = np.array(R, dtype=float)
+    R = _as_float(R, name)
     if R.ndim != 2 or R.shape[1] != N:
         raise ValueError(f"{name} must have shape (K, N) with N={N} points, got {R.shape}")
     if not np.isfinite(R).all() or (R < 0).any():
