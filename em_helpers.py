@@ -36,6 +36,7 @@ Conventions used everywhere:
 from __future__ import annotations
 
 import csv
+import warnings
 from dataclasses import dataclass, field, replace
 from os import PathLike
 from pathlib import Path
@@ -289,7 +290,12 @@ def nearest_mean(X, means):
 
 
 def one_hot(labels, n_components):
-    """Int one-hot (K, N) of labels (N,)."""
+    """Int one-hot (K, N) of labels (N,), integers in ``0 .. n_components - 1``."""
+    labels = np.asarray(labels)
+    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer) or (
+            labels.size and (labels.min() < 0 or labels.max() >= n_components)):
+        raise ValueError(f"labels must be integers in 0..{n_components - 1} of shape (N,), got "
+                         f"shape {labels.shape}, dtype {labels.dtype}")
     return (labels == np.arange(n_components)[:, None]).astype(np.int64)
 
 
@@ -1119,8 +1125,12 @@ def clustering_scores(y_true, y_pred):
 
     y_true, y_pred = check_labels(y_true, y_pred)
     matched = match_labels(y_true, y_pred)
+    classes = np.arange(max(y_true.max(), matched.max()) + 1)  # every class, even a lone one
+    with warnings.catch_warnings():  # its warning for a 1 x 1 matrix: every label is given
+        warnings.filterwarnings("ignore", "A single label was found", UserWarning)
+        confusion = confusion_matrix(y_true, matched, labels=classes)
     return {"accuracy": float(accuracy_score(y_true, matched)),
-            "confusion": confusion_matrix(y_true, matched),
+            "confusion": confusion,
             "ari": float(adjusted_rand_score(y_true, y_pred))}
 
 

@@ -201,3 +201,10 @@ def test_matched_to_classes_refuses_labels_beyond_the_components(images):
     fit = em.run_em(X, 3, random_state=0)
     with pytest.raises(ValueError, match=r"labels must be in 0\.\.2"):
         course_scans.matched_to_classes(fit, fit.labels + 1, y)
+
+
+def test_bayes_accuracy_refuses_labels_that_are_not_class_numbers(images, truth):
+    X, y = images["Image1"]
+    params = course_scans.true_parameters(truth, "Image1")
+    with pytest.raises(ValueError, match="y must hold non-negative integer labels"):
+        course_scans.bayes_accuracy(X, np.array(["tissue"] * len(y)), params)

@@ -720,3 +720,17 @@ def test_permute_components_and_align_to_truth_check_their_arguments():
                  lambda: em.align_to_truth("fit", np.zeros(len(GOOD), int))):
         with pytest.raises(ValueError, match="result must be an EMResult"):
             call()
+
+
+@pytest.mark.parametrize("labels", [[0, 3], [0, -1], [0.0, 1.0], [[0, 1]]])
+def test_one_hot_refuses_labels_outside_the_components(labels):
+    # a label of no component gave a column of zeros: a point assigned to nothing
+    with pytest.raises(ValueError, match=r"labels must be integers in 0\.\.2"):
+        em.one_hot(np.array(labels), 3)
+
+
+def test_clustering_scores_of_a_single_class_warn_nothing():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # scikit-learn warned that a single label was found
+        scores = em.clustering_scores([0, 0, 0], [1, 1, 1])
+    assert scores["accuracy"] == 1.0 and scores["confusion"].tolist() == [[3]]

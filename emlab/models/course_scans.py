@@ -278,6 +278,9 @@ def bayes_accuracy(X, y, params):
     y = np.asarray(y)
     if y.shape != (R.shape[1],):
         raise ValueError(f"y must have shape ({R.shape[1]},), got {y.shape}")
+    if not np.issubdtype(y.dtype, np.integer) or (y < 0).any():
+        raise ValueError(f"y must hold non-negative integer labels (the true classes), got "
+                         f"dtype {y.dtype}")
     return float(np.mean(np.argmax(R, axis=0) == y))
 
 
