@@ -402,6 +402,8 @@ def e_step_soft(X, means, covariances, weights):
 
 
 def soft_responsibilities(X, means, covariances, weights):
+    """``e_step_soft`` without its argument checks, for arrays already checked (the EM loop's
+    inner step); a point of zero density under every component is still refused."""
     with np.errstate(divide="ignore"):
         weighted = _log_gaussian(X, means, covariances) + np.log(weights)[:, None]
     log_norm = logsumexp(weighted, axis=0)
@@ -519,7 +521,11 @@ def conditional_fill(X_rows, obs, mean, cov):
         return filled, cond_cov
     s_oo = cov[np.ix_(obs, obs)]
     s_mo = cov[np.ix_(mis, obs)]
-    gain = np.linalg.solve(s_oo, s_mo.T).T  # Sigma_mo Sigma_oo^-1
+    try:
+        gain = np.linalg.solve(s_oo, s_mo.T).T  # Sigma_mo Sigma_oo^-1
+    except np.linalg.LinAlgError:
+        raise ValueError("cov is singular on the observed coordinates: it must be positive "
+                         "definite") from None
     filled[:, mis] = mean[mis] + (X_rows[:, obs] - mean[obs]) @ gain.T
     cond_cov[np.ix_(mis, mis)] = cov[np.ix_(mis, mis)] - gain @ s_mo.T
     return filled, cond_cov
@@ -1176,5 +1182,7 @@ def initial_means(X, n_components=3, init="kmeans++", random_state=0, y=None):
 
 def log_gaussian_1d(x, means, variances):
     """ln N(x_n; mu_k, sigma_k^2) for scalar data: (K, N)."""
+    if not np.all(np.asarray(variances) > 0) or not np.isfinite(variances).all():
+        raise ValueError(f"variances must be positive and finite, got {variances!r}")
     return -0.5 * (np.log(2 * np.pi * variances)[:, None]
                    + (x[None, :] - means[:, None]) ** 2 / variances[:, None])

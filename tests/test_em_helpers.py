@@ -734,3 +734,17 @@ def test_clustering_scores_of_a_single_class_warn_nothing():
         warnings.simplefilter("error")  # scikit-learn warned that a single label was found
         scores = em.clustering_scores([0, 0, 0], [1, 1, 1])
     assert scores["accuracy"] == 1.0 and scores["confusion"].tolist() == [[3]]
+
+
+@pytest.mark.parametrize("variances", [[1.0, 0.0], [1.0, -1.0], [1.0, np.nan]])
+def test_log_gaussian_1d_refuses_variances_that_are_not_positive(variances):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # was a NaN or -inf table with a RuntimeWarning
+        with pytest.raises(ValueError, match="variances must be positive and finite"):
+            em.log_gaussian_1d(np.array([0.5, 2.0]), np.array([0.0, 1.0]), np.array(variances))
+
+
+def test_conditional_fill_names_a_covariance_singular_on_the_observed_coordinates():
+    cov = np.array([[0.0, 0.0], [0.0, 1.0]])  # no variance on the observed coordinate 0
+    with pytest.raises(ValueError, match="cov is singular on the observed coordinates"):
+        em.conditional_fill(np.array([[1.0, np.nan]]), np.array([True, False]), np.zeros(2), cov)
