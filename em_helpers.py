@@ -70,6 +70,7 @@ from emlab.engine.loop import (
 from emlab.engine.loop import improves as _improves  # noqa: F401  (tests/test_em_helpers.py)
 from emlab.engine.scaling import DataUnits
 from emlab.engine.validation import (
+    check_class_labels,
     check_covariances,
     check_density,
     check_int,
@@ -1170,9 +1171,7 @@ def initial_means(X, n_components=3, init="kmeans++", random_state=0, y=None):
     means = _init_means(X, K, init, np.random.default_rng(random_state))
     if y is None:
         return means
-    y = np.asarray(y)
-    if y.shape != (X.shape[0],):
-        raise ValueError(f"y must have shape ({X.shape[0]},), got {y.shape}")
+    y = check_class_labels(y, X.shape[0])
     labels, _ = nearest_mean(X, means)
     mapping = label_mapping(y, labels)
     if mapping.size < K:  # means that own no point keep their order after the others

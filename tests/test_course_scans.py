@@ -208,3 +208,18 @@ def test_bayes_accuracy_refuses_labels_that_are_not_class_numbers(images, truth)
     params = course_scans.true_parameters(truth, "Image1")
     with pytest.raises(ValueError, match="y must hold non-negative integer labels"):
         course_scans.bayes_accuracy(X, np.array(["tissue"] * len(y)), params)
+
+
+def test_label_errors_name_the_argument_the_caller_passed(images):
+    X, y = images["Image1"]
+    fit = em.run_em(X, 3, random_state=0)
+    calls = {  # each was reported as y_true or y_pred, names the caller never used
+        "y": lambda: course_scans.class_covariances(X, y.astype(float)),
+        "first y": lambda: course_scans.added_noise((X, y - 1), (X, y), n_boot=2),
+        "labels": lambda: course_scans.matched_to_classes(fit, fit.labels.astype(float), y),
+    }
+    for name, call in calls.items():
+        with pytest.raises(ValueError, match=rf"^{name} must hold non-negative integer labels"):
+            call()
+    with pytest.raises(ValueError, match=r"^y must hold non-negative integer labels"):
+        course_scans.fit_hard_and_soft(X, fit.means, y=y.astype(float))

@@ -748,3 +748,8 @@ def test_conditional_fill_names_a_covariance_singular_on_the_observed_coordinate
     cov = np.array([[0.0, 0.0], [0.0, 1.0]])  # no variance on the observed coordinate 0
     with pytest.raises(ValueError, match="cov is singular on the observed coordinates"):
         em.conditional_fill(np.array([[1.0, np.nan]]), np.array([True, False]), np.zeros(2), cov)
+
+
+def test_initial_means_names_y_for_labels_that_are_not_class_numbers():
+    with pytest.raises(ValueError, match=r"^y must hold non-negative integer labels"):
+        em.initial_means(GOOD, 3, y=np.zeros(len(GOOD)))  # was named y_true

@@ -7,7 +7,8 @@ arrays are never modified.
 
 - ``check_int``, ``check_nonnegative`` (a finite number >= 0), ``check_points`` (X of shape
   (N, d), NaN allowed, inf refused), ``check_means``, ``check_covariances``, ``check_weights``,
-  ``check_resp`` (a (K, N) assignment), ``check_labels``, ``check_image`` (an image and its
+  ``check_resp`` (a (K, N) assignment), ``check_labels``, ``check_class_labels`` (one
+  argument's labels), ``check_image`` (an image and its
   mask), ``check_beta`` (the Potts prior's strength), ``check_density`` (every point has a
   density under the mixture);
 - ``missing_patterns`` (rows grouped by which coordinates are observed) and ``cholesky``
@@ -166,6 +167,20 @@ def check_density(log_density, name="X"):
             f"{name} row {n} has zero density under every component (its log-density "
             "underflows float64: it lies too many standard deviations from every mean); "
             f"rescale {name} or check the parameters")
+
+
+def check_class_labels(y, n_points=None, name="y"):
+    """Return ``y`` as an array of non-negative integer labels of shape ``(n_points,)`` (of any
+    length >= 1 if ``n_points`` is None)."""
+    y = np.asarray(y)
+    if y.ndim != 1 or y.size == 0 or (n_points is not None and y.shape[0] != n_points):
+        expected = "(N,) with N >= 1" if n_points is None else f"({n_points},)"
+        raise ValueError(f"{name} must have shape {expected}, got {y.shape}")
+    if not np.issubdtype(y.dtype, np.integer) or (y < 0).any():
+        raise ValueError(f"{name} must hold non-negative integer labels (class numbers), got "
+                         f"dtype {y.dtype}" + (f", minimum {y.min()}" if y.dtype.kind in "iu"
+                                               else ""))
+    return y
 
 
 def check_labels(y_true, y_pred):

@@ -24,8 +24,8 @@ import numpy as np
 
 from em_helpers import (align_to_truth, e_step_soft, label_mapping, load_image, m_step, one_hot,
                         run_em)
-from emlab.engine.validation import (check_covariances, check_int, check_labels, check_means,
-                                     check_points)
+from emlab.engine.validation import (check_class_labels, check_covariances, check_int,
+                                     check_means, check_points)
 
 DATA_DIR = Path(__file__).resolve().parents[2] / "data"
 # ^ The repository's data/ folder, found from this file rather than the working folder. It is
@@ -200,7 +200,8 @@ def matched_to_classes(params, labels, y):
     """
     params = as_parameters(params, "params")
     K = len(params.weights)
-    mapping = label_mapping(y, labels)
+    y = check_class_labels(y)
+    mapping = label_mapping(y, check_class_labels(labels, len(y), "labels"))
     if mapping.size > K:
         raise ValueError(f"labels must be in 0..{K - 1} (params has {K} components), got "
                          f"{mapping.size - 1}")
@@ -249,6 +250,7 @@ def fit_hard_and_soft(X, init, y=None, max_iter=500, tol=1e-6):
         start = {"means": hard.means, "covariances": hard.covariances, "weights": hard.weights}
         soft = run_em(X, n_components, method="soft", init=start, max_iter=max_iter, tol=tol)
     if y is not None:
+        y = check_class_labels(y, X.shape[0])
         hard, soft = align_to_truth(hard, y), align_to_truth(soft, y)
     return {"hard": hard, "soft": soft}
 
@@ -275,12 +277,7 @@ def bayes_accuracy(X, y, params):
     """
     params = as_parameters(params, "params")
     R, _ = e_step_soft(X, params.means, params.covariances, params.weights)
-    y = np.asarray(y)
-    if y.shape != (R.shape[1],):
-        raise ValueError(f"y must have shape ({R.shape[1]},), got {y.shape}")
-    if not np.issubdtype(y.dtype, np.integer) or (y < 0).any():
-        raise ValueError(f"y must hold non-negative integer labels (the true classes), got "
-                         f"dtype {y.dtype}")
+    y = check_class_labels(y, R.shape[1])
     return float(np.mean(np.argmax(R, axis=0) == y))
 
 
@@ -307,10 +304,7 @@ def class_covariances(X, y, n_components=None):
     ndarray of shape (K, d, d)
     """
     X = check_points(X)
-    y = np.asarray(y)
-    if y.shape != (X.shape[0],):
-        raise ValueError(f"y must have shape ({X.shape[0]},), got {y.shape}")
-    y, _ = check_labels(y, y)
+    y = check_class_labels(y, X.shape[0])
     K = int(y.max()) + 1 if n_components is None else check_int(n_components, "n_components",
                                                                    minimum=1)
     counts = np.bincount(y, minlength=K)
@@ -369,8 +363,8 @@ def added_noise(first, second, n_boot=1000, random_state=0):
     for name, scan in (("first", first), ("second", second)):
         if not isinstance(scan, (tuple, list)) or len(scan) != 2:
             raise ValueError(f"{name} must be a pair (X, y), got {type(scan).__name__}")
-        X, y = check_points(scan[0], f"{name} X"), np.asarray(scan[1])
-        scans.append((X, y))
+        X = check_points(scan[0], f"{name} X")
+        scans.append((X, check_class_labels(scan[1], X.shape[0], f"{name} y")))
     K = max(int(np.max(y)) for _, y in scans) + 1
     covs = [class_covariances(X, y, K) for X, y in scans]
     if covs[0].shape != covs[1].shape:
