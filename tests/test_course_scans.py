@@ -223,3 +223,8 @@ def test_label_errors_name_the_argument_the_caller_passed(images):
             call()
     with pytest.raises(ValueError, match=r"^y must hold non-negative integer labels"):
         course_scans.fit_hard_and_soft(X, fit.means, y=y.astype(float))
+
+
+def test_load_truth_names_a_path_that_is_not_a_path():
+    with pytest.raises(ValueError, match="path must be a str or path-like"):
+        course_scans.load_truth(3)  # was a TypeError from pathlib

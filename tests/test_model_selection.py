@@ -314,3 +314,9 @@ def test_bad_grid_arguments_and_tables_are_named(small_grid):
         ms.component_table("fit")
     with pytest.raises(ValueError, match="reg_covar must be a non-negative number"):
         ms.collapsed_components(next(iter(fits.values())), reg_covar=True)
+
+
+def test_best_model_names_a_missing_n_parameters_column(small_grid):
+    _, table, _ = small_grid
+    with pytest.raises(ValueError, match="table must be the DataFrame of select_model"):
+        ms.best_model(table.drop(columns="n_parameters"))  # was a KeyError

@@ -106,6 +106,9 @@ def load_truth(path=None):
     if path is None:
         path = _default_data_dir("load_truth", "path", "path/to/checkout/data/truth.json")
         path = path / "truth.json"
+    if not isinstance(path, (str, PathLike)):
+        raise ValueError(f"path must be a str or path-like (the truth.json file), got "
+                         f"{type(path).__name__}")
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file (expected the truth.json record)")

@@ -306,9 +306,7 @@ def best_model(table, criterion="bic"):
     """
     if criterion not in CRITERIA:
         raise ValueError(f"criterion must be one of {CRITERIA}, got {criterion!r}")
-    if not isinstance(table, pd.DataFrame) or not {criterion, "degenerate"} <= set(table):
-        raise ValueError("table must be the DataFrame of select_model (with columns "
-                         f"{criterion!r} and 'degenerate')")
+    _check_table(table, (criterion, "degenerate", "n_parameters"))
     usable = table.loc[~table["degenerate"].astype(bool)]
     if usable.empty:
         raise ValueError("every fit in the table is degenerate: nothing to choose")
