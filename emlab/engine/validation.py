@@ -8,9 +8,8 @@ arrays are never modified.
 - ``check_int``, ``check_nonnegative`` (a finite number >= 0), ``check_points`` (X of shape
   (N, d), NaN allowed, inf refused), ``check_means``, ``check_covariances``, ``check_weights``,
   ``check_resp`` (a (K, N) assignment), ``check_labels``, ``check_class_labels`` (one
-  argument's labels), ``check_image`` (an image and its
-  mask), ``check_beta`` (the Potts prior's strength), ``check_density`` (every point has a
-  density under the mixture);
+  argument's labels), ``check_image`` (an image and its mask), ``check_beta`` (the Potts
+  prior's strength), ``check_density`` (every point has a density under the mixture);
 - ``missing_patterns`` (rows grouped by which coordinates are observed) and ``cholesky``
   (Cholesky factors with a clear error for a covariance that is not positive definite).
 
