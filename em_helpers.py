@@ -36,7 +36,9 @@ Conventions used everywhere:
 from __future__ import annotations
 
 import csv
+import warnings
 from dataclasses import dataclass, field, replace
+from os import PathLike
 from pathlib import Path
 
 import numpy as np
@@ -68,10 +70,13 @@ from emlab.engine.loop import (
 from emlab.engine.loop import improves as _improves  # noqa: F401  (tests/test_em_helpers.py)
 from emlab.engine.scaling import DataUnits
 from emlab.engine.validation import (
+    check_class_labels,
     check_covariances,
+    check_density,
     check_int,
     check_labels,
     check_means,
+    check_nonnegative,
     check_points,
     check_resp,
     check_weights,
@@ -135,6 +140,9 @@ def load_image(path, n_components=3):
         of the layouts above; the message names the file, what was found and what was
         expected.
     """
+    if not isinstance(path, (str, PathLike)):
+        raise ValueError(f"path must be a str or path-like naming a CSV file, got "
+                         f"{type(path).__name__}")
     path = Path(path)
     n_components = check_int(n_components, "n_components", minimum=1)
     if path.is_dir():
@@ -283,7 +291,12 @@ def nearest_mean(X, means):
 
 
 def one_hot(labels, n_components):
-    """Int one-hot (K, N) of labels (N,)."""
+    """Int one-hot (K, N) of labels (N,), integers in ``0 .. n_components - 1``."""
+    labels = np.asarray(labels)
+    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer) or (
+            labels.size and (labels.min() < 0 or labels.max() >= n_components)):
+        raise ValueError(f"labels must be integers in 0..{n_components - 1} of shape (N,), got "
+                         f"shape {labels.shape}, dtype {labels.dtype}")
     return (labels == np.arange(n_components)[:, None]).astype(np.int64)
 
 
@@ -390,9 +403,12 @@ def e_step_soft(X, means, covariances, weights):
 
 
 def soft_responsibilities(X, means, covariances, weights):
+    """``e_step_soft`` without its argument checks, for arrays already checked (the EM loop's
+    inner step); a point of zero density under every component is still refused."""
     with np.errstate(divide="ignore"):
         weighted = _log_gaussian(X, means, covariances) + np.log(weights)[:, None]
     log_norm = logsumexp(weighted, axis=0)
+    check_density(log_norm)
     return np.exp(weighted - log_norm[None, :]), float(log_norm.sum())
 
 
@@ -448,6 +464,9 @@ def _reseed_empty(X, R, counts):
                 R[k, n] = 1.0
                 counts[k] += 1.0
                 break
+        else:  # fewer points than components: nothing left to re-seed k with
+            raise ValueError(f"component {k} of R holds no point and cannot be re-seeded: R "
+                             f"has {R.shape[0]} components for {X.shape[0]} points")
     return R, tuple(int(k) for k in empty)
 
 
@@ -503,7 +522,11 @@ def conditional_fill(X_rows, obs, mean, cov):
         return filled, cond_cov
     s_oo = cov[np.ix_(obs, obs)]
     s_mo = cov[np.ix_(mis, obs)]
-    gain = np.linalg.solve(s_oo, s_mo.T).T  # Sigma_mo Sigma_oo^-1
+    try:
+        gain = np.linalg.solve(s_oo, s_mo.T).T  # Sigma_mo Sigma_oo^-1
+    except np.linalg.LinAlgError:
+        raise ValueError("cov is singular on the observed coordinates: it must be positive "
+                         "definite") from None
     filled[:, mis] = mean[mis] + (X_rows[:, obs] - mean[obs]) @ gain.T
     cond_cov[np.ix_(mis, mis)] = cov[np.ix_(mis, mis)] - gain @ s_mo.T
     return filled, cond_cov
@@ -528,6 +551,7 @@ def _expected_statistics_fit(X, R, counts, means_cur, covs_cur, reg_covar):
     gains the conditional covariance Cov[x_m | x_o, k]; then the usual weighted formulas apply.
     """
     K, d = R.shape[0], X.shape[1]
+    cholesky(covs_cur)  # a clear error for current covariances that are not positive definite
     patterns = missing_patterns(X)
     means = np.empty((K, d))
     covs = np.empty((K, d, d))
@@ -705,7 +729,12 @@ def permute_components(result, order):
     Reorders means, covariances, weights, resp, history and init_means, and renames labels and
     re-seeding records to match.
     """
+    _check_result(result)
     order = np.asarray(order)
+    K = result.means.shape[0]
+    if order.shape != (K,) or not np.issubdtype(order.dtype, np.integer) \
+            or not np.array_equal(np.sort(order), np.arange(K)):
+        raise ValueError(f"order must be a permutation of 0..{K - 1}, got {order.tolist()}")
     rank = np.empty_like(order)
     rank[order] = np.arange(order.size)  # rank[old] = new
     history = [{**h, "means": h["means"][order], "covariances": h["covariances"][order],
@@ -716,6 +745,12 @@ def permute_components(result, order):
                     labels=rank[result.labels], history=history,
                     init_means=result.init_means[order],
                     reseeded=[(t, int(rank[k])) for t, k in result.reseeded])
+
+
+def _check_result(result):
+    if not isinstance(result, EMResult):
+        raise ValueError(f"result must be an EMResult returned by run_em, got "
+                         f"{type(result).__name__}")
 
 
 def _complete_rows(X):
@@ -944,11 +979,9 @@ def run_em(X, n_components=3, method="hard", init="random", n_init=1, max_iter=1
         raise ValueError(f"method must be 'hard' or 'soft', got {method!r}")
     n_init = check_int(n_init, "n_init", minimum=1)
     max_iter = check_int(max_iter, "max_iter", minimum=1)
-    if not (isinstance(tol, (int, float, np.floating)) and np.isfinite(tol) and tol >= 0):
-        raise ValueError(f"tol must be a non-negative number, got {tol!r}")
-    if not (isinstance(reg_covar, (int, float, np.floating)) and np.isfinite(reg_covar)
-            and reg_covar >= 0):
-        raise ValueError(f"reg_covar must be a non-negative number, got {reg_covar!r}")
+    tol = check_nonnegative(tol, "tol")
+    reg_covar = check_nonnegative(reg_covar, "reg_covar")
+    random_state = check_int(random_state, "random_state", minimum=0)
     if not isinstance(progress, (bool, np.bool_)):
         raise ValueError(f"progress must be True or False, got {progress!r}")
     covariance_type = check_covariance_type(covariance_type)
@@ -1080,6 +1113,7 @@ def align_to_truth(result, y_true):
     Reorders means, covariances, weights, resp, labels, history and init_means, so that tables
     and colours line up with the true classes.
     """
+    _check_result(result)
     mapping = label_mapping(y_true, result.labels)
     K = result.means.shape[0]
     if mapping.size < K:  # components that own no point keep their order after the others
@@ -1098,8 +1132,12 @@ def clustering_scores(y_true, y_pred):
 
     y_true, y_pred = check_labels(y_true, y_pred)
     matched = match_labels(y_true, y_pred)
+    classes = np.arange(max(y_true.max(), matched.max()) + 1)  # every class, even a lone one
+    with warnings.catch_warnings():  # its warning for a 1 x 1 matrix: every label is given
+        warnings.filterwarnings("ignore", "A single label was found", UserWarning)
+        confusion = confusion_matrix(y_true, matched, labels=classes)
     return {"accuracy": float(accuracy_score(y_true, matched)),
-            "confusion": confusion_matrix(y_true, matched),
+            "confusion": confusion,
             "ari": float(adjusted_rand_score(y_true, y_pred))}
 
 
@@ -1129,12 +1167,11 @@ def initial_means(X, n_components=3, init="kmeans++", random_state=0, y=None):
     K = check_int(n_components, "n_components", minimum=1)
     if not isinstance(init, str):
         raise ValueError(f"init must be 'kmeans++' or 'random', got {init!r}")
+    random_state = check_int(random_state, "random_state", minimum=0)
     means = _init_means(X, K, init, np.random.default_rng(random_state))
     if y is None:
         return means
-    y = np.asarray(y)
-    if y.shape != (X.shape[0],):
-        raise ValueError(f"y must have shape ({X.shape[0]},), got {y.shape}")
+    y = check_class_labels(y, X.shape[0])
     labels, _ = nearest_mean(X, means)
     mapping = label_mapping(y, labels)
     if mapping.size < K:  # means that own no point keep their order after the others
@@ -1144,5 +1181,7 @@ def initial_means(X, n_components=3, init="kmeans++", random_state=0, y=None):
 
 def log_gaussian_1d(x, means, variances):
     """ln N(x_n; mu_k, sigma_k^2) for scalar data: (K, N)."""
+    if not np.all(np.asarray(variances) > 0) or not np.isfinite(variances).all():
+        raise ValueError(f"variances must be positive and finite, got {variances!r}")
     return -0.5 * (np.log(2 * np.pi * variances)[:, None]
                    + (x[None, :] - means[:, None]) ** 2 / variances[:, None])

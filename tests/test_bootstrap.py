@@ -157,3 +157,15 @@ def test_bad_labels_are_rejected(sample):
         bootstrap.bootstrap_parameters(X, y - 1)
     with pytest.raises(ValueError, match="labels 0..K-1"):
         bootstrap.bootstrap_parameters(X, 2 * y)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"init": "kmeans++"}, "init must be an EMResult, Parameters, an array of means"),
+    ({"init": {"covariances": np.stack([np.eye(2)] * 3)}}, "init dict needs 'means'"),
+    ({"random_state": "a"}, "random_state must be an integer"),
+    ({"random_state": -1}, "random_state must be >= 0"),
+])
+def test_bad_start_and_seed_are_named(sample, kwargs, match):
+    X, y = sample
+    with pytest.raises(ValueError, match=match):
+        bootstrap.bootstrap_parameters(X, y, n_boot=2, **kwargs)

@@ -436,3 +436,30 @@ def test_step_functions_reject_bad_input():
 def test_encode_categorical_rejects_bad_input(codes, n_categories, message):
     with pytest.raises(ValueError, match=message):
         encode_categorical(codes, n_categories)
+
+
+@pytest.mark.parametrize("n_categories, match", [
+    (3.5, r"n_categories\[0\] must be an integer"),
+    ("3", r"n_categories\[0\] must be an integer"),
+    ([3, 3, 3], r"n_categories must be one integer or 2 \(one per feature\)"),
+])
+def test_encode_categorical_refuses_bad_n_categories(n_categories, match):
+    with pytest.raises(ValueError, match=match):
+        encode_categorical(np.array([[0, 1], [2, 0]]), n_categories)
+
+
+def test_bad_start_weights_and_seed_are_named():
+    Y, sizes = encode_categorical(np.array([[0, 1], [2, 0], [1, 1], [0, 2]]))
+    with pytest.raises(ValueError, match="init_weights must be a numeric array"):
+        run_cmm_em(Y, 2, sizes, init_weights="a")
+    with pytest.raises(ValueError, match="random_state must be an integer seed >= 0"):
+        run_cmm_em(Y, 2, sizes, random_state=-1)
+
+
+def test_m_step_with_an_empty_component_and_no_smoothing_warns_nothing():
+    Y, sizes = encode_categorical(np.array([0, 1, 2, 1]))
+    resp = np.vstack([np.ones(4), np.zeros(4)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        weights, probs = cmm_m_step(Y, resp, sizes, alpha=0.0)
+    np.testing.assert_allclose(probs[1], 1 / 3)  # the empty component: uniform

@@ -165,3 +165,66 @@ def test_without_data_next_to_the_package_the_error_says_how_to_pass_the_folder(
     images = course_scans.load_images(data_dir=DATA)  # an explicit folder still works
     assert images["Image1"][0].shape == (600, 2)
     assert course_scans.load_truth(DATA / "truth.json")["means"][0] == [2.0, 2.0]
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda: course_scans.load_images(3), "names must be a non-empty sequence"),
+    (lambda: course_scans.load_images(["Image1"], data_dir=3), "data_dir must be a str or path"),
+    (lambda: course_scans.true_parameters([1], "Image1"), "truth must be the dict of load_truth"),
+    (lambda: course_scans.true_parameters({"means": [[0.0, 0.0]]}, "Image1"),
+     "truth must be the dict of load_truth"),
+    (lambda: course_scans.true_parameters(course_scans.load_truth(), ["Image1"]),
+     "image must be one of"),
+    (lambda: course_scans.class_name(-1, ("a", "b")), "k must be >= 0"),
+    (lambda: course_scans.class_name("a", ("a", "b")), "k must be an integer"),
+    (lambda: course_scans.as_parameters(course_scans.Parameters("a", "b", "c"), "params"),
+     "params must hold numeric arrays"),
+    (lambda: course_scans.as_parameters(
+        course_scans.Parameters(np.full((1, 2), np.nan), np.eye(2)[None], [1.0]), "params"),
+     "params must be finite"),
+    (lambda: course_scans.fit_hard_and_soft(np.zeros((6, 2)), "kmeans++"),
+     r"init must be an array of means \(K, d\) or a dict"),
+    (lambda: course_scans.fit_hard_and_soft(np.zeros((6, 2)), None),
+     r"init must be an array of means \(K, d\) or a dict"),
+    (lambda: course_scans.fit_hard_and_soft(np.zeros((6, 2)), {"mean": np.zeros((2, 2))}),
+     "init dict needs 'means'"),
+    (lambda: course_scans.added_noise((np.eye(2), [0, 0]), (np.eye(2), [0, 0]), n_boot=2,
+                                      random_state="a"), "random_state must be an integer"),
+])
+def test_bad_arguments_are_named(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
+
+
+def test_matched_to_classes_refuses_labels_beyond_the_components(images):
+    X, y = images["Image1"]
+    fit = em.run_em(X, 3, random_state=0)
+    with pytest.raises(ValueError, match=r"labels must be in 0\.\.2"):
+        course_scans.matched_to_classes(fit, fit.labels + 1, y)
+
+
+def test_bayes_accuracy_refuses_labels_that_are_not_class_numbers(images, truth):
+    X, y = images["Image1"]
+    params = course_scans.true_parameters(truth, "Image1")
+    with pytest.raises(ValueError, match="y must hold non-negative integer labels"):
+        course_scans.bayes_accuracy(X, np.array(["tissue"] * len(y)), params)
+
+
+def test_label_errors_name_the_argument_the_caller_passed(images):
+    X, y = images["Image1"]
+    fit = em.run_em(X, 3, random_state=0)
+    calls = {  # each was reported as y_true or y_pred, names the caller never used
+        "y": lambda: course_scans.class_covariances(X, y.astype(float)),
+        "first y": lambda: course_scans.added_noise((X, y - 1), (X, y), n_boot=2),
+        "labels": lambda: course_scans.matched_to_classes(fit, fit.labels.astype(float), y),
+    }
+    for name, call in calls.items():
+        with pytest.raises(ValueError, match=rf"^{name} must hold non-negative integer labels"):
+            call()
+    with pytest.raises(ValueError, match=r"^y must hold non-negative integer labels"):
+        course_scans.fit_hard_and_soft(X, fit.means, y=y.astype(float))
+
+
+def test_load_truth_names_a_path_that_is_not_a_path():
+    with pytest.raises(ValueError, match="path must be a str or path-like"):
+        course_scans.load_truth(3)  # was a TypeError from pathlib

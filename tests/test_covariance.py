@@ -85,3 +85,12 @@ def test_an_unknown_covariance_type_is_refused_by_name(bad):
         covariance.check_covariance_type(bad)
     with pytest.raises(ValueError, match="covariance_type"):
         covariance.constrain_covariances(np.stack([np.eye(2)]), np.ones(1), bad, 0.0)
+
+
+def test_public_helpers_name_bad_arguments():
+    with pytest.raises(ValueError, match="n_components must be >= 1"):
+        covariance.n_covariance_parameters(-1, 2, "full")
+    with pytest.raises(ValueError, match="n_features must be an integer"):
+        covariance.n_covariance_parameters(2, "a", "full")
+    with pytest.raises(ValueError, match=r"covariances must have shape \(K, d, d\)"):
+        covariance.to_sklearn_format(np.eye(2), "diag")

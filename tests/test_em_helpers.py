@@ -666,3 +666,90 @@ def test_each_covariance_model_is_scale_and_shift_equivariant(covariance_type):
     np.testing.assert_allclose(moved.means, a * fit.means + b, rtol=1e-9)
     np.testing.assert_allclose(moved.covariances, a ** 2 * fit.covariances, rtol=1e-9,
                                atol=1e-12 * a ** 2)
+
+
+# --- bad inputs found by the input audit -----------------------------------------------------
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: em.run_em(GOOD, random_state="a"), "random_state must be an integer"),
+    (lambda: em.run_em(GOOD, random_state=1.5), "random_state must be an integer"),
+    (lambda: em.run_em(GOOD, random_state=-1), "random_state must be >= 0"),
+    (lambda: em.initial_means(GOOD, random_state="a"), "random_state must be an integer"),
+    (lambda: em.run_em(GOOD, tol=True), "tol must be a non-negative number"),
+    (lambda: em.run_em(GOOD, reg_covar=True), "reg_covar must be a non-negative number"),
+    (lambda: em.e_step(GOOD + 1j, np.zeros((3, 2))), "X must hold real numbers"),
+    (lambda: em.load_image(3), "path must be a str or path-like"),
+    (lambda: em.load_image(None), "path must be a str or path-like"),
+])
+def test_bad_arguments_are_named(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()
+
+
+def test_m_step_refuses_a_component_it_cannot_reseed_instead_of_returning_nan():
+    # one point, two components: the empty one has no point to take, its mean would be 0 / 0
+    with pytest.raises(ValueError, match="component 1 of R holds no point and cannot be re-"):
+        em.m_step(GOOD[:1], np.array([[1.0], [0.0]]))
+
+
+def test_m_step_refuses_current_covariances_that_are_not_positive_definite():
+    X = GOOD.copy()
+    X[0, 0] = np.nan
+    R = em.e_step(X, GOOD[:3])
+    with pytest.raises(ValueError, match=r"covariances\[0\] is not positive definite"):
+        em.m_step(X, R, means=GOOD[:3], covariances=np.zeros((3, 2, 2)))
+
+
+def test_soft_e_step_refuses_a_point_of_zero_density_instead_of_nan():
+    X = np.array([[1e200, 1e200], [1.0, 1.0]])  # its squared distance overflows: density 0
+    means, covs = np.array([[0.0, 0.0], [5.0, 5.0]]), np.stack([np.eye(2)] * 2)
+    for call in (em.e_step_soft, em.log_likelihood):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            with pytest.raises(ValueError, match="X row 0 has zero density under every"):
+                call(X, means, covs, [0.5, 0.5])
+
+
+def test_permute_components_and_align_to_truth_check_their_arguments():
+    result = em.run_em(GOOD, 3)
+    for order in ([0, 1], [0, 0, 1], [0, 1, 5], [0.0, 1.0, 2.0]):
+        with pytest.raises(ValueError, match=r"order must be a permutation of 0\.\.2"):
+            em.permute_components(result, order)
+    for call in (lambda: em.permute_components("fit", [0, 1, 2]),
+                 lambda: em.align_to_truth("fit", np.zeros(len(GOOD), int))):
+        with pytest.raises(ValueError, match="result must be an EMResult"):
+            call()
+
+
+@pytest.mark.parametrize("labels", [[0, 3], [0, -1], [0.0, 1.0], [[0, 1]]])
+def test_one_hot_refuses_labels_outside_the_components(labels):
+    # a label of no component gave a column of zeros: a point assigned to nothing
+    with pytest.raises(ValueError, match=r"labels must be integers in 0\.\.2"):
+        em.one_hot(np.array(labels), 3)
+
+
+def test_clustering_scores_of_a_single_class_warn_nothing():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # scikit-learn warned that a single label was found
+        scores = em.clustering_scores([0, 0, 0], [1, 1, 1])
+    assert scores["accuracy"] == 1.0 and scores["confusion"].tolist() == [[3]]
+
+
+@pytest.mark.parametrize("variances", [[1.0, 0.0], [1.0, -1.0], [1.0, np.nan]])
+def test_log_gaussian_1d_refuses_variances_that_are_not_positive(variances):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # was a NaN or -inf table with a RuntimeWarning
+        with pytest.raises(ValueError, match="variances must be positive and finite"):
+            em.log_gaussian_1d(np.array([0.5, 2.0]), np.array([0.0, 1.0]), np.array(variances))
+
+
+def test_conditional_fill_names_a_covariance_singular_on_the_observed_coordinates():
+    cov = np.array([[0.0, 0.0], [0.0, 1.0]])  # no variance on the observed coordinate 0
+    with pytest.raises(ValueError, match="cov is singular on the observed coordinates"):
+        em.conditional_fill(np.array([[1.0, np.nan]]), np.array([True, False]), np.zeros(2), cov)
+
+
+def test_initial_means_names_y_for_labels_that_are_not_class_numbers():
+    with pytest.raises(ValueError, match=r"^y must hold non-negative integer labels"):
+        em.initial_means(GOOD, 3, y=np.zeros(len(GOOD)))  # was named y_true

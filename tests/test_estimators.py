@@ -282,3 +282,13 @@ def test_the_docs_page_runs_as_written():
     assert 0.5 < namespace["accuracy"] <= 1.0  # better than chance on two balanced classes
     missing, std = namespace["missing"], namespace["std"]
     assert (std[missing] > 0).all() and (std[~missing] == 0).all()
+
+
+def test_a_row_of_zero_density_is_refused_instead_of_nan_probabilities():
+    mixture = MixtureEM(3, random_state=0).fit(blobs(0))
+    far = np.array([[1e200, 1e200, 1e200], [0.0, 0.0, 0.0]])  # density 0 under every component
+    for method in (mixture.predict, mixture.predict_proba, mixture.score_samples):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            with pytest.raises(ValueError, match="X row 0 has zero density under every"):
+                method(far)

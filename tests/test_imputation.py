@@ -334,3 +334,18 @@ def test_compare_imputers_runs_each_method_as_documented():
         X_filled, std = filled[name]
         assert std is None
         np.testing.assert_array_equal(X_filled, X_expected)
+
+
+def test_imputation_rmse_per_coordinate_must_be_a_bool():
+    X = np.arange(6.0).reshape(3, 2)
+    mask = np.array([[True, False], [False, True], [False, False]])
+    with pytest.raises(ValueError, match="per_coordinate must be True or False"):
+        imputation.imputation_rmse(X, X, mask, per_coordinate="yes")
+
+
+def test_a_row_of_zero_density_is_refused_instead_of_imputed_as_nan():
+    X = np.array([[0.0, 0.1], [1.0, 0.9], [0.2, 0.0], [0.9, 1.1], [0.1, 0.2], [1.1, 1.0]])
+    fit = em.run_em(X, 2, method="soft", random_state=0)
+    far = np.array([[1e200, np.nan], [0.5, np.nan]])  # its density underflows: 0 / 0 weights
+    with pytest.raises(ValueError, match="X row 0 has zero density under every component"):
+        imputation.impute(far, fit)

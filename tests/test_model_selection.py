@@ -291,3 +291,32 @@ def test_component_table_is_for_one_dimensional_fits():
     fit = em.run_em(mixture(2), 3, method="soft", random_state=0)
     with pytest.raises(ValueError, match="1-D fits"):
         ms.component_table(fit)
+
+
+@pytest.mark.parametrize("resp", [[[-0.5, 1.0], [1.5, 0.0]], [[np.nan, 1.0], [0.5, 0.0]],
+                                  [0.5, 0.5], [[0.5, 0.5], [0.2, 0.2]]])
+def test_responsibility_entropy_refuses_what_is_not_a_responsibility_matrix(resp):
+    with pytest.raises(ValueError, match="resp must"):
+        ms.responsibility_entropy(resp)
+
+
+def test_bad_grid_arguments_and_tables_are_named(small_grid):
+    X, table, fits = small_grid
+    with pytest.raises(ValueError, match="covariance_type must be a str or a sequence"):
+        ms.select_model(mixture(0, n=60), [1, 2], covariance_type=None)
+    with pytest.raises(ValueError, match="random_state must be an integer"):
+        ms.select_model(mixture(0, n=60), [1, 2], random_state="a")
+    with pytest.raises(ValueError, match="'bic' column has a missing or infinite value"):
+        ms.best_model(table.assign(bic=np.nan))
+    with pytest.raises(ValueError, match="fits must be the dict of select_model"):
+        ms.collapsed_table(table.assign(degenerate=True), None, X)
+    with pytest.raises(ValueError, match="result must be an EMResult"):
+        ms.component_table("fit")
+    with pytest.raises(ValueError, match="reg_covar must be a non-negative number"):
+        ms.collapsed_components(next(iter(fits.values())), reg_covar=True)
+
+
+def test_best_model_names_a_missing_n_parameters_column(small_grid):
+    _, table, _ = small_grid
+    with pytest.raises(ValueError, match="table must be the DataFrame of select_model"):
+        ms.best_model(table.drop(columns="n_parameters"))  # was a KeyError

@@ -108,3 +108,29 @@ def test_missing_patterns_are_numpys_unique_masks_in_the_same_order(d):
     for i, (observed, rows) in enumerate(patterns):
         np.testing.assert_array_equal(observed, expected[i])
         np.testing.assert_array_equal(rows, np.flatnonzero(inverse.ravel() == i))
+
+
+def test_check_points_refuses_complex_values():
+    with pytest.raises(ValueError, match="X must hold real numbers"):
+        validation.check_points(np.ones((2, 2)) + 1j)
+
+
+@pytest.mark.parametrize("value", [True, "1", None, -1.0, np.nan, np.inf])
+def test_check_nonnegative_names_the_argument(value):
+    with pytest.raises(ValueError, match="tol must be a non-negative number"):
+        validation.check_nonnegative(value, "tol")
+
+
+def test_check_density_names_the_first_row_of_zero_density():
+    validation.check_density(np.array([-1e300, 0.0]))
+    with pytest.raises(ValueError, match="X row 1 has zero density"):
+        validation.check_density(np.array([0.0, -np.inf, np.nan]))
+
+
+@pytest.mark.parametrize("check, args", [
+    (validation.check_means, (2,)), (validation.check_covariances, (1, 2)),
+    (validation.check_weights, (2,)), (validation.check_resp, (2,)),
+])
+def test_parameter_checks_name_the_argument_of_a_non_numeric_value(check, args):
+    with pytest.raises(ValueError, match="theta must be a numeric array"):
+        check("a", *args, name="theta")

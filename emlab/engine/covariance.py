@@ -21,12 +21,15 @@ matrices ``S_k = sum_n r_nk (x_n - mu_k)(x_n - mu_k)^T / N_k`` alone, which is w
 the diagonal for full, tied and diag, and to the variance for spherical (scikit-learn averages
 the regularised diagonal, which is the same thing).
 
-This module imports nothing from the project: ``em_helpers`` and ``emlab.engine.fastpath`` use it.
+This module imports only ``emlab.engine.validation`` from the project: ``em_helpers`` and
+``emlab.engine.fastpath`` use it.
 """
 
 from __future__ import annotations
 
 import numpy as np
+
+from emlab.engine.validation import check_int
 
 COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
 
@@ -105,7 +108,8 @@ def n_covariance_parameters(n_components, n_features, covariance_type):
     full ``K d (d + 1) / 2``, tied ``d (d + 1) / 2``, diag ``K d``, spherical ``K``.
     """
     covariance_type = check_covariance_type(covariance_type)
-    K, d = n_components, n_features
+    K = check_int(n_components, "n_components", minimum=1)
+    d = check_int(n_features, "n_features", minimum=1)
     return {"full": K * d * (d + 1) // 2, "tied": d * (d + 1) // 2, "diag": K * d,
             "spherical": K}[covariance_type]
 
@@ -118,6 +122,8 @@ def to_sklearn_format(covariances, covariance_type):
     """
     covariance_type = check_covariance_type(covariance_type)
     covariances = np.array(covariances, dtype=float)
+    if covariances.ndim != 3 or covariances.shape[1] != covariances.shape[2]:
+        raise ValueError(f"covariances must have shape (K, d, d), got {covariances.shape}")
     if covariance_type == "full":
         return covariances
     if covariance_type == "tied":

@@ -5,9 +5,11 @@ gives a ``ValueError`` that names the argument and says what was expected. Each 
 new array (``check_points(copy=False)`` excepted, for callers that only read): the caller's
 arrays are never modified.
 
-- ``check_int``, ``check_points`` (X of shape (N, d), NaN allowed, inf refused), ``check_means``,
-  ``check_covariances``, ``check_weights``, ``check_resp`` (a (K, N) assignment), ``check_labels``,
-  ``check_image`` (an image and its mask), ``check_beta`` (the Potts prior's strength);
+- ``check_int``, ``check_nonnegative`` (a finite number >= 0), ``check_points`` (X of shape
+  (N, d), NaN allowed, inf refused), ``check_means``, ``check_covariances``, ``check_weights``,
+  ``check_resp`` (a (K, N) assignment), ``check_labels``, ``check_class_labels`` (one
+  argument's labels), ``check_image`` (an image and its mask), ``check_beta`` (the Potts
+  prior's strength), ``check_density`` (every point has a density under the mixture);
 - ``missing_patterns`` (rows grouped by which coordinates are observed) and ``cholesky``
   (Cholesky factors with a clear error for a covariance that is not positive definite).
 
@@ -27,6 +29,14 @@ def check_int(value, name, minimum=None):
     return int(value)
 
 
+def check_nonnegative(value, name):
+    """Return ``value`` as a float if it is a finite number >= 0 (a bool is not a number)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
+            or not np.isfinite(value) or value < 0:
+        raise ValueError(f"{name} must be a non-negative number, got {value!r}")
+    return float(value)
+
+
 def check_points(X, name="X", allow_empty_columns=False, copy=True):
     """Return X as a float (N, d) array (a new array), NaN allowed, inf not.
 
@@ -37,6 +47,8 @@ def check_points(X, name="X", allow_empty_columns=False, copy=True):
     if isinstance(X, (str, bytes)) or X is None:
         raise ValueError(f"{name} must be a numeric array of shape (N, d), got "
                          f"{type(X).__name__}")
+    if np.iscomplexobj(X):
+        raise ValueError(f"{name} must hold real numbers, got complex values")
     try:
         X = np.array(X, dtype=float) if copy else np.asarray(X, dtype=float)  # copy: never touched
     except (TypeError, ValueError) as exc:
@@ -52,8 +64,16 @@ def check_points(X, name="X", allow_empty_columns=False, copy=True):
     return X
 
 
+def _as_float(value, name):
+    """A float copy of ``value``, or a ValueError that names the argument."""
+    try:
+        return np.array(value, dtype=float)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{name} must be a numeric array: {exc}") from None
+
+
 def check_means(means, d, name="means"):
-    means = np.array(means, dtype=float)
+    means = _as_float(means, name)
     if means.ndim != 2 or means.shape[1] != d or means.shape[0] == 0:
         raise ValueError(f"{name} must have shape (K, {d}), got shape {means.shape}")
     if not np.isfinite(means).all():
@@ -62,7 +82,7 @@ def check_means(means, d, name="means"):
 
 
 def check_covariances(covariances, K, d, name="covariances"):
-    covariances = np.array(covariances, dtype=float)
+    covariances = _as_float(covariances, name)
     if covariances.shape != (K, d, d):
         raise ValueError(f"{name} must have shape ({K}, {d}, {d}), got {covariances.shape}")
     if not np.isfinite(covariances).all():
@@ -73,7 +93,7 @@ def check_covariances(covariances, K, d, name="covariances"):
 
 
 def check_weights(weights, K, name="weights"):
-    weights = np.array(weights, dtype=float)
+    weights = _as_float(weights, name)
     if weights.shape != (K,):
         raise ValueError(f"{name} must have shape ({K},), got {weights.shape}")
     if not np.isfinite(weights).all() or (weights < 0).any():
@@ -84,7 +104,7 @@ def check_weights(weights, K, name="weights"):
 
 
 def check_resp(R, N, name="R"):
-    R = np.array(R, dtype=float)
+    R = _as_float(R, name)
     if R.ndim != 2 or R.shape[1] != N:
         raise ValueError(f"{name} must have shape (K, N) with N={N} points, got {R.shape}")
     if not np.isfinite(R).all() or (R < 0).any():
@@ -131,6 +151,35 @@ def cholesky(covariances):
                 raise ValueError(
                     f"covariances[{k}] is not positive definite; increase reg_covar") from None
         raise
+
+
+def check_density(log_density, name="X"):
+    """Refuse points whose log-density (N,) under the mixture is not finite.
+
+    A point too many standard deviations from every mean has a density that underflows
+    float64 under every component: its log-density is -inf and its responsibilities 0 / 0.
+    """
+    bad = ~np.isfinite(log_density)
+    if bad.any():
+        n = int(np.argmax(bad))
+        raise ValueError(
+            f"{name} row {n} has zero density under every component (its log-density "
+            "underflows float64: it lies too many standard deviations from every mean); "
+            f"rescale {name} or check the parameters")
+
+
+def check_class_labels(y, n_points=None, name="y"):
+    """Return ``y`` as an array of non-negative integer labels of shape ``(n_points,)`` (of any
+    length >= 1 if ``n_points`` is None)."""
+    y = np.asarray(y)
+    if y.ndim != 1 or y.size == 0 or (n_points is not None and y.shape[0] != n_points):
+        expected = "(N,) with N >= 1" if n_points is None else f"({n_points},)"
+        raise ValueError(f"{name} must have shape {expected}, got {y.shape}")
+    if not np.issubdtype(y.dtype, np.integer) or (y < 0).any():
+        raise ValueError(f"{name} must hold non-negative integer labels (class numbers), got "
+                         f"dtype {y.dtype}" + (f", minimum {y.min()}" if y.dtype.kind in "iu"
+                                               else ""))
+    return y
 
 
 def check_labels(y_true, y_pred):

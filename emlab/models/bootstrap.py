@@ -110,6 +110,7 @@ def bootstrap_parameters(X, y, n_boot=100, method="soft", init=None, random_stat
     n_boot = check_int(n_boot, "n_boot", minimum=2)
     if method not in ("hard", "soft"):
         raise ValueError(f"method must be 'hard' or 'soft', got {method!r}")
+    random_state = check_int(random_state, "random_state", minimum=0)
     start = _bootstrap_start(X, y, init)
     K = len(start["means"])
     rng = np.random.default_rng(random_state)
@@ -149,5 +150,11 @@ def _bootstrap_start(X, y, init):
         return {"means": params.means, "covariances": params.covariances,
                 "weights": params.weights}
     if isinstance(init, dict):
+        if "means" not in init:
+            raise ValueError(f"an init dict needs 'means' and may have 'covariances' and "
+                             f"'weights'; got keys {sorted(init)}")
         return dict(init)
+    if isinstance(init, str):
+        raise ValueError(f"init must be an EMResult, Parameters, an array of means (K, d) or a "
+                         f"dict, got {init!r}")
     return {"means": check_means(init, X.shape[1], "init")}

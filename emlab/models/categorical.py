@@ -64,7 +64,11 @@ def encode_categorical(codes, n_categories=None):
     if n_categories is None:
         sizes = tuple(int(max(codes[:, j].max(), 0)) + 1 for j in range(n_features))
     else:
-        sizes = tuple(np.broadcast_to(np.asarray(n_categories, dtype=int), (n_features,)).tolist())
+        given = [n_categories] * n_features if np.ndim(n_categories) == 0 else list(n_categories)
+        if len(given) != n_features:
+            raise ValueError(f"n_categories must be one integer or {n_features} (one per "
+                             f"feature), got {len(given)}")
+        sizes = tuple(check_int(c, f"n_categories[{j}]", minimum=1) for j, c in enumerate(given))
         for j, size in enumerate(sizes):
             if codes[:, j].max() >= size:
                 raise ValueError(f"codes of feature {j} reach {codes[:, j].max()} "
@@ -228,8 +232,9 @@ def _cmm_m_step(Y, resp, feature_sizes, alpha):
     n_k = resp.sum(axis=1) + 10 * np.finfo(float).eps  # keeps an empty component's weight > 0
     weights = n_k / n_k.sum()
     counts = resp @ Y + alpha  # expected counts of each category in each component, (K, C)
-    blocks = [block / block.sum(axis=1, keepdims=True)
-              for block in _split_blocks(counts, feature_sizes)]
+    with np.errstate(invalid="ignore"):  # 0 / 0 for an empty component: uniform below
+        blocks = [block / block.sum(axis=1, keepdims=True)
+                  for block in _split_blocks(counts, feature_sizes)]
     probs = np.concatenate(blocks, axis=1)
     uniform = np.concatenate([np.full((resp.shape[0], s), 1.0 / s) for s in feature_sizes], axis=1)
     # a component with no expected count in a feature (possible only when alpha == 0): uniform
@@ -445,8 +450,9 @@ def run_cmm_em(Y, n_components, feature_sizes=None, init="dirichlet", init_weigh
         raise ValueError(f"tol must be a number >= 0, got {tol!r}")
     if not isinstance(init, str) and n_init != 1:
         raise ValueError("n_init must be 1 when init is an array (every run would be identical)")
-    if isinstance(random_state, bool) or not isinstance(random_state, (int, np.integer)):
-        raise ValueError(f"random_state must be an integer seed, got {random_state!r}")
+    if isinstance(random_state, bool) or not isinstance(random_state, (int, np.integer)) \
+            or random_state < 0:
+        raise ValueError(f"random_state must be an integer seed >= 0, got {random_state!r}")
     rng = np.random.default_rng(random_state)
 
     def run_from(weights0, probs0):

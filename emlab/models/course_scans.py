@@ -17,14 +17,15 @@ The files in ``data/`` are generated stand-ins for the course's (see ``docs/data
 from __future__ import annotations
 
 from dataclasses import dataclass
+from os import PathLike
 from pathlib import Path
 
 import numpy as np
 
 from em_helpers import (align_to_truth, e_step_soft, label_mapping, load_image, m_step, one_hot,
                         run_em)
-from emlab.engine.validation import (check_covariances, check_int, check_labels, check_means,
-                                     check_points)
+from emlab.engine.validation import (check_class_labels, check_covariances, check_int,
+                                     check_means, check_points)
 
 DATA_DIR = Path(__file__).resolve().parents[2] / "data"
 # ^ The repository's data/ folder, found from this file rather than the working folder. It is
@@ -73,10 +74,13 @@ def load_images(names=("Image1", "Image2"), data_dir=None, n_components=3):
         ``name -> (X, y)``, in the order of ``names``; ``X`` (N, 2) with ``NaN`` for missing
         cells, ``y`` (N,) the true classes.
     """
-    if isinstance(names, str) or len(names) == 0:
+    if isinstance(names, str) or not hasattr(names, "__len__") or len(names) == 0:
         raise ValueError(f"names must be a non-empty sequence of file stems, got {names!r}")
     if data_dir is None:
         data_dir = _default_data_dir("load_images", "data_dir", "path/to/checkout/data")
+    if not isinstance(data_dir, (str, PathLike)):
+        raise ValueError(f"data_dir must be a str or path-like (the folder of the scans), got "
+                         f"{type(data_dir).__name__}")
     data_dir = Path(data_dir)
     return {name: load_image(data_dir / f"{name}.csv", n_components) for name in names}
 
@@ -102,6 +106,9 @@ def load_truth(path=None):
     if path is None:
         path = _default_data_dir("load_truth", "path", "path/to/checkout/data/truth.json")
         path = path / "truth.json"
+    if not isinstance(path, (str, PathLike)):
+        raise ValueError(f"path must be a str or path-like (the truth.json file), got "
+                         f"{type(path).__name__}")
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file (expected the truth.json record)")
@@ -133,8 +140,11 @@ def true_parameters(truth, image):
         ``means`` (K, d), ``covariances`` (K, d, d) and ``weights`` (K,): every class has the
         same number of points, so each weight is ``1 / K``.
     """
+    if not isinstance(truth, dict) or not {"means", "covariances"} <= set(truth):
+        raise ValueError("truth must be the dict of load_truth (with keys 'means' and "
+                         f"'covariances'), got {type(truth).__name__}")
     covariances = truth["covariances"]
-    if image not in covariances:
+    if not isinstance(image, str) or image not in covariances:
         raise ValueError(f"image must be one of {sorted(covariances)}, got {image!r}")
     means = check_means(truth["means"], len(truth["means"][0]), "truth['means']")
     K, d = means.shape
@@ -144,6 +154,7 @@ def true_parameters(truth, image):
 
 
 def class_name(k, names):
+    k = check_int(k, "k", minimum=0)
     return names[k] if k < len(names) else f"class {k}"
 
 
@@ -158,11 +169,15 @@ def as_parameters(params, name):
         raise ValueError(f"{name} must have means, covariances and weights attributes "
                          f"(an EMResult, MStepResult or Parameters), got {type(params).__name__}"
                          ) from None
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{name} must hold numeric arrays: {exc}") from None
     K = means.shape[0] if means.ndim == 2 else -1
     if means.ndim != 2 or covs.shape != (K, means.shape[1], means.shape[1]) or \
             weights.shape != (K,):
         raise ValueError(f"{name}: inconsistent shapes means {means.shape}, covariances "
                          f"{covs.shape}, weights {weights.shape}; expected (K, d), (K, d, d), (K,)")
+    if not (np.isfinite(means).all() and np.isfinite(covs).all() and np.isfinite(weights).all()):
+        raise ValueError(f"{name} must be finite (its means, covariances and weights)")
     return Parameters(means, covs, weights)
 
 
@@ -188,7 +203,11 @@ def matched_to_classes(params, labels, y):
     """
     params = as_parameters(params, "params")
     K = len(params.weights)
-    mapping = label_mapping(y, labels)
+    y = check_class_labels(y)
+    mapping = label_mapping(y, check_class_labels(labels, len(y), "labels"))
+    if mapping.size > K:
+        raise ValueError(f"labels must be in 0..{K - 1} (params has {K} components), got "
+                         f"{mapping.size - 1}")
     if mapping.size < K:  # components that own no point keep their order after the others
         mapping = np.concatenate([mapping, np.setdiff1d(np.arange(K), mapping)])
     order = np.argsort(mapping)
@@ -221,12 +240,20 @@ def fit_hard_and_soft(X, init, y=None, max_iter=500, tol=1e-6):
     from threadpoolctl import threadpool_limits
 
     X = check_points(X)
-    n_components = len(init["means"]) if isinstance(init, dict) else len(np.asarray(init))
+    if isinstance(init, dict) and "means" not in init:
+        raise ValueError(f"an init dict needs 'means' and may have 'covariances' and "
+                         f"'weights'; got keys {sorted(init)}")
+    if isinstance(init, str) or init is None:
+        raise ValueError(f"init must be an array of means (K, d) or a dict with 'means', got "
+                         f"{init!r}")
+    means = init["means"] if isinstance(init, dict) else init
+    n_components = check_means(means, X.shape[1], "init").shape[0]
     with threadpool_limits(limits=1, user_api="blas"):
         hard = run_em(X, n_components, method="hard", init=init, max_iter=max_iter, tol=tol)
         start = {"means": hard.means, "covariances": hard.covariances, "weights": hard.weights}
         soft = run_em(X, n_components, method="soft", init=start, max_iter=max_iter, tol=tol)
     if y is not None:
+        y = check_class_labels(y, X.shape[0])
         hard, soft = align_to_truth(hard, y), align_to_truth(soft, y)
     return {"hard": hard, "soft": soft}
 
@@ -253,9 +280,7 @@ def bayes_accuracy(X, y, params):
     """
     params = as_parameters(params, "params")
     R, _ = e_step_soft(X, params.means, params.covariances, params.weights)
-    y = np.asarray(y)
-    if y.shape != (R.shape[1],):
-        raise ValueError(f"y must have shape ({R.shape[1]},), got {y.shape}")
+    y = check_class_labels(y, R.shape[1])
     return float(np.mean(np.argmax(R, axis=0) == y))
 
 
@@ -282,10 +307,7 @@ def class_covariances(X, y, n_components=None):
     ndarray of shape (K, d, d)
     """
     X = check_points(X)
-    y = np.asarray(y)
-    if y.shape != (X.shape[0],):
-        raise ValueError(f"y must have shape ({X.shape[0]},), got {y.shape}")
-    y, _ = check_labels(y, y)
+    y = check_class_labels(y, X.shape[0])
     K = int(y.max()) + 1 if n_components is None else check_int(n_components, "n_components",
                                                                    minimum=1)
     counts = np.bincount(y, minlength=K)
@@ -339,12 +361,13 @@ def added_noise(first, second, n_boot=1000, random_state=0):
     NoiseEstimate
     """
     n_boot = check_int(n_boot, "n_boot", minimum=2)
+    random_state = check_int(random_state, "random_state", minimum=0)
     scans = []
     for name, scan in (("first", first), ("second", second)):
         if not isinstance(scan, (tuple, list)) or len(scan) != 2:
             raise ValueError(f"{name} must be a pair (X, y), got {type(scan).__name__}")
-        X, y = check_points(scan[0], f"{name} X"), np.asarray(scan[1])
-        scans.append((X, y))
+        X = check_points(scan[0], f"{name} X")
+        scans.append((X, check_class_labels(scan[1], X.shape[0], f"{name} y")))
     K = max(int(np.max(y)) for _, y in scans) + 1
     covs = [class_covariances(X, y, K) for X, y in scans]
     if covs[0].shape != covs[1].shape:

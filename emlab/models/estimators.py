@@ -41,6 +41,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 import em_helpers as em
 from emlab.engine.covariance import COVARIANCE_TYPES, to_sklearn_format
+from emlab.engine.validation import check_density
 from emlab.models.imputation import impute
 from emlab.models.model_selection import n_parameters
 
@@ -260,7 +261,9 @@ class MixtureEM(DensityMixin, BaseEstimator):
         else:
             log_prob = np.zeros((K, X.shape[0]))
         with np.errstate(divide="ignore"):  # an empty component has weight 0
-            return log_prob + np.log(self.weights_)[:, None]
+            weighted = log_prob + np.log(self.weights_)[:, None]
+        check_density(weighted.max(axis=0))  # -inf under every component: no probability
+        return weighted
 
     def _hard_labels(self, X):
         """Nearest-mean labels (N,); a row with nothing observed goes to the heaviest component."""

@@ -283,6 +283,8 @@ def imputation_rmse(X_imputed, X_complete, mask, per_coordinate=False):
     -------
     rmse : float, or ndarray of shape (d,) with ``per_coordinate=True``
     """
+    if not isinstance(per_coordinate, (bool, np.bool_)):
+        raise ValueError(f"per_coordinate must be True or False, got {per_coordinate!r}")
     shape = np.shape(X_complete)
     mask = _check_mask(mask, shape)
     X_complete = _check_scored(X_complete, shape, mask, "X_complete")

@@ -25,7 +25,7 @@ import pandas as pd
 
 import em_helpers as em
 from emlab.engine.covariance import COVARIANCE_TYPES, check_covariance_type, n_covariance_parameters
-from emlab.engine.validation import check_int, check_points
+from emlab.engine.validation import check_int, check_nonnegative, check_points, check_resp
 
 CRITERIA = ("bic", "aic", "icl")
 COLUMNS = ("log_likelihood", "n_parameters", "bic", "aic", "icl", "converged", "degenerate")
@@ -49,7 +49,9 @@ def n_parameters(n_components, n_features, covariance_type="full"):
 
 def responsibility_entropy(resp):
     """``E = -sum_n sum_k r_nk ln r_nk`` (with ``0 ln 0 = 0``) of responsibilities (K, N)."""
-    resp = np.asarray(resp, dtype=float)
+    if np.ndim(resp) != 2:
+        raise ValueError(f"resp must have shape (K, N), got {np.shape(resp)}")
+    resp = check_resp(resp, np.shape(resp)[1], "resp")
     positive = resp > 0
     return float(-np.sum(resp[positive] * np.log(resp[positive])))
 
@@ -145,10 +147,8 @@ def collapsed_components(result, reg_covar=1e-6, factor=10.0):
     """
     if not isinstance(result, em.EMResult):
         raise ValueError(f"result must be an EMResult, got {type(result).__name__}")
-    for name, value in (("reg_covar", reg_covar), ("factor", factor)):
-        if not (isinstance(value, (int, float, np.floating)) and np.isfinite(value)
-                and value >= 0):
-            raise ValueError(f"{name} must be a non-negative number, got {value!r}")
+    reg_covar = check_nonnegative(reg_covar, "reg_covar")
+    factor = check_nonnegative(factor, "factor")
     N, d = result.resp.shape[1], result.means.shape[1]
     smallest = np.linalg.eigvalsh(result.covariances)[:, 0]
     thin = smallest <= factor * reg_covar
@@ -167,7 +167,11 @@ def _check_grid(n_components, covariance_type):
                          f"{n_components!r}") from None
     if not ks:
         raise ValueError("n_components is empty: give at least one number of components")
-    types = [covariance_type] if isinstance(covariance_type, str) else list(covariance_type)
+    try:
+        types = [covariance_type] if isinstance(covariance_type, str) else list(covariance_type)
+    except TypeError:
+        raise ValueError(f"covariance_type must be a str or a sequence of str, got "
+                         f"{covariance_type!r}") from None
     if not types:
         raise ValueError(f"covariance_type is empty: give some of {COVARIANCE_TYPES}")
     types = [check_covariance_type(t) for t in types]
@@ -302,13 +306,13 @@ def best_model(table, criterion="bic"):
     """
     if criterion not in CRITERIA:
         raise ValueError(f"criterion must be one of {CRITERIA}, got {criterion!r}")
-    if not isinstance(table, pd.DataFrame) or not {criterion, "degenerate"} <= set(table):
-        raise ValueError("table must be the DataFrame of select_model (with columns "
-                         f"{criterion!r} and 'degenerate')")
+    _check_table(table, (criterion, "degenerate", "n_parameters"))
     usable = table.loc[~table["degenerate"].astype(bool)]
     if usable.empty:
         raise ValueError("every fit in the table is degenerate: nothing to choose")
     values = usable[criterion].to_numpy(dtype=float)
+    if not np.isfinite(values).all():
+        raise ValueError(f"table's {criterion!r} column has a missing or infinite value")
     lowest = values.min()
     ties = usable[values <= lowest + 1e-9 * max(abs(lowest), 1.0)]
     order = np.argsort(ties["n_parameters"].to_numpy(), kind="stable")
@@ -373,6 +377,9 @@ def collapsed_table(table, fits, X):
         eigenvalue``, ``distinct values it owns`` and ``BIC``.
     """
     _check_table(table, ("bic", "converged", "degenerate"))
+    if not isinstance(fits, dict):
+        raise ValueError(f"fits must be the dict of select_model(..., return_fits=True), got "
+                         f"{type(fits).__name__}")
     X = check_points(X)
     rows = {}
     for key in table.index[table["degenerate"] | ~table["converged"]]:
@@ -435,6 +442,8 @@ def component_table(result):
     pandas.DataFrame
         Indexed by ``component`` (1, 2, ...).
     """
+    if not isinstance(result, em.EMResult):
+        raise ValueError(f"result must be an EMResult, got {type(result).__name__}")
     if result.means.shape[1] != 1:
         raise ValueError(f"component_table is for 1-D fits; this one has d = "
                          f"{result.means.shape[1]}")
