@@ -609,8 +609,7 @@ def m_step(X, R, means=None, covariances=None, reg_covar=1e-6, covariance_type="
     X = check_points(X)
     R = check_resp(R, X.shape[0])
     K, d = R.shape[0], X.shape[1]
-    if not (np.isfinite(reg_covar) and reg_covar >= 0):
-        raise ValueError(f"reg_covar must be a non-negative number, got {reg_covar!r}")
+    reg_covar = check_nonnegative(reg_covar, "reg_covar")
     covariance_type = check_covariance_type(covariance_type)
     fit_reg = reg_covar if covariance_type == "full" else 0.0  # the others: after projecting
     R, reseeded = _reseed_empty(X, R, R.sum(axis=1))
