@@ -4,8 +4,9 @@ partial-volume fractions, against ANTs N4 + Atropos, on the BrainWeb-style phant
 Run ``python benchmarks/bench_real_scans.py`` from the repository root (``make bench``, which
 first installs ``benchmarks/requirements-bench.txt``: antspyx, with ``--no-deps`` because its
 wheel pins numpy < 2.4 while the project runs numpy 2.4, with which it works). It writes
-section "real-scans" of ``benchmarks/RESULTS.md`` and ``benchmarks/ants_real_scans.csv``, the
-ANTs numbers that notebook 11 shows beside its own (ANTs is not installed for the tests).
+section "real-scans" of ``benchmarks/RESULTS.md`` and ``benchmarks/ants_real_scans.csv`` (every
+row, with its phantom's ``seed``), the ANTs numbers that notebook 11 shows beside its own (ANTs
+is not installed for the tests).
 ``--quick``: the 2 mm target case only, one repeat, prints and writes nothing unless ``--out``.
 
 Method
@@ -260,13 +261,13 @@ def main(argv=None):
                 for inu in (0.0, 0.4):
                     seeds += measure(2, inu, 0.03, 1, template, seed=seed,
                                      methods=("ours: + field + fractions",))
-    table = pd.DataFrame(rows)
-    if args.out is not None:
-        table.drop(columns="seed").to_csv(
+    table, seeds = pd.DataFrame(rows), pd.DataFrame(seeds)
+    if args.out is not None:  # every row, the other seeds' after seed 0's (column "seed")
+        pd.concat([table, seeds]).to_csv(
             CSV if args.out == common.HERE else Path(args.out) / CSV.name, index=False,
             float_format="%.6g")
     common.publish(args.out, "real-scans", section(table.drop(columns="seed"), args.repeats,
-                                                   pd.DataFrame(seeds)))
+                                                   seeds))
 
 
 if __name__ == "__main__":
