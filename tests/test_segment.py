@@ -4,6 +4,7 @@ with exit code 2 and one line naming the file."""
 
 import gzip
 import os
+import re
 import subprocess
 import sys
 
@@ -87,6 +88,9 @@ def test_the_command_round_trips_a_small_scan(scan_files, method, capsys):
                                   check_index_type=False)
     assert table["volume_ml"].sum() == pytest.approx(mask.sum() * 3.0 / 1000)
     np.testing.assert_allclose(table["mean_intensity"], fit.means[:, 0])
+    # at most 10 significant digits: no binary-rounding tails such as 239.19999999999996
+    written = re.findall(r"\d+\.\d+", csv.read_text())
+    assert written and max(len(w.replace(".", "").lstrip("0")) for w in written) <= 10
     if method == "soft":
         np.testing.assert_allclose(table["soft_volume_ml"].sum(), table["volume_ml"].sum())
     else:

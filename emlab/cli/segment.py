@@ -107,6 +107,14 @@ def build_parser():
     return parser
 
 
+def _for_csv(table):
+    """``table`` with its float columns rounded to 10 significant digits, so that a volume of
+    239.2 mL is written as such and not as 239.19999999999996 (the binary rounding of a sum of
+    voxel volumes); floats stay floats (12.0 is written "12.0")."""
+    return table.apply(lambda column: column.map(lambda v: float(f"{v:.10g}"))
+                       if column.dtype.kind == "f" else column)
+
+
 MODELS = {("soft", False): "mean field with estimated proportions and one variance",
           ("soft", True): "mean field without proportions, one variance per class",
           ("hard", False): "ICM"}
@@ -283,7 +291,7 @@ def run(args, progress):
             print(f"wrote {path}", file=sys.stderr)
     table = class_table(labels, result, img.affine, args.method)
     try:
-        table.to_csv(csv_path)
+        _for_csv(table).to_csv(csv_path)
     except OSError as exc:
         raise CommandError(f"{csv_path}: {exc}") from None
     if args.lesions or args.lesion_labels:
@@ -310,7 +318,7 @@ def write_lesions(args, data, mask, img, progress):
             raise CommandError(f"{args.lesion_labels}: {exc}") from None
     if args.lesions:
         try:
-            table.to_csv(args.lesions)
+            _for_csv(table).to_csv(args.lesions)
         except OSError as exc:
             raise CommandError(f"{args.lesions}: {exc}") from None
 
