@@ -188,10 +188,7 @@ def check_labels(y_true, y_pred):
     if y_true.ndim != 1 or y_true.shape != y_pred.shape or y_true.size == 0:
         raise ValueError(f"y_true and y_pred must be 1-D of the same length, got shapes "
                          f"{y_true.shape} and {y_pred.shape}")
-    for name, y in (("y_true", y_true), ("y_pred", y_pred)):
-        if not np.issubdtype(y.dtype, np.integer) or (y < 0).any():
-            raise ValueError(f"{name} must hold non-negative integer labels")
-    return y_true, y_pred
+    return check_class_labels(y_true, name="y_true"), check_class_labels(y_pred, name="y_pred")
 
 
 _IMAGE_SHAPES = {2: "a 2-D array (H, W)", 3: "a 3-D array (X, Y, Z)"}
