@@ -134,3 +134,16 @@ def test_check_density_names_the_first_row_of_zero_density():
 def test_parameter_checks_name_the_argument_of_a_non_numeric_value(check, args):
     with pytest.raises(ValueError, match="theta must be a numeric array"):
         check("a", *args, name="theta")
+
+
+@pytest.mark.parametrize("value", [0, 0.0, -1e-300, float("nan"), float("inf"), True,
+                                   np.bool_(True), "1", None, [1.0], np.array([1.0, 2.0])])
+def test_check_positive_names_the_argument(value):
+    with pytest.raises(ValueError, match=r"^z must be a positive number"):
+        validation.check_positive(value, "z")
+
+
+@pytest.mark.parametrize("value", [1, 2.5, np.float32(0.5), np.int64(3), np.array(0.25)])
+def test_check_positive_returns_a_float(value):
+    out = validation.check_positive(value, "z")
+    assert type(out) is float and out == float(value)

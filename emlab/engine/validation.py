@@ -5,7 +5,7 @@ gives a ``ValueError`` that names the argument and says what was expected. Each 
 new array (``check_points(copy=False)`` excepted, for callers that only read): the caller's
 arrays are never modified.
 
-- ``check_int``, ``check_nonnegative`` (a finite number >= 0), ``check_points`` (X of shape
+- ``check_int``, ``check_nonnegative`` (a finite number >= 0), ``check_positive`` (> 0), ``check_points`` (X of shape
   (N, d), NaN allowed, inf refused), ``check_means``, ``check_covariances``, ``check_weights``,
   ``check_resp`` (a (K, N) assignment), ``check_labels``, ``check_class_labels`` (one
   argument's labels), ``check_image`` (an image and its mask), ``check_beta`` (the Potts
@@ -34,6 +34,16 @@ def check_nonnegative(value, name):
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
             or not np.isfinite(value) or value < 0:
         raise ValueError(f"{name} must be a non-negative number, got {value!r}")
+    return float(value)
+
+
+def check_positive(value, name):
+    """Return ``value`` as a float if it is a finite number > 0: a Python or numpy scalar, or a
+    0-d numeric array (a bool is not a number)."""
+    kind = np.asarray(value).dtype.kind if np.ndim(value) == 0 else ""
+    if isinstance(value, (bool, np.bool_)) or kind not in ("i", "u", "f") \
+            or not (np.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be a positive number, got {value!r}")
     return float(value)
 
 

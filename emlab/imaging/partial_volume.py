@@ -69,7 +69,7 @@ import numpy as np
 from scipy.special import logsumexp
 
 from emlab.engine.loop import Step, iterate
-from emlab.engine.validation import check_int
+from emlab.engine.validation import check_int, check_positive
 
 DEFAULT_THREE_TISSUE = 0.08  # the prior weight of three-tissue voxels (module docstring)
 
@@ -241,15 +241,6 @@ def _floats(values, name, expected):
         raise ValueError(f"{name} must be {expected}, got {values!r}") from None
 
 
-def _positive(value, name):
-    """A finite number > 0, or a ValueError naming ``name``."""
-    number = np.asarray(value) if not isinstance(value, (bool, np.bool_)) else None
-    if number is None or number.ndim != 0 or number.dtype.kind not in "iuf" \
-            or not (np.isfinite(number) and number > 0):
-        raise ValueError(f"{name} must be a positive number, got {value!r}")
-    return float(number)
-
-
 def check_three_tissue(three_tissue):
     """``three_tissue`` as a float in [0, 1), or a ValueError naming it."""
     if isinstance(three_tissue, bool) \
@@ -300,10 +291,10 @@ def fit_partial_volume(y, means, variance, weights=None, grid=20, max_iter=1000,
         raise ValueError(f"partial volume needs at least 2 tissues, got {K}")
     if not (np.isfinite(means).all() and (np.diff(means) > 0).all()):
         raise ValueError(f"means must be finite and increasing, got {means}")
-    variance = _positive(variance, "variance")
+    variance = check_positive(variance, "variance")
     grid = check_int(grid, "grid", minimum=2)
     max_iter = check_int(max_iter, "max_iter", minimum=1)
-    tol = _positive(tol, "tol")
+    tol = check_positive(tol, "tol")
     if not isinstance(fractions, (bool, np.bool_)):
         raise ValueError(f"fractions must be True or False, got {fractions!r}")
     rho = check_three_tissue(three_tissue) if K >= 3 else 0.0

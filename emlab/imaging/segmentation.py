@@ -110,7 +110,7 @@ from emlab.imaging.potts import (
     coloured_neighbour_sums,
     pseudo_likelihood_field,
 )
-from emlab.engine.validation import check_beta, check_image, check_int
+from emlab.engine.validation import check_beta, check_image, check_int, check_positive
 
 
 def _m_step_1d(X, R, reg_covar):
@@ -715,9 +715,7 @@ def segment_image(image, mask=None, n_components=3, method="soft", beta=0.0, ran
     n_init = check_int(n_init, "n_init", minimum=1)
     max_iter = check_int(max_iter, "max_iter", minimum=1)
     random_state = check_int(random_state, "random_state", minimum=0)
-    if isinstance(tol, bool) or not (isinstance(tol, (int, float, np.floating))
-                                     and np.isfinite(tol) and tol > 0):
-        raise ValueError(f"tol must be a positive number, got {tol!r}")
+    tol = check_positive(tol, "tol")
     proportions = _check_proportions(proportions, method, beta)
     tied = _check_covariance_type(covariance_type, method, beta)
     degree = bias.check_degree(bias_field)

@@ -26,6 +26,7 @@ from emlab.engine.validation import (
     check_int,
     check_means,
     check_points,
+    check_positive,
     check_weights,
     cholesky,
     missing_patterns,
@@ -322,8 +323,6 @@ def interval_coverage(X_imputed, std, X_complete, mask, z=1.96):
     std = _check_scored(std, shape, mask, "std")
     if (std[mask] < 0).any():
         raise ValueError("std must be non-negative")
-    if isinstance(z, bool) or not isinstance(z, (int, float, np.floating)) \
-            or not (np.isfinite(z) and z > 0):
-        raise ValueError(f"z must be a positive number, got {z!r}")
+    z = check_positive(z, "z")
     inside = np.abs(X_imputed[mask] - X_complete[mask]) <= z * std[mask]
     return float(inside.mean())

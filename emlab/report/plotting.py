@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from em_helpers import CLASS_NAMES, log_gaussian_1d
+from emlab.engine.validation import check_positive
 
 CLASS_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b")
 
@@ -85,9 +86,7 @@ def covariance_ellipse(mean, cov, n_std=1.0, **kwargs):
         raise ValueError(f"need a 2-D mean and a 2x2 covariance, got {mean.shape}, {cov.shape}")
     if not (np.isfinite(mean).all() and np.isfinite(cov).all()):
         raise ValueError("mean and cov must be finite")
-    if isinstance(n_std, bool) or not isinstance(n_std, (int, float, np.integer, np.floating)) \
-            or not (np.isfinite(n_std) and n_std > 0):
-        raise ValueError(f"n_std must be a positive number, got {n_std!r}")
+    n_std = check_positive(n_std, "n_std")
     eigval, eigvec = np.linalg.eigh(cov)
     if (eigval < 0).any():
         raise ValueError("cov must be positive semi-definite")
